@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Both create .venv when it is
+# missing or older than pyproject.toml.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+
+.PHONY: venv test demo lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check transformer_tf tests scripts benchmarks examples
+	$(BIN)/ruff format --check transformer_tf tests scripts benchmarks examples
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix transformer_tf tests scripts benchmarks examples
+	$(BIN)/ruff format transformer_tf tests scripts benchmarks examples
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,74 @@
+"""The decoder stack, with the per-layer cache for incremental decoding."""
+
+from __future__ import annotations
+
+import keras
+
+from transformer_tf.layers.encoder import _Stack
+
+
+@keras.saving.register_keras_serializable(package="transformer_tf")
+class TransformerDecoder(_Stack):
+    """``num_layers`` decoder blocks (the ``decoder_layer`` slot named by ``block``).
+
+    Args: ``num_layers`` (int) and ``block`` (str, default ``"transformer"``), plus the block
+    arguments of :class:`~transformer_tf.layers.encoder_layer.TransformerEncoderLayer`.
+
+    Call:
+        x: ``(batch, target_length, d_model)`` *target* embeddings.
+        encoder_output: ``(batch, source_length, d_model)``, the *final* encoder output (every
+            block attends to it; None when the cache holds its projections).
+        source_padding_mask: ``(batch, source_length)`` bool, True at real source tokens.
+        target_padding_mask: ``(batch, target_length)`` bool, optional.
+        cache: a list with one cache per block, from :meth:`init_cache`; the call then returns
+            ``(x, new_cache)`` and ``x`` holds the tokens at positions ``cache_index ..``.
+        cache_index: int scalar tensor.
+    """
+
+    slot = "decoder_layer"
+
+    def build(self, input_shape, encoder_output_shape=None):
+        for block in self.blocks:
+            block.build(input_shape, encoder_output_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(input_shape)
+        self.built = True
+
+    def init_cache(self, batch_size, max_length, encoder_output):
+        """One cache per block: room for ``max_length`` target positions, plus the
+        cross-attention keys and values of ``encoder_output`` (computed once, not per step)."""
+        return [block.init_cache(batch_size, max_length, encoder_output) for block in self.blocks]
+
+    def call(
+        self,
+        x,
+        encoder_output=None,
+        source_padding_mask=None,
+        target_padding_mask=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            if cache is None:
+                x = block(
+                    x,
+                    encoder_output,
+                    source_padding_mask=source_padding_mask,
+                    target_padding_mask=target_padding_mask,
+                    training=training,
+                )
+            else:
+                x, block_cache = block(
+                    x,
+                    encoder_output,
+                    source_padding_mask=source_padding_mask,
+                    cache=cache[i],
+                    cache_index=cache_index,
+                    training=training,
+                )
+                new_cache.append(block_cache)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x if cache is None else (x, new_cache)

@@ -1,0 +1,115 @@
+"""One Transformer decoder block: the ``decoder_layer`` slot.
+
+Interface of the slot: the constructor arguments of :class:`TransformerDecoderLayer`,
+``call(x, encoder_output, source_padding_mask=None, target_padding_mask=None, cache=None,
+cache_index=None, training=None)`` and ``init_cache(batch_size, max_length, encoder_output)``.
+With a ``cache`` the call returns ``(x, cache)``.
+"""
+
+from __future__ import annotations
+
+from transformer_tf.layers.encoder_layer import _BlockConfig, residual
+from transformer_tf.registry import register
+
+
+@register("decoder_layer", "transformer")
+class TransformerDecoderLayer(_BlockConfig):
+    """Causal self-attention, cross-attention to the encoder output, then feed-forward.
+
+    Each sublayer has dropout, a residual and normalization (post-norm by default, pre-norm with
+    ``normalize_first``). Arguments are those of
+    :class:`~transformer_tf.layers.encoder_layer.TransformerEncoderLayer`.
+
+    Call:
+        x: ``(batch, target_length, d_model)`` target embeddings (or the previous block's output).
+        encoder_output: ``(batch, source_length, d_model)``, the *final* encoder output; may be
+            None when ``cache`` holds its cross-attention keys and values.
+        source_padding_mask: ``(batch, source_length)`` bool, True at real source tokens: padded
+            source positions receive no cross-attention.
+        target_padding_mask: ``(batch, target_length)`` bool, optional; self-attention is causal
+            in any case, so right padding cannot reach real positions without it.
+        cache: ``{"self": {"key", "value"}, "cross": {"key", "value"}}`` from
+            :meth:`init_cache`, for incremental decoding; ``x`` then holds the tokens at
+            ``cache_index ..``. Returns ``(x, new_cache)``.
+        cache_index: int scalar tensor, the position of the first token of ``x``.
+    """
+
+    def __init__(self, d_model, num_heads, d_ff, **kwargs):
+        super().__init__(d_model, num_heads, d_ff, **kwargs)
+        self.self_attention = self._attention("self_attention")
+        self.self_attention_norm = self._norm("self_attention_norm")
+        self.self_attention_dropout = self._dropout("self_attention_dropout")
+        self.cross_attention = self._attention("cross_attention")
+        self.cross_attention_norm = self._norm("cross_attention_norm")
+        self.cross_attention_dropout = self._dropout("cross_attention_dropout")
+        self.feed_forward_layer = self._feed_forward("feed_forward")
+        self.feed_forward_norm = self._norm("feed_forward_norm")
+        self.feed_forward_dropout = self._dropout("feed_forward_dropout")
+
+    def build(self, input_shape, encoder_output_shape=None):
+        encoder_output_shape = encoder_output_shape or input_shape
+        self.self_attention.build(input_shape, input_shape)
+        self.self_attention_norm.build(input_shape)
+        self.cross_attention.build(input_shape, encoder_output_shape)
+        self.cross_attention_norm.build(input_shape)
+        self.feed_forward_layer.build(input_shape)
+        self.feed_forward_norm.build(input_shape)
+        self.built = True
+
+    def init_cache(self, batch_size, max_length, encoder_output):
+        """Empty self-attention keys/values and the cross-attention projections of the encoder."""
+        return {
+            "self": self.self_attention.init_cache(batch_size, max_length),
+            "cross": self.cross_attention.compute_cache(encoder_output),
+        }
+
+    def call(
+        self,
+        x,
+        encoder_output=None,
+        source_padding_mask=None,
+        target_padding_mask=None,
+        cache=None,
+        cache_index=None,
+        training=None,
+    ):
+        def self_attention(h):
+            if cache is None:
+                out = self.self_attention(
+                    h, h, key_padding_mask=target_padding_mask, causal=True, training=training
+                )
+                return out, None
+            return self.self_attention(
+                h, h, cache=cache["self"], cache_index=cache_index, training=training
+            )
+
+        def cross_attention(h):
+            if cache is None:
+                out = self.cross_attention(
+                    h, encoder_output, key_padding_mask=source_padding_mask, training=training
+                )
+                return out, None
+            out, _ = self.cross_attention(
+                h, None, key_padding_mask=source_padding_mask, cache=cache["cross"], training=training
+            )
+            return out, None
+
+        x, self_cache = residual(
+            x, self_attention, self.self_attention_norm, self.self_attention_dropout,
+            self.normalize_first, training,
+        )
+        x, _ = residual(
+            x, cross_attention, self.cross_attention_norm, self.cross_attention_dropout,
+            self.normalize_first, training,
+        )
+        x, _ = residual(
+            x,
+            lambda h: (self.feed_forward_layer(h, training=training), None),
+            self.feed_forward_norm,
+            self.feed_forward_dropout,
+            self.normalize_first,
+            training,
+        )
+        if cache is None:
+            return x
+        return x, {"self": self_cache, "cross": cache["cross"]}

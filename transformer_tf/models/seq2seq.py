@@ -1,0 +1,215 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from transformer_tf.data.special_tokens import PAD_ID
+from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
+from transformer_tf.registry import register
+
+
+@register("model", "seq2seq_transformer")
+class Seq2SeqTransformer(keras.Model):
+    """Encoder-decoder Transformer for sequence-to-sequence tasks such as translation.
+
+    Reads top to bottom: source ids -> source embedding -> encoder -> (final encoder output);
+    target input ids (the target shifted right, starting with BOS) -> *target* embedding ->
+    decoder (causal self-attention, cross-attention to the final encoder output masked by
+    source padding) -> output projection -> float32 logits.
+
+    Args:
+        source_vocab_size, target_vocab_size: int, vocabulary sizes (id 0 is padding).
+        num_layers: int, blocks per stack. Defaults to 2.
+        d_model, num_heads, d_ff: int, sizes (``d_model % num_heads == 0``). Defaults 128, 4, 512.
+        dropout, attention_dropout, ffn_dropout: float. Defaults 0.1, 0, 0.
+        activation: str, ``"relu"`` or ``"gelu"``. Defaults to ``"relu"``.
+        normalize_first: bool, pre-norm blocks. Defaults to False (post-norm, as in the paper).
+        layer_norm_epsilon: float. Defaults to 1e-6.
+        positional_encoding: str, ``"sinusoidal"`` or ``"learned"`` (or a registered name).
+        max_length: int, number of positions. Defaults to 512.
+        attention, feed_forward, normalization, encoder_layer, decoder_layer: str, registered
+            names of the replaceable parts.
+        num_encoder_layers, num_decoder_layers: int or None, override ``num_layers`` per stack.
+        share_embeddings: bool, one embedding for source and target (needs equal vocabularies).
+            Defaults to False.
+        tie_embeddings: bool, the output projection is the transposed target embedding.
+            Defaults to True.
+
+    Call: ``model({"source": (batch, source_length) int, "target": (batch, target_length) int})``
+    -> logits ``(batch, target_length, target_vocab_size)`` float32 (also under mixed precision).
+    Lengths may differ between batches; padding (id 0) is masked everywhere.
+    """
+
+    def __init__(
+        self,
+        source_vocab_size: int,
+        target_vocab_size: int,
+        num_layers: int = 2,
+        d_model: int = 128,
+        num_heads: int = 4,
+        d_ff: int = 512,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_first: bool = False,
+        layer_norm_epsilon: float = 1e-6,
+        positional_encoding: str = "sinusoidal",
+        max_length: int = 512,
+        attention: str = "multi_head",
+        feed_forward: str = "position_wise",
+        normalization: str = "layer_norm",
+        encoder_layer: str = "transformer",
+        decoder_layer: str = "transformer",
+        num_encoder_layers: int | None = None,
+        num_decoder_layers: int | None = None,
+        share_embeddings: bool = False,
+        tie_embeddings: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if share_embeddings and source_vocab_size != target_vocab_size:
+            raise ValueError(
+                "share_embeddings needs one vocabulary for source and target, got "
+                f"source_vocab_size={source_vocab_size} and target_vocab_size={target_vocab_size}"
+            )
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        self.num_layers = num_layers
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.d_ff = d_ff
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.ffn_dropout = ffn_dropout
+        self.activation = activation
+        self.normalize_first = normalize_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.positional_encoding = positional_encoding
+        self.max_length = max_length
+        self.attention = attention
+        self.feed_forward = feed_forward
+        self.normalization = normalization
+        self.encoder_layer = encoder_layer
+        self.decoder_layer = decoder_layer
+        self.num_encoder_layers = num_encoder_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.share_embeddings = share_embeddings
+        self.tie_embeddings = tie_embeddings
+
+        def embedding(vocab_size, name):
+            return TransformerEmbedding(
+                vocab_size,
+                d_model,
+                max_length=max_length,
+                positional_encoding=positional_encoding,
+                dropout=dropout,
+                name=name,
+            )
+
+        block_kwargs = dict(
+            d_model=d_model,
+            num_heads=num_heads,
+            d_ff=d_ff,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            ffn_dropout=ffn_dropout,
+            activation=activation,
+            normalize_first=normalize_first,
+            layer_norm_epsilon=layer_norm_epsilon,
+            attention=attention,
+            feed_forward=feed_forward,
+            normalization=normalization,
+        )
+        self.source_embedding = embedding(source_vocab_size, "source_embedding")
+        self.encoder = TransformerEncoder(
+            num_encoder_layers or num_layers, block=encoder_layer, name="encoder", **block_kwargs
+        )
+        # The decoder reads the *target* sentence: its own embedding unless explicitly shared.
+        self.target_embedding = (
+            self.source_embedding if share_embeddings else embedding(target_vocab_size, "target_embedding")
+        )
+        self.decoder = TransformerDecoder(
+            num_decoder_layers or num_layers, block=decoder_layer, name="decoder", **block_kwargs
+        )
+        self.output_projection = (
+            None if tie_embeddings else keras.layers.Dense(target_vocab_size, name="output_projection")
+        )
+
+    def build(self, input_shape=None):
+        hidden = (None, None, self.d_model)
+        self.source_embedding.build((None, None))
+        self.target_embedding.build((None, None))
+        self.encoder.build(hidden)
+        self.decoder.build(hidden, hidden)
+        if self.output_projection is not None:
+            self.output_projection.build(hidden)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        encoder_output, source_mask = self.encode(inputs["source"], training=training)
+        return self.decode(inputs["target"], encoder_output, source_mask, training=training)
+
+    def encode(self, source, training=None):
+        """``(batch, source_length)`` ids -> final encoder output ``(batch, source_length,
+        d_model)`` and the source padding mask ``(batch, source_length)`` (True at tokens)."""
+        source_mask = ops.not_equal(source, PAD_ID)
+        x = self.source_embedding(source, training=training)
+        return self.encoder(x, padding_mask=source_mask, training=training), source_mask
+
+    def decode(self, target, encoder_output, source_mask, training=None):
+        """Teacher-forced decoding of ``(batch, target_length)`` target input ids -> logits."""
+        target_mask = ops.not_equal(target, PAD_ID)
+        y = self.target_embedding(target, training=training)  # (batch, target_length, d_model)
+        y = self.decoder(
+            y,
+            encoder_output,
+            source_padding_mask=source_mask,
+            target_padding_mask=target_mask,
+            training=training,
+        )
+        return self.project(y)
+
+    def project(self, y):
+        """Decoder states ``(..., d_model)`` -> float32 logits ``(..., target_vocab_size)``."""
+        if self.output_projection is None:
+            logits = self.target_embedding.project(y)
+        else:
+            logits = self.output_projection(y)
+        # Softmax and loss in float32 whatever the compute dtype.
+        return ops.cast(logits, "float32")
+
+    def init_cache(self, encoder_output, max_length):
+        """Decoder cache for ``max_length`` target positions (see :meth:`decode_step`)."""
+        batch_size = ops.shape(encoder_output)[0]
+        return self.decoder.init_cache(batch_size, max_length, encoder_output)
+
+    def decode_step(self, token_ids, cache, index, source_mask):
+        """One incremental decoding step.
+
+        Args:
+            token_ids: ``(batch, 1)`` the tokens at position ``index``.
+            cache: from :meth:`init_cache` or the previous step.
+            index: int scalar tensor, the position of ``token_ids``.
+            source_mask: ``(batch, source_length)`` bool.
+
+        Returns: float32 logits ``(batch, target_vocab_size)`` for position ``index + 1`` and
+        the updated cache. Costs one position, not the whole prefix.
+        """
+        y = self.target_embedding(token_ids, start_index=index)  # (batch, 1, d_model)
+        y, cache = self.decoder(y, None, source_padding_mask=source_mask, cache=cache, cache_index=index)
+        return self.project(y)[:, -1, :], cache
+
+    def get_config(self):
+        config = super().get_config()
+        for name in (
+            "source_vocab_size", "target_vocab_size", "num_layers", "d_model", "num_heads",
+            "d_ff", "dropout", "attention_dropout", "ffn_dropout", "activation",
+            "normalize_first", "layer_norm_epsilon", "positional_encoding", "max_length",
+            "attention", "feed_forward", "normalization", "encoder_layer", "decoder_layer",
+            "num_encoder_layers", "num_decoder_layers", "share_embeddings", "tie_embeddings",
+        ):  # fmt: skip
+            config[name] = getattr(self, name)
+        return config
