@@ -66,8 +66,7 @@ class Registry:
                 "imported first (list it under `plugins:` in the config)."
             )
         raise UnknownNameError(
-            f"unknown {self.slot} `{name}`; registered {self.slot} names: "
-            f"{', '.join(names)}.{hint}"
+            f"unknown {self.slot} `{name}`; registered {self.slot} names: {', '.join(names)}.{hint}"
         )
 
     def names(self) -> list[str]:

@@ -145,7 +145,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 causal = True  # a cache beyond cache_index holds zeros: never attend to it
 
         logits = ops.einsum("bhqd,bhkd->bhqk", q, k)  # (batch, heads, q_len, k_len)
-        mask = self._attention_mask(key_padding_mask, causal, q_len, ops.shape(k)[2], query_positions)
+        mask = self._attention_mask(
+            key_padding_mask, causal, q_len, ops.shape(k)[2], query_positions
+        )
         # Softmax in float32: stable under mixed precision and safe for the large mask value.
         logits = ops.cast(logits, "float32")
         if mask is not None:

@@ -27,7 +27,9 @@ class TransformerDecoder(_Stack):
 
     slot = "decoder_layer"
 
-    def build(self, input_shape, encoder_output_shape=None):
+    def build(self, x_shape, encoder_output_shape=None):
+        # Keras maps build arguments to call arguments by name: `x` -> `x_shape`.
+        input_shape = x_shape
         for block in self.blocks:
             block.build(input_shape, encoder_output_shape)
         if self.final_norm is not None:

@@ -46,7 +46,9 @@ class TransformerDecoderLayer(_BlockConfig):
         self.feed_forward_norm = self._norm("feed_forward_norm")
         self.feed_forward_dropout = self._dropout("feed_forward_dropout")
 
-    def build(self, input_shape, encoder_output_shape=None):
+    def build(self, x_shape, encoder_output_shape=None):
+        # Keras maps build arguments to call arguments by name: `x` -> `x_shape`.
+        input_shape = x_shape
         encoder_output_shape = encoder_output_shape or input_shape
         self.self_attention.build(input_shape, input_shape)
         self.self_attention_norm.build(input_shape)
@@ -90,17 +92,29 @@ class TransformerDecoderLayer(_BlockConfig):
                 )
                 return out, None
             out, _ = self.cross_attention(
-                h, None, key_padding_mask=source_padding_mask, cache=cache["cross"], training=training
+                h,
+                None,
+                key_padding_mask=source_padding_mask,
+                cache=cache["cross"],
+                training=training,
             )
             return out, None
 
         x, self_cache = residual(
-            x, self_attention, self.self_attention_norm, self.self_attention_dropout,
-            self.normalize_first, training,
+            x,
+            self_attention,
+            self.self_attention_norm,
+            self.self_attention_dropout,
+            self.normalize_first,
+            training,
         )
         x, _ = residual(
-            x, cross_attention, self.cross_attention_norm, self.cross_attention_dropout,
-            self.normalize_first, training,
+            x,
+            cross_attention,
+            self.cross_attention_norm,
+            self.cross_attention_dropout,
+            self.normalize_first,
+            training,
         )
         x, _ = residual(
             x,

@@ -23,7 +23,9 @@ class PositionwiseFeedForward(keras.layers.Layer):
         dropout: float, dropout on the inner activations. Defaults to 0.
     """
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "relu", dropout: float = 0.0, **kwargs):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str = "relu", dropout: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.d_model = d_model
         self.d_ff = d_ff

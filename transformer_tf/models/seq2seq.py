@@ -129,13 +129,17 @@ class Seq2SeqTransformer(keras.Model):
         )
         # The decoder reads the *target* sentence: its own embedding unless explicitly shared.
         self.target_embedding = (
-            self.source_embedding if share_embeddings else embedding(target_vocab_size, "target_embedding")
+            self.source_embedding
+            if share_embeddings
+            else embedding(target_vocab_size, "target_embedding")
         )
         self.decoder = TransformerDecoder(
             num_decoder_layers or num_layers, block=decoder_layer, name="decoder", **block_kwargs
         )
         self.output_projection = (
-            None if tie_embeddings else keras.layers.Dense(target_vocab_size, name="output_projection")
+            None
+            if tie_embeddings
+            else keras.layers.Dense(target_vocab_size, name="output_projection")
         )
 
     def build(self, input_shape=None):
@@ -199,7 +203,9 @@ class Seq2SeqTransformer(keras.Model):
         the updated cache. Costs one position, not the whole prefix.
         """
         y = self.target_embedding(token_ids, start_index=index)  # (batch, 1, d_model)
-        y, cache = self.decoder(y, None, source_padding_mask=source_mask, cache=cache, cache_index=index)
+        y, cache = self.decoder(
+            y, None, source_padding_mask=source_mask, cache=cache, cache_index=index
+        )
         return self.project(y)[:, -1, :], cache
 
     def get_config(self):

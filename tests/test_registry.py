@@ -1,0 +1,58 @@
+import inspect
+
+import keras
+import pytest
+
+import transformer_tf
+from transformer_tf import layers, models
+from transformer_tf.errors import UnknownNameError
+from transformer_tf.registry import REGISTRIES, Registry, register
+
+
+def _public_classes():
+    for module in (layers, models):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                yield obj
+
+
+def test_every_public_class_is_registered_under_a_unique_name():
+    names = [keras.saving.get_registered_name(cls) for cls in _public_classes()]
+    assert all(name.startswith("transformer_tf>") for name in names), names
+    assert len(names) == len(set(names))
+    for cls, name in zip(_public_classes(), names):
+        assert keras.saving.get_registered_object(name) is cls
+
+
+def test_unknown_name_lists_valid_names_and_suggests():
+    with pytest.raises(UnknownNameError) as info:
+        REGISTRIES["feed_forward"].get("position_wize")
+    message = str(info.value)
+    assert "registered feed_forward names: position_wise" in message
+    assert "Did you mean `position_wise`?" in message
+
+
+def test_two_classes_under_one_name_is_an_error():
+    registry = Registry("feed_forward")
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    registry.add("gated", A)
+    registry.add("gated", A)  # the same class again is fine
+    with pytest.raises(ValueError, match="already taken"):
+        registry.add("gated", B)
+
+
+def test_user_class_default_name_is_module_dot_class():
+    @register("feed_forward")
+    class MyFeedForward(keras.layers.Layer):
+        pass
+
+    name = f"{__name__.rsplit('.', 1)[-1]}.MyFeedForward"
+    assert REGISTRIES["feed_forward"].get(name) is MyFeedForward
+    assert transformer_tf.register is register
