@@ -48,7 +48,7 @@ def run_layer_test(
     model.train_on_batch(inputs, target)
     frozen = [
         w.path
-        for b, w in zip(before, model.trainable_weights)
+        for b, w in zip(before, model.trainable_weights, strict=True)
         if np.allclose(b, w.numpy()) and not w.path.endswith(no_gradient)
     ]
     assert not frozen, f"weights that received no gradient: {frozen}"

@@ -21,7 +21,7 @@ def test_every_public_class_is_registered_under_a_unique_name():
     names = [keras.saving.get_registered_name(cls) for cls in _public_classes()]
     assert all(name.startswith("transformer_tf>") for name in names), names
     assert len(names) == len(set(names))
-    for cls, name in zip(_public_classes(), names):
+    for cls, name in zip(_public_classes(), names, strict=True):
         assert keras.saving.get_registered_object(name) is cls
 
 
