@@ -4,8 +4,13 @@ Importing the package registers every built-in layer and model with Keras, so ``
 saved by it reload with ``keras.saving.load_model`` and no ``custom_objects``.
 """
 
-from transformer_tf import layers, models
-from transformer_tf.registry import register
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is not for our users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transformer_tf import layers, models  # noqa: E402
+from transformer_tf.registry import register  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,98 @@
+"""Translate text with a trained model, and score translations (BLEU, chrF, exact match)."""
+
+from __future__ import annotations
+
+import numpy as np
+import sacrebleu
+import tensorflow as tf
+
+from transformer_tf.data.special_tokens import EOS_ID, PAD_ID
+
+
+def translate_ids(
+    model, source_ids: list[list[int]], *, batch_size: int, decoder
+) -> list[list[int]]:
+    """Decode lists of source ids in length-sorted batches; returns ids in input order.
+
+    Sorting by length keeps padding (and so wasted decoding work) small.
+    """
+    order = np.argsort([len(ids) for ids in source_ids], kind="stable")
+    outputs: list[list[int] | None] = [None] * len(source_ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        longest = max(1, max(len(source_ids[i]) for i in chunk))
+        batch = np.zeros((len(chunk), longest), "int32")
+        for row, i in enumerate(chunk):
+            batch[row, : len(source_ids[i])] = source_ids[i]
+        decoded = decoder(tf.constant(batch)).numpy()
+        for row, i in enumerate(chunk):
+            outputs[i] = _strip(decoded[row])
+    return outputs
+
+
+def _strip(ids) -> list[int]:
+    """Ids up to (not including) EOS, without padding."""
+    result = []
+    for token in ids:
+        token = int(token)
+        if token == EOS_ID:
+            break
+        if token != PAD_ID:
+            result.append(token)
+    return result
+
+
+def translate_texts(
+    model,
+    source_tokenizer,
+    target_tokenizer,
+    texts: list[str],
+    *,
+    max_input_length: int,
+    max_output_length: int,
+    beam_size: int = 4,
+    length_penalty: float = 0.6,
+    batch_size: int = 64,
+) -> list[str]:
+    """Source sentences -> detokenized translations."""
+    from transformer_tf.inference.search import make_decoder
+
+    decoder = make_decoder(
+        model, max_length=max_output_length, beam_size=beam_size, length_penalty=length_penalty
+    )
+    # Inputs longer than the model was trained for are truncated (EOS of the source is implicit).
+    source_ids = [source_tokenizer.encode(t)[: max_input_length - 1] for t in texts]
+    decoded = translate_ids(model, source_ids, batch_size=batch_size, decoder=decoder)
+    return [target_tokenizer.decode(ids) for ids in decoded]
+
+
+def score_translations(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU and chrF (sacreBLEU) and the share of exact matches."""
+    exact = np.mean([h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)])
+    return {
+        "exact_match": float(exact) if hypotheses else 0.0,
+        "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
+    }
+
+
+def translation_scores(task, model, split: str, *, beam_size: int | None = None) -> dict:
+    """Decode a split of a translation task and score it against its references."""
+    config = task.config
+    beam_size = config.decoding.beam_size if beam_size is None else beam_size
+    pairs = task.raw_splits[split]
+    hypotheses = translate_texts(
+        model,
+        task.source_tokenizer,
+        task.target_tokenizer,
+        [s for s, _ in pairs],
+        max_input_length=config.data.max_length,
+        max_output_length=config.decoding.max_length,
+        beam_size=beam_size,
+        length_penalty=config.decoding.length_penalty,
+        batch_size=config.training.batch_size,
+    )
+    references = [t for _, t in pairs]
+    if getattr(config.data, "lowercase", False):
+        references = [r.lower() for r in references]
+    return score_translations(hypotheses, references)

@@ -1,0 +1,1 @@
+"""The training engine: strategy, loop, checkpoints, losses, metrics and schedules."""

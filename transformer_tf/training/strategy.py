@@ -1,0 +1,153 @@
+"""Pick and build the tf.distribute strategy named by ``distribute.strategy``.
+
+``choose_strategy`` is a pure function of what is visible (GPU count, whether a TPU resolves), so
+tests can fake the device lists; ``build_strategy`` creates the real strategy object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from transformer_tf.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Placement:
+    """The strategy and this process's role in it."""
+
+    strategy: tf.distribute.Strategy
+    kind: str  # the resolved kind: cpu, gpu, mirrored, multi_worker or tpu
+    is_chief: bool = True
+    task_type: str | None = None
+    task_id: int = 0
+
+    @property
+    def num_replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def choose_strategy(requested: str, num_gpus: int, tpu_available: bool) -> str:
+    """Resolve ``auto`` (and check the others) against what is visible.
+
+    ``auto``: ``tpu`` when a TPU resolves, ``mirrored`` with more than one GPU, ``gpu`` with one,
+    else ``cpu``. Explicit kinds are returned unchanged, but ``gpu`` with no GPU and ``tpu``
+    with no TPU are errors.
+    """
+    if requested == "auto":
+        if tpu_available:
+            return "tpu"
+        if num_gpus > 1:
+            return "mirrored"
+        return "gpu" if num_gpus == 1 else "cpu"
+    if requested == "gpu" and num_gpus == 0:
+        raise UserError(
+            "distribute.strategy is `gpu` but TensorFlow sees no GPU "
+            "(check CUDA drivers, or use `auto` or `cpu`)"
+        )
+    if requested == "tpu" and not tpu_available:
+        raise UserError(
+            "distribute.strategy is `tpu` but no TPU resolved: set `distribute.tpu` to the TPU "
+            "name or grpc:// address (or TPU_NAME in the environment)"
+        )
+    return requested
+
+
+def _tpu_resolver(tpu: str | None, factory: Callable | None = None):
+    """A TPUClusterResolver when a TPU is named or local, else None (never probes the network
+    when nothing points at a TPU: the metadata lookup can hang off Google Cloud)."""
+    factory = factory or tf.distribute.cluster_resolver.TPUClusterResolver
+    name = tpu or os.environ.get("TPU_NAME")
+    local = bool(tf.config.list_logical_devices("TPU"))
+    if not name and not local:
+        return None
+    try:
+        return factory(tpu=name or "local")
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        if tpu:
+            raise UserError(f"distribute.tpu `{tpu}` did not resolve: {error}") from error
+        return None
+
+
+def _multi_worker_role() -> tuple[str, int, bool]:
+    """(task type, task id, is chief) from TF_CONFIG; the chief is `chief` or worker 0."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError(
+            "distribute.strategy is `multi_worker` but TF_CONFIG is not set: every process needs "
+            'TF_CONFIG=\'{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}\' (see docs/distributed.md)'
+        )
+    try:
+        tf_config = json.loads(raw)
+        task = tf_config["task"]
+        cluster = tf_config["cluster"]
+        task_type, task_id = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"TF_CONFIG is not valid ({error}): {raw}") from error
+    has_chief = "chief" in cluster
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return task_type, task_id, is_chief
+
+
+def build_strategy(
+    distribute,
+    *,
+    list_devices: Callable[[str], list] = tf.config.list_logical_devices,
+    tpu_resolver_factory: Callable | None = None,
+) -> Placement:
+    """Create the strategy for a ``DistributeConfig``.
+
+    Args:
+        distribute: the config's ``distribute`` section (``strategy``, ``tpu``, ``devices``,
+            ``communication``).
+        list_devices: ``device_type -> devices``; tests pass fakes.
+        tpu_resolver_factory: replaces ``TPUClusterResolver`` in tests.
+    """
+    requested = distribute.strategy
+    resolver = None
+    if requested in ("auto", "tpu"):
+        resolver = _tpu_resolver(distribute.tpu, tpu_resolver_factory)
+    num_gpus = len(list_devices("GPU"))
+    kind = choose_strategy(requested, num_gpus, resolver is not None)
+
+    if kind == "cpu":
+        return Placement(tf.distribute.OneDeviceStrategy("/cpu:0"), kind)
+    if kind == "gpu":
+        return Placement(tf.distribute.OneDeviceStrategy("/gpu:0"), kind)
+    if kind == "mirrored":
+        devices = distribute.devices
+        if devices is None:
+            # All GPUs, or else all (logical) CPUs: several CPU devices only exist when the user
+            # configured them, which is how tests exercise MirroredStrategy without GPUs.
+            gpus = list_devices("GPU")
+            devices = [d.name for d in (gpus or list_devices("CPU"))]
+        cross_device_ops = None
+        if distribute.communication == "nccl":
+            cross_device_ops = tf.distribute.NcclAllReduce()
+        elif not any("GPU" in d.upper() for d in devices):
+            # NCCL (the GPU default) cannot reduce CPU tensors.
+            cross_device_ops = tf.distribute.ReductionToOneDevice()
+        return Placement(tf.distribute.MirroredStrategy(devices, cross_device_ops), kind)
+    if kind == "multi_worker":
+        task_type, task_id, is_chief = _multi_worker_role()
+        implementation = {
+            "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+            "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+            "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+        }[distribute.communication]
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return Placement(strategy, kind, is_chief, task_type, task_id)
+    if kind == "tpu":
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return Placement(tf.distribute.TPUStrategy(resolver), kind)
+    raise UserError(f"unknown distribute.strategy `{kind}`")
