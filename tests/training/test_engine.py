@@ -1,0 +1,123 @@
+"""The training engine through its Python API: checkpoints, resume, determinism, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.fixtures import classification_config, make_imdb_folder
+from transformer_tf.config import config_from_dict
+from transformer_tf.errors import UserError
+from transformer_tf.training.checkpoints import checkpoint_steps
+from transformer_tf.training.engine import Trainer, TrainingDivergedError, train
+from transformer_tf.training.evaluate import evaluate_run, load_run
+
+
+@pytest.fixture(scope="module")
+def imdb(tmp_path_factory):
+    return make_imdb_folder(tmp_path_factory.mktemp("imdb"))
+
+
+def _config(imdb, **training):
+    return config_from_dict(classification_config(imdb, **training))
+
+
+def _losses(run_dir):
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    return [(entry["step"], entry["loss"]) for entry in map(json.loads, lines)]
+
+
+def test_train_checkpoints_learns_and_evaluates(imdb, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(_config(imdb, keep_checkpoints=2), run_dir, show_progress=False)
+    assert result.step == 30 and result.stop_reason == "completed"
+    assert checkpoint_steps(run_dir) == [20, 30]  # keeps the last two
+    assert (run_dir / "checkpoints" / "best").is_dir()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "model.keras").is_file()
+    assert list((run_dir / "logs" / "train").iterdir()), "no TensorBoard events"
+    last = result.validation[-1]
+    assert last["accuracy"] > 0.9
+    # evaluate reloads the run from its directory alone and reproduces the validation numbers.
+    scores = evaluate_run(run_dir, split="validation")
+    assert scores["step"] == 30
+    assert scores["accuracy"] == pytest.approx(last["accuracy"])
+    assert scores["loss"] == pytest.approx(last["loss"], rel=1e-5)
+    assert evaluate_run(run_dir, split="test")["accuracy"] > 0.85
+
+
+def test_same_seed_same_loss_curve(imdb, tmp_path):
+    config = _config(imdb, steps=15, eval_every=None)
+    train(config, tmp_path / "a", show_progress=False)
+    train(config, tmp_path / "b", show_progress=False)
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [s for s, _ in a] == [5, 10, 15]
+    np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-6)
+
+
+def test_resume_continues_at_the_right_step_and_matches(imdb, tmp_path):
+    full = _config(imdb, steps=30)
+    train(full, tmp_path / "full", show_progress=False)
+    # The same run in two legs: stop at 20, then rerun with the full step budget.
+    first = _config(imdb, steps=20)
+    train(first, tmp_path / "legs", show_progress=False)
+    trainer = Trainer(full, tmp_path / "legs", show_progress=False)
+    assert int(trainer.state.step.numpy()) == 20
+    assert int(trainer.optimizer.iterations.numpy()) == 20  # schedule continues at step 20
+    trainer.train()
+    full_losses = dict(_losses(tmp_path / "full"))
+    leg_losses = dict(_losses(tmp_path / "legs"))
+    assert leg_losses[30] == pytest.approx(full_losses[30], rel=1e-5)
+    assert leg_losses[25] == pytest.approx(full_losses[25], rel=1e-5)
+
+
+def test_refuses_a_run_dir_of_another_model(imdb, tmp_path):
+    train(_config(imdb, steps=10, eval_every=None), tmp_path / "run", show_progress=False)
+    other = config_from_dict(
+        {**classification_config(imdb), "model": {"d_model": 64, "num_heads": 2, "num_layers": 1}}
+    )
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(UserError, match=r"model\.d_model.*differ"):
+        Trainer(other, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+
+
+def test_average_last_checkpoints_is_the_mean_of_their_weights(imdb, tmp_path):
+    run_dir = tmp_path / "run"
+    train(_config(imdb, keep_checkpoints=3, eval_every=None), run_dir, show_progress=False)
+    weights = []
+    for step in (10, 20, 30):
+        run = load_run(run_dir, checkpoint=str(step))
+        weights.append([w.numpy() for w in run.model.weights])
+    averaged = load_run(run_dir, average_last=3)
+    assert averaged.checkpoint == "average of steps 10, 20, 30"
+    for i, weight in enumerate(averaged.model.weights):
+        expected = np.mean([w[i] for w in weights], axis=0)
+        np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="needs 4 checkpoints"):
+        load_run(run_dir, average_last=4)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(imdb, tmp_path):
+    run_dir = tmp_path / "run"
+    config = _config(imdb, steps=60, eval_every=None, clip_norm=None, warmup_steps=0)
+    trainer = Trainer(config, run_dir, show_progress=False)
+    original = trainer.task.loss
+    # From the 15th step on (after 14 optimizer updates) the loss is NaN.
+    trainer.task.loss = lambda labels, logits, smoothing: _nan_after(
+        original(labels, logits, smoothing), trainer.optimizer.iterations, 14
+    )
+    with pytest.raises(TrainingDivergedError, match=r"at step 15.*checkpoint \(step 10\) is kept"):
+        trainer.train()
+    assert checkpoint_steps(run_dir) == [10]
+    assert load_run(run_dir).step == 10
+
+
+def _nan_after(loss_and_count, iterations, after):
+    import tensorflow as tf
+
+    loss, count = loss_and_count
+    poison = tf.where(iterations >= after, tf.constant(math.nan), tf.constant(0.0))
+    return loss + poison, count
