@@ -118,14 +118,15 @@ def cmd_translate(args) -> int:
 
     if args.text:
         texts = args.text
-    else:
-        source = args.input
+    elif args.input:
         try:
-            handle = open(source, encoding="utf-8") if source else sys.stdin
+            texts = args.input.read_text(encoding="utf-8").splitlines()
         except OSError as error:
-            raise UserError(f"cannot read --input {source}: {error.strerror}") from error
-        with handle:
-            texts = [line.rstrip("\n") for line in handle]
+            raise UserError(f"cannot read --input {args.input}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise UserError(f"--input {args.input} is not UTF-8 ({error.reason})") from error
+    else:
+        texts = sys.stdin.read().splitlines()
     run = load_run(
         args.run_dir,
         checkpoint=args.checkpoint,
