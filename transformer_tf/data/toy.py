@@ -21,7 +21,7 @@ a CPU, but it cannot be solved by copying or by word-by-word substitution, becau
 
 Sentences are lowercase, space-separated, 4 to 20 tokens on each side. The target is a
 deterministic function of the English sentence (no synonyms, no attachment ambiguity that changes
-the translation), so 100% exact match is achievable. Vocabulary: ~190 English and ~300 target words.
+the translation), so 100% exact match is achievable. Vocabulary: ~200 English and ~310 target words.
 
 Public API: :func:`generate_toy_pairs` and :func:`toy_splits`. The sentence structures
 (:class:`NounPhrase`, :class:`Pronoun`, :class:`ToySentence`) and the renderers
@@ -175,12 +175,22 @@ _DETERMINERS: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
     "my": (
         "my",
         "my",
-        {"m": ("mein", "meinen"), "f": ("meine", "meine"), "n": ("mein", "mein"), "pl": ("meine",) * 2},
+        {
+            "m": ("mein", "meinen"),
+            "f": ("meine", "meine"),
+            "n": ("mein", "mein"),
+            "pl": ("meine",) * 2,
+        },
     ),
     "your": (
         "your",
         "your",
-        {"m": ("dein", "deinen"), "f": ("deine", "deine"), "n": ("dein", "dein"), "pl": ("deine",) * 2},
+        {
+            "m": ("dein", "deinen"),
+            "f": ("deine", "deine"),
+            "n": ("dein", "dein"),
+            "pl": ("deine",) * 2,
+        },
     ),
 }
 # German "weak" declension follows der/dieser; "mixed" follows ein/mein/dein.

@@ -1,0 +1,188 @@
+"""encode_pairs and make_translation_dataset: format, bucketing, determinism, static shapes."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transformer_tf.data.parallel import ParallelCorpus
+from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
+from transformer_tf.data.tokenizers import WordTokenizer
+from transformer_tf.data.toy import toy_splits
+from transformer_tf.data.translation import (
+    default_bucket_boundaries,
+    encode_pairs,
+    make_translation_dataset,
+    padding_fraction,
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_lengths():
+    """600 distinct examples with lengths from 1 to 60, target length close to source length
+    (as in real parallel data). The first two ids of each source encode its index."""
+    rng = np.random.default_rng(0)
+    sources, targets = [], []
+    for i in range(600):
+        length = int(rng.integers(2, 60))
+        sources.append([4 + i // 100, 4 + i % 100, *rng.integers(4, 200, length - 2).tolist()])
+        target_length = max(1, length + int(rng.integers(-3, 4)))
+        targets.append(rng.integers(4, 200, target_length).tolist())
+    return sources, targets
+
+
+def _batches(dataset):
+    return list(dataset.as_numpy_iterator())
+
+
+def _unpad(row: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in row[row != PAD_ID])
+
+
+def _examples(dataset) -> collections.Counter:
+    """Each example as (source, target without BOS) recovered from the padded batches."""
+    found = collections.Counter()
+    for features, _ in dataset.as_numpy_iterator():
+        for source, target in zip(features["source"], features["target"], strict=True):
+            found[(_unpad(source), _unpad(target)[1:])] += 1
+    return found
+
+
+def test_encode_pairs_drops_or_truncates_long_pairs():
+    tokenizer = WordTokenizer.build(["a b c d e f"])
+    pairs = [("a b", "c d"), ("a b c d e", "c"), ("a", "b c d e f"), ("", "a")]
+    sources, targets, dropped = encode_pairs(pairs, tokenizer, tokenizer, max_length=5)
+    assert len(sources) == len(targets) == 1 and dropped == 3  # 2 too long, 1 empty source
+    assert tokenizer.decode(sources[0]) == "a b" and tokenizer.decode(targets[0]) == "c d"
+
+    sources, targets, truncated = encode_pairs(
+        pairs, tokenizer, tokenizer, max_length=5, truncate=True
+    )
+    assert truncated == 2 and len(sources) == len(pairs)
+    assert [len(s) for s in sources] == [2, 4, 1, 0]
+    assert [len(t) for t in targets] == [2, 1, 4, 1]
+
+    corpus = ParallelCorpus(sources=["a b"], targets=["c d"])
+    assert encode_pairs(corpus, tokenizer, tokenizer, max_length=5)[:2] == ([[4, 5]], [[6, 7]])
+
+
+def test_batches_have_the_model_format(mixed_lengths):
+    sources, targets = mixed_lengths
+    dataset = make_translation_dataset(sources, targets, batch_size=16, shuffle=True, seed=0)
+    features_spec, labels_spec = dataset.element_spec
+    assert set(features_spec) == {"source", "target"}
+    for spec in (features_spec["source"], features_spec["target"], labels_spec):
+        assert spec.dtype == tf.int32 and spec.shape.rank == 2
+    for features, labels in _batches(dataset):
+        source, target = features["source"], features["target"]
+        assert source.shape[0] == target.shape[0] == labels.shape[0] <= 16
+        assert target.shape == labels.shape
+        assert (target[:, 0] == BOS_ID).all()
+        # Teacher forcing: the label at t is the decoder input at t + 1 (where the decoder input
+        # has padding, the label is EOS or padding) ...
+        shifted = np.where(labels[:, :-1] == EOS_ID, PAD_ID, labels[:, :-1])
+        np.testing.assert_array_equal(shifted, target[:, 1:])
+        # ... and each label row is y + [EOS] followed by padding.
+        for target_row, label_row in zip(target, labels, strict=True):
+            y = _unpad(target_row)[1:]
+            assert _unpad(label_row) == (*y, EOS_ID)
+
+
+def test_bucketing_keeps_padding_small(mixed_lengths):
+    sources, targets = mixed_lengths
+    kwargs = dict(batch_size=16, shuffle=True, seed=0)
+    unbucketed = padding_fraction(
+        make_translation_dataset(sources, targets, bucket_boundaries=[], **kwargs)
+    )
+    bucketed = padding_fraction(make_translation_dataset(sources, targets, **kwargs))
+    assert unbucketed > 0.35
+    assert bucketed < 0.15
+    assert bucketed < unbucketed / 3
+
+
+def test_every_example_appears_exactly_once_per_epoch(mixed_lengths):
+    sources, targets = mixed_lengths
+    expected = collections.Counter(
+        (tuple(s), tuple(t)) for s, t in zip(sources, targets, strict=True)
+    )
+    dataset = make_translation_dataset(sources, targets, batch_size=16, shuffle=True, seed=3)
+    assert _examples(dataset) == expected
+    assert _examples(dataset) == expected  # a second pass (reshuffled) too
+
+
+def test_shuffling_is_deterministic_per_seed_and_epoch(mixed_lengths):
+    sources, targets = mixed_lengths
+
+    def first_ids(seed, epoch):
+        dataset = make_translation_dataset(
+            sources, targets, batch_size=16, shuffle=True, seed=seed, epoch=epoch
+        )
+        # The first two source ids identify an example.
+        return [tuple(map(tuple, f["source"][:, :2])) for f, _ in _batches(dataset)]
+
+    epoch0 = first_ids(seed=1, epoch=0)
+    assert first_ids(seed=1, epoch=0) == epoch0
+    assert first_ids(seed=1, epoch=1) != epoch0
+    assert first_ids(seed=2, epoch=0) != epoch0
+
+    ordered = make_translation_dataset(sources, targets, batch_size=16, shuffle=False, seed=0)
+    assert [b[1].tolist() for b in _batches(ordered)] == [b[1].tolist() for b in _batches(ordered)]
+
+
+def test_drop_remainder_and_pad_to_multiple_give_static_multiples(mixed_lengths):
+    sources, targets = mixed_lengths
+    dataset = make_translation_dataset(
+        sources,
+        targets,
+        batch_size=16,
+        shuffle=True,
+        seed=0,
+        drop_remainder=True,
+        pad_to_multiple=8,
+    )
+    features_spec, labels_spec = dataset.element_spec
+    assert features_spec["source"].shape[0] == labels_spec.shape[0] == 16
+    shapes = set()
+    for features, labels in _batches(dataset):
+        assert features["source"].shape == features["target"].shape == labels.shape
+        assert labels.shape[0] == 16 and labels.shape[1] % 8 == 0
+        shapes.add(labels.shape)
+    # One shape per bucket: the boundaries 8, 16, ..., 64.
+    assert len(shapes) <= len(default_bucket_boundaries(61)) == 8
+
+
+def test_pad_to_multiple_with_custom_boundaries_and_overflow(mixed_lengths):
+    sources, targets = mixed_lengths
+    dataset = make_translation_dataset(
+        sources,
+        targets,
+        batch_size=32,
+        shuffle=False,
+        seed=0,
+        bucket_boundaries=[10, 20],
+        pad_to_multiple=16,
+    )
+    lengths = {labels.shape[1] for _, labels in _batches(dataset)}
+    assert lengths <= {16, 32, 48, 64} and 16 in lengths and 32 in lengths
+    assert sum(_examples(dataset).values()) == len(sources)
+
+
+def test_toy_corpus_end_to_end():
+    splits = toy_splits(300, 0, 0, seed=0)
+    pairs = splits["train"]
+    source_tok = WordTokenizer.build(s for s, _ in pairs)
+    target_tok = WordTokenizer.build(t for _, t in pairs)
+    sources, targets, dropped = encode_pairs(pairs, source_tok, target_tok, max_length=32)
+    assert dropped == 0
+    dataset = make_translation_dataset(sources, targets, batch_size=32, shuffle=True, seed=0)
+    decoded = {
+        (source_tok.decode(f["source"][i]), target_tok.decode(f["target"][i, 1:]))
+        for f, _ in _batches(dataset)
+        for i in range(len(f["source"]))
+    }
+    assert decoded == set(pairs)
+    assert padding_fraction(dataset) < 0.25
+    assert padding_fraction(dataset.take(0)) == 0.0

@@ -1,0 +1,107 @@
+"""Reading sentence-aligned parallel text files (one sentence per line, UTF-8)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformer_tf.errors import DataError
+
+
+@dataclass
+class ParallelCorpus:
+    """Aligned sentence pairs read by :func:`read_parallel`.
+
+    Attributes:
+        sources, targets: list[str], the kept sentences; ``sources[i]`` translates to
+            ``targets[i]``.
+        skipped_empty: int, line pairs skipped because both sides were empty.
+        skipped_one_side_empty: int, line pairs skipped because exactly one side was empty.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    skipped_empty: int = 0
+    skipped_one_side_empty: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The kept pairs as ``(source, target)`` tuples."""
+        return list(zip(self.sources, self.targets, strict=True))
+
+
+def read_parallel(
+    source_path: str | os.PathLike, target_path: str | os.PathLike, *, lowercase: bool = False
+) -> ParallelCorpus:
+    """Read two line-aligned UTF-8 files into sentence pairs.
+
+    Each line is one sentence; the line break (``\\n`` or ``\\r\\n``) and surrounding whitespace
+    are stripped. Lines are split on ``\\n`` only, so characters such as U+2028 or U+0085 inside a
+    sentence do not break the alignment.
+
+    Empty lines at the *end* of a file are ignored (many corpora, e.g. Multi30k, end with an extra
+    blank line), so only the remaining lines must match in number. A pair whose two sides are
+    both empty is skipped (``skipped_empty``). A pair with exactly one empty side is also skipped
+    (``skipped_one_side_empty``) rather than rejected: it is usually a sentence the other side
+    merged into a neighbouring line or left untranslated, it cannot be a useful training example,
+    and one such line should not make a large corpus unusable; the count lets callers report it.
+
+    Args:
+        source_path, target_path: str | PathLike, the two files.
+        lowercase: bool, lowercase both sides. Defaults to False.
+
+    Returns:
+        ParallelCorpus with the kept pairs and the skip counts.
+
+    Raises:
+        DataError: a missing or unreadable file; a file that is not UTF-8 (with the file and the
+            1-based number of its first bad line); different numbers of lines.
+    """
+    sources = _read_lines(Path(source_path))
+    targets = _read_lines(Path(target_path))
+    if len(sources) != len(targets):
+        raise DataError(
+            f"parallel files differ in length: {source_path} has {len(sources)} lines but "
+            f"{target_path} has {len(targets)} (not counting empty lines at the end)"
+        )
+    corpus = ParallelCorpus()
+    for source, target in zip(sources, targets, strict=True):
+        if not source and not target:
+            corpus.skipped_empty += 1
+        elif not source or not target:
+            corpus.skipped_one_side_empty += 1
+        else:
+            corpus.sources.append(source.lower() if lowercase else source)
+            corpus.targets.append(target.lower() if lowercase else target)
+    return corpus
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The stripped lines of ``path`` without trailing empty lines."""
+    lines: list[str] = []
+    try:
+        # Binary iteration splits on b"\n" only and lets us name the first undecodable line.
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        f"{path} is not valid UTF-8: line {number}, byte {error.start + 1} of the "
+                        f"line ({error.reason})"
+                    ) from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark
+                lines.append(line.strip())
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"expected a data file but found a directory: {path}") from None
+    except PermissionError:
+        raise DataError(f"no permission to read the data file {path}") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
