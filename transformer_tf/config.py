@@ -298,6 +298,9 @@ class TfdsData(BaseModel):
     vocab_size: int = Field(20000, ge=16)
     ngrams: int = Field(1, ge=1, le=3)
     lowercase: bool = True
+    # Which tokens of a longer review to keep: the first max_length, the last, or the first
+    # quarter and the last three quarters (reviews often conclude at the end).
+    truncation: Literal["head", "tail", "head_tail"] = "head"
 
 
 class DirectoryData(BaseModel):
@@ -313,6 +316,9 @@ class DirectoryData(BaseModel):
     vocab_size: int = Field(20000, ge=16)
     ngrams: int = Field(1, ge=1, le=3)
     lowercase: bool = True
+    # Which tokens of a longer review to keep: the first max_length, the last, or the first
+    # quarter and the last three quarters (reviews often conclude at the end).
+    truncation: Literal["head", "tail", "head_tail"] = "head"
 
     @field_validator("path")
     @classmethod

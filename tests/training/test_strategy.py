@@ -52,7 +52,7 @@ def test_auto_builds_one_device_strategies_from_the_device_list():
     assert placement.num_replicas == 1 and placement.is_chief
     placement = build_strategy(DistributeConfig(strategy="auto"), list_devices=_fake_devices(1))
     assert placement.kind == "gpu"
-    assert placement.strategy.extended.worker_devices[0].endswith("GPU:0")
+    assert placement.strategy.extended.worker_devices[0].upper().endswith("GPU:0")
 
 
 def test_tpu_resolution_uses_the_named_tpu(monkeypatch):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
@@ -46,6 +47,7 @@ class TrainResult:
     stop_reason: str
     train_loss: float | None = None
     validation: list[dict] = field(default_factory=list)
+    weights_checksum: float | None = None  # sum of |w| over all weights: compares workers
 
 
 def apply_precision_policy(mixed_precision: str) -> None:
@@ -180,10 +182,12 @@ class Trainer:
 
         self.config = config
         self.run_dir = Path(run_dir)
-        self.resuming = check_run_dir(config, self.run_dir)
+        # The strategy first: multi-worker collectives must be set up before other TF work.
         self.placement: Placement = placement or build_strategy(config.distribute)
         self.strategy = self.placement.strategy
         self.is_chief = self.placement.is_chief
+        # Only the chief judges (and writes) the run directory; other workers would race it.
+        self.resuming = check_run_dir(config, self.run_dir) if self.is_chief else None
         self.show_progress = show_progress and self.is_chief
         training = config.training
         keras.utils.set_random_seed(training.seed)
@@ -246,8 +250,12 @@ class Trainer:
                 scaled = optimizer.scale_loss(loss) if loss_scaled else loss
             variables = model.trainable_variables
             grads = tape.gradient(scaled, variables)
+            # Dense gradients: an embedding's IndexedSlices from several replicas concatenate in
+            # the all-reduce, and the optimizer's sparse path then treats rows seen by both
+            # replicas differently from one replica's slices.
             grads = [
-                tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)
+                tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                for g, v in zip(grads, variables, strict=True)
             ]
             # The full gradient on every replica, so clipping sees the global norm ...
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -256,7 +264,7 @@ class Trainer:
                 grads, _ = tf.clip_by_global_norm(grads, training.clip_norm * scale)
             if num_replicas > 1:
                 # ... and the optimizer's own SUM all-reduce then restores it.
-                grads = [g / num_replicas for g in grads]
+                grads = [tf.math.scalar_mul(1.0 / num_replicas, g) for g in grads]
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             return loss_sum, count
 
@@ -353,6 +361,10 @@ class Trainer:
             self.model.save(self.run_dir / "model.keras")
         self.writer.close()
         result.step, result.epoch, result.stop_reason = step, epoch, stop
+        result.weights_checksum = float(
+            sum(np.abs(np.asarray(w.numpy(), "float64")).sum() for w in self.model.weights)
+        )
+        log.info("final weights checksum: %.12e", result.weights_checksum)
         return result
 
     def _selection(self) -> tuple[str, str]:

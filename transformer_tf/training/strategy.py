@@ -65,7 +65,7 @@ def _tpu_resolver(tpu: str | None, factory: Callable | None = None):
     when nothing points at a TPU: the metadata lookup can hang off Google Cloud)."""
     factory = factory or tf.distribute.cluster_resolver.TPUClusterResolver
     name = tpu or os.environ.get("TPU_NAME")
-    local = bool(tf.config.list_logical_devices("TPU"))
+    local = bool(tf.config.list_physical_devices("TPU"))
     if not name and not local:
         return None
     try:
@@ -100,7 +100,7 @@ def _multi_worker_role() -> tuple[str, int, bool]:
 def build_strategy(
     distribute,
     *,
-    list_devices: Callable[[str], list] = tf.config.list_logical_devices,
+    list_devices: Callable[[str], list] | None = None,
     tpu_resolver_factory: Callable | None = None,
 ) -> Placement:
     """Create the strategy for a ``DistributeConfig``.
@@ -108,9 +108,12 @@ def build_strategy(
     Args:
         distribute: the config's ``distribute`` section (``strategy``, ``tpu``, ``devices``,
             ``communication``).
-        list_devices: ``device_type -> devices``; tests pass fakes.
+        list_devices: ``device_type -> devices``; tests pass fakes. Defaults to the physical
+            devices, which (unlike logical ones) can be listed without initialising TensorFlow:
+            MultiWorkerMirroredStrategy must configure collectives before that happens.
         tpu_resolver_factory: replaces ``TPUClusterResolver`` in tests.
     """
+    list_devices = list_devices or tf.config.list_physical_devices
     requested = distribute.strategy
     resolver = None
     if requested in ("auto", "tpu"):
@@ -128,7 +131,9 @@ def build_strategy(
             # All GPUs, or else all (logical) CPUs: several CPU devices only exist when the user
             # configured them, which is how tests exercise MirroredStrategy without GPUs.
             gpus = list_devices("GPU")
-            devices = [d.name for d in (gpus or list_devices("CPU"))]
+            devices = [_device_name(d) for d in gpus] or [
+                d.name for d in tf.config.list_logical_devices("CPU")
+            ]
         cross_device_ops = None
         if distribute.communication == "nccl":
             cross_device_ops = tf.distribute.NcclAllReduce()
@@ -151,3 +156,8 @@ def build_strategy(
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return Placement(tf.distribute.TPUStrategy(resolver), kind)
     raise UserError(f"unknown distribute.strategy `{kind}`")
+
+
+def _device_name(device) -> str:
+    # Physical devices are named "/physical_device:GPU:0"; strategies want "/gpu:0".
+    return device.name.replace("physical_device:", "")

@@ -151,6 +151,7 @@ class ClassificationTask(Task):
             shuffle=training,
             seed=self.config.training.seed,
             epoch=epoch,
+            truncation=data.truncation,
         )
 
     def loss(self, labels, logits, label_smoothing: float):

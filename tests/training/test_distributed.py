@@ -1,0 +1,141 @@
+"""tf.distribute for real on CPUs: 2 mirrored replicas and 2 worker processes.
+
+Logical CPU devices must be configured before TensorFlow initialises, so these tests run their
+training in fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fixtures import classification_config, make_imdb_folder, translation_config, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from transformer_tf.config import config_from_dict
+    from transformer_tf.training.engine import train
+
+    raw, out = json.loads(sys.argv[1]), sys.argv[2]
+    curves = {}
+    for name, distribute in [
+        ("single", {"strategy": "cpu"}),
+        ("mirrored", {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}),
+    ]:
+        config = config_from_dict({**raw, "distribute": distribute})
+        run_dir = f"{out}/{name}"
+        result = train(config, run_dir, show_progress=False)
+        lines = open(f"{run_dir}/train_log.jsonl").read().splitlines()
+        curves[name] = {
+            "losses": [json.loads(line)["loss"] for line in lines],
+            "validation": result.validation[-1]["loss"],
+            "checksum": result.weights_checksum,
+        }
+    print("CURVES " + json.dumps(curves))
+    """
+)
+
+
+def _run_mirrored(raw, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(raw), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("CURVES "))
+    return json.loads(line[len("CURVES ") :])
+
+
+def _assert_same_curve(curves):
+    single, mirrored = curves["single"], curves["mirrored"]
+    # Same global batch, loss normalised by the global count: the same updates up to float
+    # summation order. Tolerance: 1e-4 relative over the whole curve.
+    assert len(single["losses"]) == len(mirrored["losses"]) >= 3
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-4)
+    assert mirrored["validation"] == pytest.approx(single["validation"], rel=1e-4)
+    assert mirrored["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
+
+
+def test_two_mirrored_replicas_follow_the_single_device_curve_classifier(tmp_path):
+    imdb = make_imdb_folder(tmp_path / "imdb")
+    raw = classification_config(imdb, steps=15, eval_every=None, checkpoint_every=15, batch_size=15)
+    _assert_same_curve(_run_mirrored(raw, tmp_path))
+
+
+def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(tmp_path):
+    raw = translation_config(training={"steps": 15, "eval_every": 15, "checkpoint_every": 15})
+    _assert_same_curve(_run_mirrored(raw, tmp_path))
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
+    raw = translation_config(training={"steps": 12, "eval_every": None, "checkpoint_every": 6})
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    config = write_config(tmp_path / "mw.yaml", raw)
+    run_dir = tmp_path / "run"
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CONFIG": json.dumps(tf_config),
+            "TMPDIR": str(scratch),
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
+                 "--run-dir", str(run_dir), "--no-progress"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )  # fmt: skip
+    outputs = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=400)
+            outputs.append(err)
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            process.kill()
+    checksums = [re.search(r"final weights checksum: (\S+)", err).group(1) for err in outputs]
+    assert checksums[0] == checksums[1]
+    # One set of checkpoints, written by the chief; the other worker cleaned up after itself.
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+    assert names == ["ckpt-12.index", "ckpt-6.index"]
+    assert not [p for p in scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
+    assert (run_dir / "config.yaml").is_file()
