@@ -179,7 +179,14 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot put a `nargs="*"` positional after options (`translate RUN --beam-size 4
+    # "a sentence"`): the sentences arrive as leftovers.
+    if extra and args.command == "translate" and not any(a.startswith("-") for a in extra):
+        args.text = [*args.text, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,9 @@
+"""Thin wrapper: ``python scripts/export.py RUN_DIR EXPORT_DIR``
+(the same function as ``transformer-tf export``)."""
+
+import sys
+
+from transformer_tf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", *sys.argv[1:]]))

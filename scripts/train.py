@@ -1,0 +1,9 @@
+"""Thin wrapper: ``python scripts/train.py CONFIG [--run-dir DIR] [--set K=V]...``
+(the same function as ``transformer-tf train``)."""
+
+import sys
+
+from transformer_tf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
