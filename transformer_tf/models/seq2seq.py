@@ -144,12 +144,16 @@ class Seq2SeqTransformer(keras.Model):
 
     def build(self, input_shape=None):
         hidden = (None, None, self.d_model)
-        self.source_embedding.build((None, None))
-        self.target_embedding.build((None, None))
-        self.encoder.build(hidden)
-        self.decoder.build(hidden, hidden)
-        if self.output_projection is not None:
-            self.output_projection.build(hidden)
+        # Sublayers may already be built by a direct `encode` / `decode` call.
+        for layer, shapes in (
+            (self.source_embedding, [(None, None)]),
+            (self.target_embedding, [(None, None)]),
+            (self.encoder, [hidden]),
+            (self.decoder, [hidden, hidden]),
+            (self.output_projection, [hidden]),
+        ):
+            if layer is not None and not layer.built:
+                layer.build(*shapes)
         self.built = True
 
     def call(self, inputs, training=None):
