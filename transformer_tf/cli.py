@@ -205,9 +205,9 @@ def main(argv=None) -> int:
         )
         return 130
     except Exception as error:
-        from transformer_tf.training.engine import TrainingDivergedError
+        from transformer_tf.training.engine import TrainingDivergedError, WorkerLostError
 
-        if isinstance(error, TrainingDivergedError):
+        if isinstance(error, TrainingDivergedError | WorkerLostError):
             print(f"error: {error}", file=sys.stderr)
             return 1
         raise

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,8 @@ def _free_ports(count):
     return ports
 
 
-def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
-    raw = translation_config(training={"steps": 12, "eval_every": None, "checkpoint_every": 6})
-    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
-    config = write_config(tmp_path / "mw.yaml", raw)
-    run_dir = tmp_path / "run"
+def _start_workers(config, run_dir, scratch):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
@@ -123,6 +118,23 @@ def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
                 text=True,
             )
         )  # fmt: skip
+    return processes
+
+
+def _multi_worker_config(tmp_path, steps, checkpoint_every):
+    raw = translation_config(
+        training={"steps": steps, "eval_every": None, "checkpoint_every": checkpoint_every}
+    )
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    return write_config(tmp_path / "mw.yaml", raw)
+
+
+def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
+    config = _multi_worker_config(tmp_path, steps=12, checkpoint_every=6)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    processes = _start_workers(config, run_dir, scratch)
     outputs = []
     try:
         for process in processes:
@@ -139,3 +151,42 @@ def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
     assert names == ["ckpt-12.index", "ckpt-6.index"]
     assert not [p for p in scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
     assert (run_dir / "config.yaml").is_file()
+
+
+def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
+    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=5)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    chief, worker = _start_workers(config, run_dir, scratch)
+    state = run_dir / "checkpoints" / "checkpoint"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not state.exists():
+            time.sleep(0.1)
+        assert state.exists(), "no checkpoint before the deadline"
+        worker.kill()
+        started = time.time()
+        _, err = chief.communicate(timeout=120)  # bounded: never hangs
+        stopped_after = time.time() - started
+    finally:
+        chief.kill()
+        worker.kill()
+    assert chief.returncode == 1
+    assert "another worker stopped" in err and "Traceback" not in err
+    assert stopped_after < 120
+    saved = int(re.search(r"ckpt-(\d+)", state.read_text()).group(1))
+    assert saved >= 5
+
+    # Restarting both workers continues from the chief's last checkpoint.
+    config = _multi_worker_config(tmp_path, steps=saved + 5, checkpoint_every=5)
+    processes = _start_workers(config, run_dir, scratch)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert f"resumed from {run_dir}/checkpoints/ckpt-{saved} at step {saved}" in err
+    finally:
+        for process in processes:
+            process.kill()
+    assert f"ckpt-{saved + 5}" in state.read_text()

@@ -39,6 +39,20 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped; this one stops too (no hanging)."""
+
+
+# What collective operations raise when a peer worker dies or stops answering.
+_PEER_FAILURES = (
+    tf.errors.UnavailableError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.InternalError,
+)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -240,14 +254,12 @@ class Trainer:
         num_replicas = self.strategy.num_replicas_in_sync
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-        def replica_step(inputs, labels):
-            context = tf.distribute.get_replica_context()
+        def forward_backward(inputs, labels):
+            # No collectives in here, so XLA can compile it (training.jit_compile).
             with tf.GradientTape() as tape:
                 logits = model(inputs, training=True)
                 loss_sum, count = task.loss(labels, logits, training.label_smoothing)
-                global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-                loss = loss_sum / tf.maximum(global_count, 1.0)
-                scaled = optimizer.scale_loss(loss) if loss_scaled else loss
+                scaled = optimizer.scale_loss(loss_sum) if loss_scaled else loss_sum
             variables = model.trainable_variables
             grads = tape.gradient(scaled, variables)
             # Dense gradients: an embedding's IndexedSlices from several replicas concatenate in
@@ -257,15 +269,28 @@ class Trainer:
                 tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                 for g, v in zip(grads, variables, strict=True)
             ]
-            # The full gradient on every replica, so clipping sees the global norm ...
+            return loss_sum, count, grads
+
+        if training.jit_compile:
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+
+        def replica_step(inputs, labels):
+            context = tf.distribute.get_replica_context()
+            loss_sum, count, grads = forward_backward(inputs, labels)
+            # The gradient of the loss sum, over the global count: the mean over every example
+            # (or target token) of every replica, whatever the split.
+            global_count = tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, count), 1.0)
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            grads = [g / global_count for g in grads]
             if training.clip_norm:
+                # Clipping sees the global norm (Keras would clip each replica's part).
                 scale = optimizer.dynamic_scale if loss_scaled else 1.0
                 grads, _ = tf.clip_by_global_norm(grads, training.clip_norm * scale)
             if num_replicas > 1:
-                # ... and the optimizer's own SUM all-reduce then restores it.
-                grads = [tf.math.scalar_mul(1.0 / num_replicas, g) for g in grads]
-            optimizer.apply_gradients(zip(grads, variables, strict=True))
+                # Every replica holds the full gradient; the optimizer's own SUM all-reduce
+                # would multiply it by the replica count.
+                grads = [g / num_replicas for g in grads]
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss_sum, count
 
         def step(batch):
@@ -275,7 +300,7 @@ class Trainer:
             count = self.strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None)
             return loss_sum, count
 
-        return tf.function(step, input_signature=[element_spec], jit_compile=None)
+        return tf.function(step, input_signature=[element_spec])
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -354,6 +379,15 @@ class Trainer:
                         stop = "completed"
             if last_saved != step:
                 self.writer.save(step)
+        except _PEER_FAILURES as error:
+            if self.placement.kind != "multi_worker":
+                raise
+            first_line = str(error).strip().splitlines()[0]
+            raise WorkerLostError(
+                f"another worker stopped during step {step + 1} ({first_line}). Restart every "
+                f"worker with the same command to resume from the last checkpoint (step "
+                f"{last_saved})."
+            ) from error
         finally:
             progress.close()
             self.summary_writer.flush()

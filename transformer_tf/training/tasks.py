@@ -264,6 +264,9 @@ class TranslationTask(Task):
         from transformer_tf.data.translation import make_translation_dataset
 
         source_ids, target_ids = self.encoded(split, training)
+        # XLA and TPUs compile one program per shape: pad each batch to its length bucket (a
+        # few shapes in all) and, in training, keep only full batches.
+        static = self.config.training.jit_compile or self.config.distribute.strategy == "tpu"
         return make_translation_dataset(
             source_ids,
             target_ids,
@@ -271,6 +274,8 @@ class TranslationTask(Task):
             shuffle=training,
             seed=self.config.training.seed,
             epoch=epoch,
+            pad_to_multiple=8 if static else None,
+            drop_remainder=static and training,
         )
 
     def loss(self, labels, logits, label_smoothing: float):
