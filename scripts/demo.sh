@@ -13,6 +13,6 @@ $TT evaluate "$RUN" --split test --average-last 3
 
 echo "== translate"
 $TT translate "$RUN" --average-last 3 \
-  "the big dog will not see the small cats" \
+  "the big dog will not love the small cats" \
   "my twenty three red apples fetched your queen" \
   "we love the old tree"
