@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from transformer_tf.layers.normalization import make_normalization
+from transformer_tf.layers.encoder_layer import _BlockConfig
 from transformer_tf.registry import get_registry
 
 # Constructor arguments that the stacks pass through to every block.
@@ -24,8 +24,11 @@ BLOCK_ARGS = (
 )
 
 
-class _Stack(keras.layers.Layer):
-    """N blocks of the registered ``slot`` class, plus the final norm that pre-norm needs."""
+class _Stack(_BlockConfig):
+    """N blocks of the registered ``slot`` class, plus the final norm that pre-norm needs.
+
+    Takes the block arguments of :class:`_BlockConfig` and passes them to every block.
+    """
 
     slot = ""
 
@@ -35,49 +38,20 @@ class _Stack(keras.layers.Layer):
         d_model: int,
         num_heads: int,
         d_ff: int,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        ffn_dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_first: bool = False,
-        layer_norm_epsilon: float = 1e-6,
-        attention: str = "multi_head",
-        feed_forward: str = "position_wise",
-        normalization: str = "layer_norm",
         block: str = "transformer",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(d_model, num_heads, d_ff, **kwargs)
         self.num_layers = num_layers
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.d_ff = d_ff
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.ffn_dropout = ffn_dropout
-        self.activation = activation
-        self.normalize_first = normalize_first
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.attention = attention
-        self.feed_forward = feed_forward
-        self.normalization = normalization
         self.block = block
         block_cls = get_registry(self.slot).get(block)
         block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
         self.blocks = [block_cls(**block_kwargs, name=f"layer_{i}") for i in range(num_layers)]
         # Pre-norm leaves the residual stream unnormalised: the stack must normalise its output.
-        self.final_norm = (
-            make_normalization(normalization, layer_norm_epsilon, "final_norm")
-            if normalize_first
-            else None
-        )
-
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return input_shape
+        self.final_norm = self._norm("final_norm") if self.normalize_first else None
 
     def get_config(self):
         config = super().get_config()
-        config.update({name: getattr(self, name) for name in BLOCK_ARGS})
         config.update({"num_layers": self.num_layers, "block": self.block})
         return config
 

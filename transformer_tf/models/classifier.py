@@ -7,6 +7,7 @@ from keras import ops
 
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerEmbedding, TransformerEncoder
+from transformer_tf.layers.encoder import BLOCK_ARGS
 from transformer_tf.registry import register
 
 
@@ -88,20 +89,9 @@ class TransformerClassifier(keras.Model):
         )
         self.encoder = TransformerEncoder(
             num_layers,
-            d_model,
-            num_heads,
-            d_ff,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            ffn_dropout=ffn_dropout,
-            activation=activation,
-            normalize_first=normalize_first,
-            layer_norm_epsilon=layer_norm_epsilon,
-            attention=attention,
-            feed_forward=feed_forward,
-            normalization=normalization,
             block=encoder_layer,
             name="encoder",
+            **{name: getattr(self, name) for name in BLOCK_ARGS},
         )
         self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
         self.head = keras.layers.Dense(num_classes, name="head")

@@ -7,6 +7,7 @@ from keras import ops
 
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
+from transformer_tf.layers.encoder import BLOCK_ARGS
 from transformer_tf.registry import register
 
 
@@ -109,20 +110,7 @@ class Seq2SeqTransformer(keras.Model):
                 name=name,
             )
 
-        block_kwargs = dict(
-            d_model=d_model,
-            num_heads=num_heads,
-            d_ff=d_ff,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            ffn_dropout=ffn_dropout,
-            activation=activation,
-            normalize_first=normalize_first,
-            layer_norm_epsilon=layer_norm_epsilon,
-            attention=attention,
-            feed_forward=feed_forward,
-            normalization=normalization,
-        )
+        block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
         self.source_embedding = embedding(source_vocab_size, "source_embedding")
         self.encoder = TransformerEncoder(
             num_encoder_layers or num_layers, block=encoder_layer, name="encoder", **block_kwargs
