@@ -144,3 +144,61 @@ def test_jit_compiled_step_follows_the_plain_step(tmp_path):
         [v for _, v in _losses(tmp_path / "plain")],
         rtol=1e-4,
     )
+
+
+def test_early_stopping_on_a_named_metric(imdb, tmp_path):
+    # min_delta 2.0 on accuracy (at most 1.0) means no evaluation after the first can improve.
+    stopping = {"metric": "accuracy", "mode": "max", "patience": 2, "min_delta": 2.0}
+    result = train(
+        _config(imdb, steps=100, eval_every=5, early_stopping=stopping),
+        tmp_path / "run",
+        show_progress=False,
+    )
+    assert result.step == 15  # evaluations at 5 (best), 10 and 15 (two without improvement)
+    assert result.stop_reason.startswith("early stopping: validation accuracy")
+    assert checkpoint_steps(tmp_path / "run")[-1] == 15
+    assert load_run(tmp_path / "run", checkpoint="best").step == 5
+
+
+def test_unknown_early_stopping_metric_is_a_user_error(imdb, tmp_path):
+    stopping = {"metric": "bleu", "mode": "max"}
+    with pytest.raises(UserError, match="`bleu` is not a validation metric.*accuracy"):
+        train(
+            _config(imdb, steps=10, eval_every=5, early_stopping=stopping),
+            tmp_path / "r",
+            show_progress=False,
+        )
+
+
+def test_mixed_bfloat16_trains_with_float32_logits(imdb, tmp_path):
+    result = train(
+        _config(imdb, steps=10, eval_every=None, mixed_precision="mixed_bfloat16"),
+        tmp_path / "run",
+        show_progress=False,
+    )
+    assert math.isfinite(result.train_loss)
+    run = load_run(tmp_path / "run")  # the policy comes back with the run
+    assert run.model.encoder.blocks[0].self_attention.query_dense.compute_dtype == "bfloat16"
+    assert run.model.weights[0].dtype == "float32"
+
+
+def test_gradient_accumulation_updates_every_n_batches(imdb, tmp_path):
+    trainer = Trainer(
+        _config(imdb, steps=4, eval_every=None, gradient_accumulation=2, log_every=1),
+        tmp_path / "run",
+        show_progress=False,
+    )
+    from transformer_tf.training.engine import distribute_dataset
+
+    dataset = distribute_dataset(trainer.strategy, trainer.task.dataset("train", training=True))
+    step = trainer._build_train_step(dataset.element_spec)
+    batches = iter(dataset)
+    snapshots = [[w.numpy().copy() for w in trainer.model.trainable_weights]]
+    for _ in range(4):
+        step(next(batches))
+        snapshots.append([w.numpy().copy() for w in trainer.model.trainable_weights])
+
+    def moved(a, b):
+        return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert [moved(snapshots[i], snapshots[i + 1]) for i in range(4)] == [False, True, False, True]
