@@ -56,3 +56,42 @@ def test_user_class_default_name_is_module_dot_class():
     name = f"{__name__.rsplit('.', 1)[-1]}.MyFeedForward"
     assert REGISTRIES["feed_forward"].get(name) is MyFeedForward
     assert transformer_tf.register is register
+
+
+def test_a_class_that_does_not_fit_its_slot_is_a_user_error():
+    from transformer_tf.errors import UserError
+    from transformer_tf.models import build_model
+
+    @register("feed_forward", name="test_registry.NoActivation")
+    class NoActivation(keras.layers.Layer):
+        def __init__(self, d_model, d_ff, **kwargs):  # lacks activation/dropout
+            super().__init__(**kwargs)
+
+    with pytest.raises(
+        UserError, match=r"cannot build feed_forward `test_registry.NoActivation`.*activation"
+    ):
+        build_model(
+            "seq2seq_transformer",
+            source_vocab_size=10,
+            target_vocab_size=10,
+            d_model=8,
+            num_heads=2,
+            d_ff=8,
+            feed_forward="test_registry.NoActivation",
+        )
+
+
+def test_mixed_precision_model_reloads_with_plain_keras(tmp_path):
+    import numpy as np
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = models.Seq2SeqTransformer(20, 20, num_layers=1, d_model=8, num_heads=2, d_ff=16)
+    ids = np.array([[4, 5, 6]], "int32")
+    expected = model({"source": ids, "target": ids})
+    model.save(tmp_path / "m.keras")
+    keras.config.set_dtype_policy("float32")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    block = reloaded.decoder.blocks[0]
+    assert block.feed_forward_layer.inner_dense.compute_dtype == "bfloat16"
+    assert block.self_attention.query_dense.compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(reloaded({"source": ids, "target": ids}), expected)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import keras
 
-from transformer_tf.errors import UnknownNameError
+from transformer_tf.errors import UnknownNameError, UserError
 
 SLOTS = (
     "attention",
@@ -83,6 +83,26 @@ def get_registry(slot: str) -> Registry:
     if slot not in REGISTRIES:
         raise UnknownNameError(f"unknown slot `{slot}`; slots are: {', '.join(SLOTS)}")
     return REGISTRIES[slot]
+
+
+def build(slot: str, registered_name: str, /, *args, **kwargs):
+    """Instantiate the class registered as ``registered_name`` in ``slot``.
+
+    A class that does not fit the slot's interface (a ``TypeError`` or Keras' "unrecognized
+    keyword arguments") or a value it rejects becomes a :class:`UserError` naming the slot,
+    the class and the arguments, instead of a traceback deep inside model construction.
+    """
+    cls = get_registry(slot).get(registered_name)
+    try:
+        return cls(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        shown = ", ".join(
+            [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items() if k != "dtype")]
+        )
+        raise UserError(
+            f"cannot build {slot} `{registered_name}` ({_qualname(cls)}) with ({shown}): {error}. "
+            f"See docs/extending.md for what a {slot} class must accept."
+        ) from error
 
 
 def register(slot: str, name: str | None = None, *, package: str | None = None) -> Callable:

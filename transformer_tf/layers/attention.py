@@ -68,14 +68,20 @@ class MultiHeadAttention(keras.layers.Layer):
 
         def dense(name):
             return keras.layers.Dense(
-                d_model, use_bias=use_bias, kernel_initializer=self.kernel_initializer, name=name
+                d_model,
+                use_bias=use_bias,
+                kernel_initializer=self.kernel_initializer,
+                name=name,
+                dtype=self.dtype_policy,
             )
 
         self.query_dense = dense("query")
         self.key_dense = dense("key")
         self.value_dense = dense("value")
         self.output_dense = dense("output")
-        self.dropout_layer = keras.layers.Dropout(dropout, name="attention_dropout")
+        self.dropout_layer = keras.layers.Dropout(
+            dropout, name="attention_dropout", dtype=self.dtype_policy
+        )
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = value_shape if value_shape is not None else query_shape

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from transformer_tf.registry import get_registry
+from transformer_tf.registry import build
 
 
 @keras.saving.register_keras_serializable(package="transformer_tf")
@@ -54,10 +54,17 @@ class TransformerEmbedding(keras.layers.Layer):
             # matrix is also a sensible output projection when tied.
             embeddings_initializer=keras.initializers.RandomNormal(stddev=d_model**-0.5),
             name="token_embedding",
+            dtype=self.dtype_policy,
         )
-        position_cls = get_registry("positional_encoding").get(positional_encoding)
-        self.position_encoding = position_cls(max_length, d_model, name="position_encoding")
-        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout")
+        self.position_encoding = build(
+            "positional_encoding",
+            positional_encoding,
+            max_length,
+            d_model,
+            name="position_encoding",
+            dtype=self.dtype_policy,
+        )
+        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout", dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         self.token_embedding.build((None, None))

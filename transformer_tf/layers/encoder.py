@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from transformer_tf.layers.encoder_layer import _BlockConfig
-from transformer_tf.registry import get_registry
+from transformer_tf.registry import build
 
 # Constructor arguments that the stacks pass through to every block.
 BLOCK_ARGS = (
@@ -44,9 +44,11 @@ class _Stack(_BlockConfig):
         super().__init__(d_model, num_heads, d_ff, **kwargs)
         self.num_layers = num_layers
         self.block = block
-        block_cls = get_registry(self.slot).get(block)
         block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
-        self.blocks = [block_cls(**block_kwargs, name=f"layer_{i}") for i in range(num_layers)]
+        self.blocks = [
+            build(self.slot, block, **block_kwargs, name=f"layer_{i}", dtype=self.dtype_policy)
+            for i in range(num_layers)
+        ]
         # Pre-norm leaves the residual stream unnormalised: the stack must normalise its output.
         self.final_norm = self._norm("final_norm") if self.normalize_first else None
 

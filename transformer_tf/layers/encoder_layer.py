@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from transformer_tf.layers.normalization import make_normalization
-from transformer_tf.registry import get_registry, register
+from transformer_tf.registry import build, register
 
 
 def residual(x, sublayer, norm, dropout, normalize_first, training):
@@ -57,21 +57,39 @@ class _BlockConfig(keras.layers.Layer):
         self.feed_forward = feed_forward
         self.normalization = normalization
 
+    # Sublayers take this layer's dtype policy, so that a mixed-precision model reloaded from
+    # its config gets mixed-precision sublayers whatever the global policy is then.
+
     def _attention(self, name):
-        cls = get_registry("attention").get(self.attention)
-        return cls(self.d_model, self.num_heads, dropout=self.attention_dropout, name=name)
+        return build(
+            "attention",
+            self.attention,
+            self.d_model,
+            self.num_heads,
+            dropout=self.attention_dropout,
+            name=name,
+            dtype=self.dtype_policy,
+        )
 
     def _feed_forward(self, name):
-        cls = get_registry("feed_forward").get(self.feed_forward)
-        return cls(
-            self.d_model, self.d_ff, activation=self.activation, dropout=self.ffn_dropout, name=name
+        return build(
+            "feed_forward",
+            self.feed_forward,
+            self.d_model,
+            self.d_ff,
+            activation=self.activation,
+            dropout=self.ffn_dropout,
+            name=name,
+            dtype=self.dtype_policy,
         )
 
     def _norm(self, name):
-        return make_normalization(self.normalization, self.layer_norm_epsilon, name)
+        return make_normalization(
+            self.normalization, self.layer_norm_epsilon, name, dtype=self.dtype_policy
+        )
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, name=name)
+        return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape

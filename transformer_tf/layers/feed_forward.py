@@ -31,9 +31,12 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.d_ff = d_ff
         self.activation = activation
         self.dropout = dropout
-        self.inner_dense = keras.layers.Dense(d_ff, activation=activation, name="inner")
-        self.output_dense = keras.layers.Dense(d_model, name="output")
-        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout")
+        policy = self.dtype_policy
+        self.inner_dense = keras.layers.Dense(
+            d_ff, activation=activation, name="inner", dtype=policy
+        )
+        self.output_dense = keras.layers.Dense(d_model, name="output", dtype=policy)
+        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout", dtype=policy)
 
     def build(self, input_shape):
         self.inner_dense.build(input_shape)

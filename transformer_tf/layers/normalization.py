@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import keras
 
-from transformer_tf.registry import get_registry
+from transformer_tf.registry import build, get_registry
 
 # Keras' class is already serializable under its own name: only map the config name to it.
 get_registry("normalization").add("layer_norm", keras.layers.LayerNormalization)
 
 
-def make_normalization(name: str, epsilon: float, layer_name: str) -> keras.layers.Layer:
+def make_normalization(
+    name: str, epsilon: float, layer_name: str, dtype=None
+) -> keras.layers.Layer:
     """Build the normalization layer registered as ``name``."""
-    return get_registry("normalization").get(name)(epsilon=epsilon, name=layer_name)
+    return build("normalization", name, epsilon=epsilon, name=layer_name, dtype=dtype)

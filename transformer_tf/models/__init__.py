@@ -9,7 +9,7 @@ import keras
 
 from transformer_tf.models.classifier import TransformerClassifier
 from transformer_tf.models.seq2seq import Seq2SeqTransformer
-from transformer_tf.registry import get_registry
+from transformer_tf.registry import build, get_registry
 
 
 def build_model(name: str, **kwargs: Any) -> keras.Model:
@@ -21,7 +21,7 @@ def build_model(name: str, **kwargs: Any) -> keras.Model:
     cls = get_registry("model").get(name)
     parameters = inspect.signature(cls.__init__).parameters
     accepted = {k: v for k, v in kwargs.items() if k in parameters}
-    return cls(**accepted)
+    return build("model", name, **accepted)
 
 
 __all__ = ["Seq2SeqTransformer", "TransformerClassifier", "build_model"]

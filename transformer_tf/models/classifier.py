@@ -86,15 +86,19 @@ class TransformerClassifier(keras.Model):
             positional_encoding=positional_encoding,
             dropout=dropout,
             name="embedding",
+            dtype=self.dtype_policy,
         )
         self.encoder = TransformerEncoder(
             num_layers,
             block=encoder_layer,
             name="encoder",
+            dtype=self.dtype_policy,
             **{name: getattr(self, name) for name in BLOCK_ARGS},
         )
-        self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
-        self.head = keras.layers.Dense(num_classes, name="head")
+        self.head_dropout = keras.layers.Dropout(
+            dropout, name="head_dropout", dtype=self.dtype_policy
+        )
+        self.head = keras.layers.Dense(num_classes, name="head", dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         hidden = (None, None, self.d_model)

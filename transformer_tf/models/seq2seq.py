@@ -108,12 +108,17 @@ class Seq2SeqTransformer(keras.Model):
                 positional_encoding=positional_encoding,
                 dropout=dropout,
                 name=name,
+                dtype=self.dtype_policy,
             )
 
         block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
         self.source_embedding = embedding(source_vocab_size, "source_embedding")
         self.encoder = TransformerEncoder(
-            num_encoder_layers or num_layers, block=encoder_layer, name="encoder", **block_kwargs
+            num_encoder_layers or num_layers,
+            block=encoder_layer,
+            name="encoder",
+            dtype=self.dtype_policy,
+            **block_kwargs,
         )
         # The decoder reads the *target* sentence: its own embedding unless explicitly shared.
         self.target_embedding = (
@@ -122,12 +127,18 @@ class Seq2SeqTransformer(keras.Model):
             else embedding(target_vocab_size, "target_embedding")
         )
         self.decoder = TransformerDecoder(
-            num_decoder_layers or num_layers, block=decoder_layer, name="decoder", **block_kwargs
+            num_decoder_layers or num_layers,
+            block=decoder_layer,
+            name="decoder",
+            dtype=self.dtype_policy,
+            **block_kwargs,
         )
         self.output_projection = (
             None
             if tie_embeddings
-            else keras.layers.Dense(target_vocab_size, name="output_projection")
+            else keras.layers.Dense(
+                target_vocab_size, name="output_projection", dtype=self.dtype_policy
+            )
         )
 
     def build(self, input_shape=None):

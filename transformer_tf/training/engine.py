@@ -110,8 +110,19 @@ def check_run_dir(config: Config, run_dir: Path) -> bool:
                 "transformer_tf run; choose another --run-dir"
             )
         return False
+    import yaml
+
     from transformer_tf.config import load_config
 
+    # Compare plugins before loading the saved config, which would import its plugins: a
+    # plugin module of the same name from another path is a different model, not a clash.
+    saved_plugins = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("plugins") or []
+    if list(saved_plugins) != list(config.plugins):
+        raise UserError(
+            f"run directory {run_dir} was trained with plugins {saved_plugins}, this config "
+            f"imports {list(config.plugins)}; resuming would mix two models. Use a new "
+            "--run-dir, or the same plugin files."
+        )
     old = load_config(saved)
     differences = model_affecting_differences(old, config)
     if differences:
@@ -210,8 +221,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.task = task or make_task(config, self.run_dir)
         self.task.prepare(create=True, write=self.is_chief)
-        if self.is_chief:
-            save_config(config, self.run_dir / CONFIG_FILE)
 
         total_steps = training.steps
         if training.epochs is not None:
@@ -225,6 +234,9 @@ class Trainer:
             self.optimizer = make_optimizer(training, total_steps)
             self.optimizer.build(self.model.trainable_variables)
             self.state = TrainingState()
+        # Written once the model builds: a config whose layers do not fit leaves no record.
+        if self.is_chief:
+            save_config(config, self.run_dir / CONFIG_FILE)
         self.checkpoint = make_checkpoint(self.model, self.optimizer, self.state)
         self.writer = CheckpointWriter(
             self.checkpoint, self.run_dir, training.keep_checkpoints, self.is_chief
