@@ -32,6 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff format transformer_tf tests scripts benchmarks examples
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:
