@@ -202,3 +202,13 @@ def test_gradient_accumulation_updates_every_n_batches(imdb, tmp_path):
         return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
     assert [moved(snapshots[i], snapshots[i + 1]) for i in range(4)] == [False, True, False, True]
+
+
+def test_the_last_epoch_is_validated_and_can_be_best(imdb, tmp_path):
+    result = train(
+        _config(imdb, steps=None, epochs=2, eval_every=None), tmp_path / "run", show_progress=False
+    )
+    batches = result.step // 2
+    assert [v["step"] for v in result.validation] == [batches, 2 * batches]
+    lines = (tmp_path / "run" / "validation_log.jsonl").read_text().splitlines()
+    assert len(lines) == 2

@@ -389,6 +389,12 @@ class Trainer:
                         stop = self._validate(step, result, selection_metric, selection_mode)
                     if stop is None and training.epochs is not None and epoch >= training.epochs:
                         stop = "completed"
+            # The step budget usually ends mid-loop (with `epochs`, on the last batch of the
+            # last epoch): validate the final weights too, so `best` can be the last step.
+            if stop == "completed" and (
+                not result.validation or result.validation[-1]["step"] != step
+            ):
+                self._validate(step, result, selection_metric, selection_mode)
             if last_saved != step:
                 self.writer.save(step)
         except _PEER_FAILURES as error:
