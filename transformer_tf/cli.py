@@ -83,9 +83,9 @@ def cmd_train(args) -> int:
     from transformer_tf.training.engine import train
 
     result = train(config, run_dir, show_progress=not args.no_progress)
-    print(
-        f"{result.stop_reason} at step {result.step} (epoch {result.epoch}); run directory: {run_dir}"
-    )
+    # Epochs are counted when the loop sees the end of the data; a step budget that ends on an
+    # epoch's last batch stops before that, so report steps, which are exact.
+    print(f"{result.stop_reason} at step {result.step}; run directory: {run_dir}")
     if result.validation:
         last = result.validation[-1]
         print(

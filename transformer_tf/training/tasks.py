@@ -121,7 +121,7 @@ class ClassificationTask(Task):
         data = self.config.data
         texts, _ = self.splits["train"]
         self.vectorizer = imdb.build_vectorizer(
-            texts, data.vocab_size, data.max_length, ngrams=data.ngrams
+            texts, data.vocab_size, data.max_length, ngrams=data.ngrams, lowercase=data.lowercase
         )
         if write:
             imdb.save_vocabulary(self.vectorizer, self.vocab_dir)
