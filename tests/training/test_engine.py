@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +213,28 @@ def test_the_last_epoch_is_validated_and_can_be_best(imdb, tmp_path):
     assert [v["step"] for v in result.validation] == [batches, 2 * batches]
     lines = (tmp_path / "run" / "validation_log.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_imdb_config_trains_end_to_end_through_mocked_tfds(tmp_path):
+    """configs/imdb.yaml's default source (tensorflow-datasets), with tfds mocked: no network."""
+    import tensorflow_datasets as tfds
+
+    from transformer_tf.config import load_config
+
+    overrides = [
+        "training.epochs=null",
+        "training.steps=4",
+        "training.batch_size=8",
+        "training.eval_every=2",
+        "data.vocab_size=64",
+        "data.max_length=32",
+        f"data.data_dir={tmp_path / 'tfds'}",
+    ]
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "imdb.yaml", overrides)
+    assert config.data.source == "tfds" and config.data.name == "imdb_reviews"
+    with tfds.testing.mock_data(num_examples=40):
+        result = train(config, tmp_path / "run", show_progress=False)
+        scores = evaluate_run(tmp_path / "run", split="test")
+    assert result.step == 4 and [v["step"] for v in result.validation] == [2, 4]
+    assert scores["split"] == "test" and 0.0 <= scores["accuracy"] <= 1.0
+    assert (tmp_path / "run" / "vocab" / "vocab.txt").is_file()
