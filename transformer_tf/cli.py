@@ -113,7 +113,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_translate(args) -> int:
     from transformer_tf.errors import UserError
-    from transformer_tf.inference.translate import translate_texts
+    from transformer_tf.inference.translate import translate_with_task
     from transformer_tf.training.evaluate import load_run
 
     if args.text:
@@ -137,17 +137,7 @@ def cmd_translate(args) -> int:
         raise UserError(
             f"{args.run_dir} is a {run.config.task} run; translate needs a translation run"
         )
-    config = run.config
-    translations = translate_texts(
-        run.model,
-        run.task.source_tokenizer,
-        run.task.target_tokenizer,
-        texts,
-        max_input_length=config.data.max_length,
-        max_output_length=config.decoding.max_length,
-        beam_size=args.beam_size or config.decoding.beam_size,
-        length_penalty=config.decoding.length_penalty,
-    )
+    translations = translate_with_task(run.task, run.model, texts, beam_size=args.beam_size)
     output = "\n".join(translations) + ("\n" if translations else "")
     if args.output:
         args.output.write_text(output, encoding="utf-8")

@@ -76,23 +76,30 @@ def score_translations(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
-def translation_scores(task, model, split: str, *, beam_size: int | None = None) -> dict:
-    """Decode a split of a translation task and score it against its references."""
+def translate_with_task(
+    task, model, texts: list[str], *, beam_size: int | None = None
+) -> list[str]:
+    """Translate with a translation task's tokenizers and its config's decoding settings
+    (``decoding.beam_size`` unless ``beam_size`` is given)."""
     config = task.config
-    beam_size = config.decoding.beam_size if beam_size is None else beam_size
-    pairs = task.raw_splits[split]
-    hypotheses = translate_texts(
+    return translate_texts(
         model,
         task.source_tokenizer,
         task.target_tokenizer,
-        [s for s, _ in pairs],
+        texts,
         max_input_length=config.data.max_length,
         max_output_length=config.decoding.max_length,
-        beam_size=beam_size,
+        beam_size=config.decoding.beam_size if beam_size is None else beam_size,
         length_penalty=config.decoding.length_penalty,
         batch_size=config.training.batch_size,
     )
+
+
+def translation_scores(task, model, split: str, *, beam_size: int | None = None) -> dict:
+    """Decode a split of a translation task and score it against its references."""
+    pairs = task.raw_splits[split]
+    hypotheses = translate_with_task(task, model, [s for s, _ in pairs], beam_size=beam_size)
     references = [t for _, t in pairs]
-    if getattr(config.data, "lowercase", False):
+    if getattr(task.config.data, "lowercase", False):
         references = [r.lower() for r in references]
     return score_translations(hypotheses, references)

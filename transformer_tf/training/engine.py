@@ -212,7 +212,8 @@ class Trainer:
         self.strategy = self.placement.strategy
         self.is_chief = self.placement.is_chief
         # Only the chief judges (and writes) the run directory; other workers would race it.
-        self.resuming = check_run_dir(config, self.run_dir) if self.is_chief else None
+        if self.is_chief:
+            check_run_dir(config, self.run_dir)
         self.show_progress = show_progress and self.is_chief
         training = config.training
         keras.utils.set_random_seed(training.seed)
