@@ -420,6 +420,21 @@ def test_data_source_must_fit_the_task(tmp_path):
     )
 
 
+def test_token_batches_are_refused_on_tpu(tmp_path):
+    path = write(
+        tmp_path,
+        "task: translation\ntraining:\n  batch_type: tokens\ndistribute:\n  strategy: tpu\n",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value) == (
+        f"{path}:3: training.batch_type: expected `examples` with `distribute.strategy: tpu` "
+        "(static batch shapes), found 'tokens'"
+    )
+    config = load_config(path, ["distribute.strategy=cpu"])
+    assert config.training.batch_type == "tokens"
+
+
 def test_errors_inside_a_data_source_do_not_show_the_union_tag(tmp_path):
     path = write(
         tmp_path,

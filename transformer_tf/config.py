@@ -344,11 +344,18 @@ class EarlyStopping(BaseModel):
 
 
 class TrainingConfig(BaseModel):
-    """The ``training:`` section. ``batch_size`` is global (split over replicas)."""
+    """The ``training:`` section. ``batch_size`` is global (split over replicas).
+
+    ``batch_type: examples`` (default) counts examples per batch; ``batch_type: tokens`` makes
+    ``batch_size`` a token budget (as OpenNMT-tf's ``batch_type: tokens``): each length bucket
+    gets as many examples as fit, counting the padded length of the longer side, so short
+    sentences come in large batches and long ones in small batches.
+    """
 
     model_config = _STRICT
 
     batch_size: int = Field(64, gt=0)
+    batch_type: Literal["examples", "tokens"] = "examples"
     epochs: PositiveInt | None = None  # Both None: 1 epoch. Both set: whichever ends first.
     steps: PositiveInt | None = None
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -449,6 +456,14 @@ class Config(BaseModel):
                 ("data", "source"),
                 expected=f"one of {_choices(allowed)} for task {self.task!r}",
                 found=repr(self.data.source),
+            )
+        if self.training.batch_type == "tokens" and self.distribute.strategy == "tpu":
+            # Token budgets give each length bucket its own batch size, so the batch dimension
+            # is not static, which TPU input pipelines need.
+            raise _Invalid(
+                ("training", "batch_type"),
+                expected="`examples` with `distribute.strategy: tpu` (static batch shapes)",
+                found="'tokens'",
             )
         return self
 

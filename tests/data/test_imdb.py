@@ -15,6 +15,7 @@ from transformer_tf.data.imdb import (
     TextSplit,
     build_vectorizer,
     clean_text,
+    encode_texts,
     load_imdb_directory,
     load_imdb_tfds,
     load_vectorizer,
@@ -431,6 +432,48 @@ def test_truncation(truncation: str, expected: list[int]):
     assert [vocabulary[i] for i in ids.numpy()[0]] == [f"t{i}" for i in expected]
     assert [vocabulary[i] for i in ids.numpy()[1][:2]] == ["t3", "t4"]  # short rows untouched
     assert labels.numpy().tolist() == [1, 0]
+
+
+def test_encoded_texts_give_the_same_dataset_as_raw_texts(corpus):
+    texts, labels, vectorizer = corpus
+    encoded = encode_texts(texts, vectorizer, max_length=10, truncation="tail")
+    assert len(encoded) == 40 and encoded.lengths().max() == 10
+    kwargs = dict(batch_size=4, max_length=10, shuffle=True, seed=3, truncation="tail")
+    from_texts = rows(make_classification_dataset(texts, labels, vectorizer, **kwargs))
+    assert rows(make_classification_dataset(encoded, labels, **kwargs)) == from_texts
+    with pytest.raises(ValueError, match="encoded with max_length=10"):
+        make_classification_dataset(encoded, labels, **{**kwargs, "max_length": 12})
+    with pytest.raises(ValueError, match="vectorizer is needed"):
+        make_classification_dataset(texts, labels, **kwargs)
+
+
+def test_token_budget_batches(corpus):
+    texts, labels, vectorizer = corpus
+    budget = 48
+    dataset = make_classification_dataset(
+        texts,
+        labels,
+        vectorizer,
+        batch_size=budget,
+        batch_type="tokens",
+        max_length=24,
+        shuffle=True,
+        seed=0,
+    )
+    sizes = {}
+    for ids, _ in dataset:
+        rows_, length = ids.shape
+        assert rows_ * length <= budget
+        sizes.setdefault(length, set()).add(rows_)
+    # Short reviews come in larger batches than long ones: the first bucket holds lengths < 8
+    # (48 // 7 = 6 per batch), the truncated reviews (24 tokens) come 2 per batch.
+    assert max(max(n) for length, n in sizes.items() if length < 8) == 6
+    assert max(sizes[24]) == 2
+    expected = [
+        (tuple(vectorizer(t).numpy()[:24].tolist()), int(label))
+        for t, label in zip(texts, labels, strict=True)
+    ]
+    assert Counter(rows(dataset)) == Counter(expected)
 
 
 def test_dataset_rejects_bad_arguments(corpus):

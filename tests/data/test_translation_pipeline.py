@@ -18,6 +18,7 @@ from transformer_tf.data.translation import (
     make_translation_dataset,
     padding_fraction,
 )
+from transformer_tf.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +169,53 @@ def test_pad_to_multiple_with_custom_boundaries_and_overflow(mixed_lengths):
     lengths = {labels.shape[1] for _, labels in _batches(dataset)}
     assert lengths <= {16, 32, 48, 64} and 16 in lengths and 32 in lengths
     assert sum(_examples(dataset).values()) == len(sources)
+
+
+@pytest.mark.parametrize("pad_to_multiple", [None, 8])
+def test_token_budget_batches(mixed_lengths, pad_to_multiple):
+    sources, targets = mixed_lengths
+    budget = 256
+    dataset = make_translation_dataset(
+        sources,
+        targets,
+        batch_size=budget,
+        batch_type="tokens",
+        shuffle=True,
+        seed=0,
+        pad_to_multiple=pad_to_multiple,
+    )
+    sizes_by_length = collections.defaultdict(set)
+    for features, labels in _batches(dataset):
+        rows, length = labels.shape
+        assert features["source"].shape[0] == rows
+        # The budget counts the bucket's padded length, so the batch itself never exceeds it.
+        assert rows * max(length, features["source"].shape[1]) <= budget
+        sizes_by_length[length].add(rows)
+    # Short sentences come in large batches, long ones in small batches.
+    shortest, longest = min(sizes_by_length), max(sizes_by_length)
+    assert max(sizes_by_length[shortest]) >= 4 * max(sizes_by_length[longest])
+    assert max(sizes_by_length[shortest]) == budget // 8  # the first bucket: lengths <= 8
+    expected = collections.Counter(
+        (tuple(s), tuple(t)) for s, t in zip(sources, targets, strict=True)
+    )
+    assert _examples(dataset) == expected
+
+
+def test_token_budget_smaller_than_a_sentence_gives_single_examples(mixed_lengths):
+    sources, targets = mixed_lengths
+    dataset = make_translation_dataset(
+        sources[:50], targets[:50], batch_size=4, batch_type="tokens", shuffle=False, seed=0
+    )
+    assert {labels.shape[0] for _, labels in _batches(dataset)} == {1}
+    assert sum(_examples(dataset).values()) == 50
+
+
+def test_unknown_batch_type_is_a_user_error(mixed_lengths):
+    sources, targets = mixed_lengths
+    with pytest.raises(UserError, match="batch_type must be one of examples, tokens"):
+        make_translation_dataset(
+            sources, targets, batch_size=8, batch_type="sentences", shuffle=False, seed=0
+        )
 
 
 def test_toy_corpus_end_to_end():

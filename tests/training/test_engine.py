@@ -147,6 +147,28 @@ def test_jit_compiled_step_follows_the_plain_step(tmp_path):
     )
 
 
+def test_token_budget_batches_train_and_evaluate(tmp_path):
+    from tests.fixtures import translation_config
+    from transformer_tf.inference.translate import examples_per_batch
+
+    raw = translation_config(training={"batch_size": 320, "batch_type": "tokens", "steps": 30})
+    config = config_from_dict(raw)
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    sizes = {
+        (labels.shape[0], labels.shape[1])
+        for _, labels in trainer.task.dataset("train", training=True)
+    }
+    assert all(rows * length <= 320 for rows, length in sizes)
+    assert len({rows for rows, _ in sizes}) > 2  # the batch size follows the length
+    result = trainer.train()
+    losses = [v for _, v in _losses(tmp_path / "run")]
+    assert result.step == 30 and losses[-1] < losses[0] - 0.5
+    assert examples_per_batch(config) == 320 // config.data.max_length
+    scores = evaluate_run(tmp_path / "run", split="validation")
+    assert scores["loss"] == pytest.approx(result.validation[-1]["loss"], rel=1e-5)
+    assert 0.0 <= scores["bleu"] <= 100.0
+
+
 def test_early_stopping_on_a_named_metric(imdb, tmp_path):
     # min_delta 2.0 on accuracy (at most 1.0) means no evaluation after the first can improve.
     stopping = {"metric": "accuracy", "mode": "max", "patience": 2, "min_delta": 2.0}

@@ -646,10 +646,67 @@ def _truncate(ids: tf.RaggedTensor, max_length: int, truncation: str) -> tf.Ragg
     return tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
 
 
-def make_classification_dataset(
+@dataclass(eq=False)
+class EncodedTexts:
+    """Vectorized, truncated texts as one flat id array plus row offsets (cheap to slice in a
+    ``tf.data`` map, and small: int32 ids, no padding).
+
+    Attributes:
+        ids: np.ndarray of int32, every text's ids concatenated.
+        starts: np.ndarray of int64, shape [N + 1]; text ``i`` is ``ids[starts[i]:starts[i+1]]``.
+        max_length: int, the truncation length they were made with.
+        truncation: str, the truncation rule they were made with.
+    """
+
+    ids: np.ndarray
+    starts: np.ndarray
+    max_length: int
+    truncation: str
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+
+def encode_texts(
     texts: Sequence[str],
-    labels: np.ndarray | Sequence[int],
     vectorizer: keras.layers.TextVectorization,
+    *,
+    max_length: int,
+    truncation: str = "head",
+) -> EncodedTexts:
+    """Vectorize and truncate ``texts`` once (see :func:`make_classification_dataset` for the
+    truncation rules); a run encodes each split once and builds every epoch from the result."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+
+    def vectorize(chunk: tf.Tensor) -> tf.RaggedTensor:
+        dense = tf.cast(vectorizer(chunk), tf.int32)  # [chunk, longest], padded with PAD_ID
+        # No real token has id PAD_ID, so trailing PAD_IDs are exactly the padding.
+        ids = tf.RaggedTensor.from_tensor(dense, padding=PAD_ID)
+        return _truncate(ids, max_length, truncation)
+
+    chunks = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+        .batch(_VECTORIZE_CHUNK)
+        .map(vectorize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
+    values, lengths = [np.zeros([0], np.int32)], [np.zeros([0], np.int64)]
+    for chunk in chunks:
+        values.append(chunk.flat_values.numpy().astype(np.int32))
+        lengths.append(chunk.row_lengths().numpy().astype(np.int64))
+    starts = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+    return EncodedTexts(np.concatenate(values), starts, max_length, truncation)
+
+
+def make_classification_dataset(
+    texts: Sequence[str] | EncodedTexts,
+    labels: np.ndarray | Sequence[int],
+    vectorizer: keras.layers.TextVectorization | None = None,
     *,
     batch_size: int,
     max_length: int,
@@ -659,13 +716,15 @@ def make_classification_dataset(
     truncation: str = "head",
     drop_remainder: bool = False,
     bucket: bool = True,
+    batch_type: str = "examples",
 ) -> tf.data.Dataset:
     """Batched ``(token ids, label)`` dataset for sequence classification.
 
     Pipeline: the cleaned texts are vectorized in chunks by a parallel, order-preserving
-    ``map``, truncated to `max_length`, and ``cache()``-d in memory as variable-length int32
-    sequences, so vectorization runs once (during the first pass) however often the dataset is
-    iterated. Then: optional full shuffle, batching by length, padding with 0, prefetch.
+    ``map`` and truncated to `max_length` (:func:`encode_texts`; pass its result as `texts` to
+    skip this step, as training does once per split rather than once per epoch). The dataset
+    then shuffles example indices, slices each example's ids out of one flat array, batches by
+    length, pads with 0 and prefetches.
 
     Order: with ``shuffle=True`` the first pass over the dataset has an order fixed by
     (`seed`, `epoch`); different epochs give different orders. Further passes over the same
@@ -680,13 +739,17 @@ def make_classification_dataset(
     the last batch of each bucket can be smaller. With ``bucket=False`` batches follow the
     (shuffled) input order. Every example appears exactly once per pass unless
     `drop_remainder` drops incomplete batches (one per bucket with bucketing).
+    ``batch_type="tokens"`` (with bucketing) makes `batch_size` a token budget: a bucket whose
+    examples are at most n tokens long batches ``max(1, batch_size // n)`` of them.
 
     Args:
-        texts: sequence of str, cleaned texts (:func:`clean_text`); length N.
+        texts: sequence of str, cleaned texts (:func:`clean_text`); length N. Or the
+            :class:`EncodedTexts` of :func:`encode_texts` (then `vectorizer` is not needed, and
+            `max_length`/`truncation` must match the ones it was encoded with).
         labels: int array-like, shape [N].
         vectorizer: keras.layers.TextVectorization from :func:`build_vectorizer` /
-            :func:`load_vectorizer`.
-        batch_size: int >= 1.
+            :func:`load_vectorizer`; required with raw texts.
+        batch_size: int >= 1, examples per batch (or tokens, see `batch_type`).
         max_length: int >= 1, maximum tokens per example.
         shuffle: bool, shuffle the examples (training) or keep their order (evaluation).
         seed: int >= 0, shuffle seed.
@@ -696,6 +759,7 @@ def make_classification_dataset(
             the last three quarters of `max_length` (long reviews often conclude at the end).
         drop_remainder: bool, default False; drop incomplete batches.
         bucket: bool, default True; batch by length (see above).
+        batch_type: str, "examples" (default) or "tokens" (see above).
 
     Returns:
         tf.data.Dataset of (ids int32 [batch, length], labels int32 [batch]) with
@@ -715,44 +779,56 @@ def make_classification_dataset(
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0, got {seed}, {epoch}")
+    if batch_type not in ("examples", "tokens"):
+        raise ValueError(f"batch_type must be 'examples' or 'tokens', got {batch_type!r}")
+    if isinstance(texts, EncodedTexts):
+        if (texts.max_length, texts.truncation) != (max_length, truncation):
+            raise ValueError(
+                f"texts were encoded with max_length={texts.max_length}, truncation="
+                f"{texts.truncation!r}; the dataset asks for {max_length}, {truncation!r}"
+            )
+        encoded = texts
+    elif vectorizer is None:
+        raise ValueError("a vectorizer is needed to make a dataset from raw texts")
+    else:
+        encoded = encode_texts(texts, vectorizer, max_length=max_length, truncation=truncation)
 
-    def vectorize(chunk: tf.Tensor, chunk_labels: tf.Tensor):
-        dense = tf.cast(vectorizer(chunk), tf.int32)  # [chunk, longest], padded with PAD_ID
-        # No real token has id PAD_ID, so trailing PAD_IDs are exactly the padding.
-        ids = tf.RaggedTensor.from_tensor(dense, padding=PAD_ID)
-        return _truncate(ids, max_length, truncation), chunk_labels
+    flat_ids = tf.constant(encoded.ids, tf.int32)
+    starts = tf.constant(encoded.starts, tf.int64)
+    label_tensor = tf.constant(labels, tf.int32)
 
-    def as_dense(ids, label):
-        # Unbatching a ragged [chunk, None] gives rank-1 values with a RaggedTensorSpec, which
-        # padded_batch rejects; they are plain tensors, so make the spec say so.
-        return (ids if isinstance(ids, tf.Tensor) else ids.to_tensor()), label
+    def to_example(index):
+        return flat_ids[starts[index] : starts[index + 1]], label_tensor[index]
 
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string), labels))
-        .batch(_VECTORIZE_CHUNK)
-        .map(vectorize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .unbatch()
-        .map(as_dense)
-        .cache()
-    )
+    dataset = tf.data.Dataset.range(len(labels))
     if shuffle:
-        # A buffer as large as the dataset is a full shuffle; after cache() it only holds ids.
+        # A buffer as large as the dataset is a full shuffle; it only holds indices.
         dataset = dataset.shuffle(
             len(labels), seed=_shuffle_seed(seed, epoch), reshuffle_each_iteration=True
         )
+    dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padded_shapes = ([None], [])
     padding_values = (tf.constant(PAD_ID, tf.int32), tf.constant(0, tf.int32))
     if bucket:
         boundaries = _bucket_boundaries(max_length)
+        if batch_type == "tokens":
+            # Bucket i holds lengths in [boundaries[i-1], boundaries[i]); the last one up to
+            # max_length.
+            longest = [b - 1 for b in boundaries] + [max_length]
+            sizes = [max(1, batch_size // max(n, 1)) for n in longest]
+        else:
+            sizes = [batch_size] * (len(boundaries) + 1)
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda ids, label: tf.shape(ids)[0],
             bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            bucket_batch_sizes=sizes,
             padded_shapes=padded_shapes,
             padding_values=padding_values,
             drop_remainder=drop_remainder,
         )
     else:
+        if batch_type == "tokens":
+            batch_size = max(1, batch_size // max_length)
         dataset = dataset.padded_batch(
             batch_size,
             padded_shapes=padded_shapes,

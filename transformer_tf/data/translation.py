@@ -29,6 +29,8 @@ DEFAULT_BUCKET_STEP = 8
 # on 20k pairs); 64 batches already mix the lengths that group_by_window emits in bucket order,
 # and prefetch produces the rest while the steps run.
 MAX_BATCH_SHUFFLE_BUFFER = 64
+# What `batch_size` counts (the config's `training.batch_type`).
+BATCH_TYPES = ("examples", "tokens")
 
 
 def encode_pairs(
@@ -109,12 +111,16 @@ def make_translation_dataset(
     bucket_boundaries: Sequence[int] | None = None,
     drop_remainder: bool = False,
     pad_to_multiple: int | None = None,
+    batch_type: str = "examples",
 ) -> tf.data.Dataset:
     """Batches of translation examples grouped by length.
 
     An example's length is ``max(len(x), len(y) + 1)``. Bucket ``i`` holds the examples with
     length in ``(boundaries[i-1], boundaries[i]]``, plus a last bucket for longer ones; each
-    batch is drawn from one bucket, so padding stays small while ``batch_size`` counts examples.
+    batch is drawn from one bucket, so padding stays small. ``batch_size`` counts examples, or
+    with ``batch_type="tokens"`` it is a token budget: bucket ``i`` batches
+    ``max(1, batch_size // boundaries[i])`` examples (the bucket's padded length), so every
+    batch holds about the same number of positions whatever its sentence length.
 
     Shuffling (``shuffle=True``) permutes the examples before bucketing and then the finished
     batches, both with seeds derived from ``(seed, epoch)``: the same pair gives the same batch
@@ -127,7 +133,7 @@ def make_translation_dataset(
     Args:
         source_ids, target_ids: Sequence[Sequence[int]], aligned token ids without BOS/EOS (see
             :func:`encode_pairs`).
-        batch_size: int, examples per batch.
+        batch_size: int, examples per batch, or tokens per batch with ``batch_type="tokens"``.
         shuffle: bool, shuffle examples and batches (training); False keeps the batches in a
             fixed order (evaluation).
         seed: int, the shuffling seed.
@@ -141,6 +147,8 @@ def make_translation_dataset(
             rounded up to a multiple of this (the overflow bucket: the batch's longest example
             rounded up), so that a batch has one of few static shapes, as TPU/XLA want. None:
             pad each side to the longest sequence in the batch. Defaults to None.
+        batch_type: str, ``"examples"`` or ``"tokens"`` (see above). Defaults to
+            ``"examples"``.
 
     Returns:
         tf.data.Dataset of ``({"source": int32 (batch, source_length), "target": int32 (batch,
@@ -153,6 +161,8 @@ def make_translation_dataset(
         )
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_type not in BATCH_TYPES:
+        raise UserError(f"batch_type must be one of {', '.join(BATCH_TYPES)}, got {batch_type!r}")
     if pad_to_multiple is not None and pad_to_multiple < 1:
         raise UserError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
     source_lengths = np.array([len(x) for x in source_ids], dtype=np.int64)
@@ -188,6 +198,15 @@ def make_translation_dataset(
         return tf.maximum(tf.size(features["source"]), tf.size(labels))
 
     boundaries_tensor = tf.constant(boundaries, tf.int32)
+    # Examples per batch of each bucket (the last one is the overflow bucket).
+    bucket_lengths = [*boundaries, max(longest, boundaries[-1] + 1 if boundaries else 1)]
+    if pad_to_multiple is not None:
+        bucket_lengths = [-(-n // pad_to_multiple) * pad_to_multiple for n in bucket_lengths]
+    if batch_type == "tokens":
+        bucket_sizes = [max(1, batch_size // n) for n in bucket_lengths]
+    else:
+        bucket_sizes = [batch_size] * len(bucket_lengths)
+    bucket_sizes_tensor = tf.constant(bucket_sizes, tf.int64)
 
     def bucket_of(features, labels):
         # Number of boundaries below the length = bucket index (len(boundaries) = overflow).
@@ -195,9 +214,9 @@ def make_translation_dataset(
             tf.cast(boundaries_tensor < example_length(features, labels), tf.int64)
         )
 
-    def batch_bucket(_, window):
+    def batch_bucket(bucket, window):
         return window.padded_batch(
-            batch_size,
+            bucket_sizes_tensor[bucket],
             padded_shapes=({"source": [None], "target": [None]}, [None]),
             padding_values=({"source": PAD_ID, "target": PAD_ID}, PAD_ID),
             drop_remainder=drop_remainder,
@@ -216,7 +235,7 @@ def make_translation_dataset(
             return tf.pad(t, [[0, 0], [0, length - tf.shape(t)[1]]], constant_values=PAD_ID)
 
         source, target, labels = pad(features["source"]), pad(features["target"]), pad(labels)
-        if drop_remainder:
+        if drop_remainder and batch_type == "examples":
             source, target, labels = (
                 tf.ensure_shape(t, [batch_size, None]) for t in (source, target, labels)
             )
@@ -227,14 +246,16 @@ def make_translation_dataset(
         dataset = dataset.shuffle(num_examples, seed=example_seed, reshuffle_each_iteration=True)
     dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.group_by_window(
-        key_func=bucket_of, reduce_func=batch_bucket, window_size=batch_size
+        key_func=bucket_of,
+        reduce_func=batch_bucket,
+        window_size_func=lambda bucket: bucket_sizes_tensor[bucket],
     )
     if pad_to_multiple is not None:
         dataset = dataset.map(pad_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
         # Batches leave group_by_window roughly in bucket order at the end of an epoch (the
         # partial batches are flushed bucket by bucket); shuffling the batches mixes lengths.
-        max_batches = num_examples // batch_size + len(boundaries) + 2
+        max_batches = num_examples // min(bucket_sizes) + len(boundaries) + 2
         dataset = dataset.shuffle(
             min(max_batches, MAX_BATCH_SHUFFLE_BUFFER),
             seed=batch_seed,

@@ -91,8 +91,17 @@ def translate_with_task(
         max_output_length=config.decoding.max_length,
         beam_size=config.decoding.beam_size if beam_size is None else beam_size,
         length_penalty=config.decoding.length_penalty,
-        batch_size=config.training.batch_size,
+        batch_size=examples_per_batch(config),
     )
+
+
+def examples_per_batch(config) -> int:
+    """Sentences per decoding batch: ``training.batch_size``, or with a token budget
+    (``batch_type: tokens``) as many sentences of the maximum length as the budget holds."""
+    training = config.training
+    if training.batch_type == "tokens":
+        return max(1, training.batch_size // max(config.data.max_length, 1))
+    return training.batch_size
 
 
 def translation_scores(task, model, split: str, *, beam_size: int | None = None) -> dict:

@@ -78,6 +78,7 @@ class ClassificationTask(Task):
     def __init__(self, config: Config, run_dir: Path):
         super().__init__(config, run_dir)
         self.vectorizer = None
+        self._encoded: dict = {}
 
     @cached_property
     def splits(self) -> dict:
@@ -113,6 +114,7 @@ class ClassificationTask(Task):
     def prepare(self, create: bool = False, write: bool = True) -> None:
         from transformer_tf.data import imdb
 
+        self._encoded.clear()  # ids made with another vectorizer would be stale
         if (self.vocab_dir / "vocab.txt").exists():
             self.vectorizer = imdb.load_vectorizer(self.vocab_dir)
             return
@@ -142,16 +144,21 @@ class ClassificationTask(Task):
             raise UserError(f"split `{split}` is not available; splits: {', '.join(self.splits)}")
         texts, labels = self.splits[split]
         data = self.config.data
+        if split not in self._encoded:
+            # Vectorize once per run, not once per epoch (each epoch builds a new dataset).
+            self._encoded[split] = imdb.encode_texts(
+                texts, self.vectorizer, max_length=data.max_length, truncation=data.truncation
+            )
         return imdb.make_classification_dataset(
-            texts,
+            self._encoded[split],
             labels,
-            self.vectorizer,
             batch_size=self.config.training.batch_size,
             max_length=data.max_length,
             shuffle=training,
             seed=self.config.training.seed,
             epoch=epoch,
             truncation=data.truncation,
+            batch_type=self.config.training.batch_type,
         )
 
     def loss(self, labels, logits, label_smoothing: float):
@@ -276,6 +283,7 @@ class TranslationTask(Task):
             epoch=epoch,
             pad_to_multiple=8 if static else None,
             drop_remainder=static and training,
+            batch_type=self.config.training.batch_type,
         )
 
     def loss(self, labels, logits, label_smoothing: float):
