@@ -36,7 +36,8 @@ def build_reference_seq2seq(
     y = keras.layers.Dropout(dropout)(y)
     for i in range(num_layers):
         y = keras_hub.layers.TransformerDecoder(name=f"decoder_{i}", **block)(y, x)
-    logits = keras.layers.Dense(target_vocab, name="logits")(y)
+    # float32 logits (a no-op under the float32 policy), as the engine computes them.
+    logits = keras.layers.Dense(target_vocab, dtype="float32", name="logits")(y)
     return keras.Model({"source": source, "target": target}, logits, name="reference_seq2seq")
 
 
@@ -55,5 +56,5 @@ def build_reference_classifier(*, vocab, length, num_layers, d_model, num_heads,
         )(x)
     x = keras.layers.GlobalAveragePooling1D()(x)  # masked mean (the mask flows from the embedding)
     x = keras.layers.Dropout(dropout)(x)
-    logits = keras.layers.Dense(2)(x)
+    logits = keras.layers.Dense(2, dtype="float32")(x)
     return keras.Model(ids, logits, name="reference_classifier")

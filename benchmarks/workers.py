@@ -35,15 +35,16 @@ def matmul_peak(params: dict) -> dict:
     import tensorflow as tf
 
     n, repeats, trials = params.get("n", 2048), params.get("repeats", 8), params.get("trials", 5)
-    a = tf.random.normal([n, n], dtype=tf.float32)
-    b = tf.random.normal([n, n], dtype=tf.float32)
+    dtype = tf.as_dtype(params.get("dtype", "float32"))
+    a = tf.cast(tf.random.normal([n, n]), dtype)
+    b = tf.cast(tf.random.normal([n, n]), dtype)
 
     @tf.function
     def chain(a, b):
         total = tf.zeros([], tf.float32)
         for _ in range(repeats):  # unrolled: `repeats` independent matmuls
-            total += tf.reduce_sum(tf.linalg.matmul(a, b)[:1, :1])
-            a = a + 1e-6
+            total += tf.cast(tf.reduce_sum(tf.linalg.matmul(a, b)[:1, :1]), tf.float32)
+            a = a + tf.cast(1e-6, dtype)
         return total
 
     chain(a, b).numpy()  # trace + warm up
@@ -55,6 +56,7 @@ def matmul_peak(params: dict) -> dict:
     flops = 2.0 * n**3 * repeats
     return {
         "kind": "matmul_peak",
+        "dtype": dtype.name,
         "n": n,
         "repeats": repeats,
         "trials": trials,
@@ -139,6 +141,8 @@ def engine_train(params: dict) -> dict:
         "task": task_name,
         "size": size,
         "jit_compile": params["jit"],
+        "precision": params.get("precision", "float32"),
+        "batch_size": config.training.batch_size,
         "unit": "tokens" if task_name == "translation" else "examples",
         "steps_measured": len(measured_steps),
         "rate": count / seconds,
@@ -164,21 +168,21 @@ def engine_train(params: dict) -> dict:
 
 
 def _engine_config(params: dict, steps: int, log_every: int) -> dict:
+    common_args = {
+        "jit_compile": params["jit"],
+        "steps": steps,
+        "log_every": log_every,
+        "precision": params.get("precision", "float32"),
+    }
     if params["task"] == "translation":
         return common.translation_config(
-            params["size"],
-            jit_compile=params["jit"],
-            steps=steps,
-            log_every=log_every,
-            num_train=params["num_train"],
+            params["size"], num_train=params["num_train"], **common_args
         )
     return common.classification_config(
         params["size"],
-        jit_compile=params["jit"],
-        steps=steps,
-        log_every=log_every,
         data_dir=params["data_dir"],
         max_length=params["max_length"],
+        **common_args,
     )
 
 
@@ -240,8 +244,11 @@ def reference_train(params: dict) -> dict:
     warmup, windows, window = params["warmup"], params["windows"], params["window"]
     steps = warmup + windows * window
     sizes = common.SIZES[size]
-    batch_size = sizes["batch_size"]
+    batch_size = common.batch_size(task_name, size)
     keras.utils.set_random_seed(42)
+    if params.get("precision", "float32") == "bfloat16":
+        # As the Keras mixed-precision guide does it; the logits layer stays float32.
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     config = config_from_dict(_engine_config(params, steps, log_every=window))
     rng = np.random.default_rng(0)
 
@@ -334,6 +341,8 @@ def reference_train(params: dict) -> dict:
         "task": task_name,
         "size": size,
         "jit_compile": params["jit"],
+        "precision": params.get("precision", "float32"),
+        "batch_size": batch_size,
         "unit": "tokens" if task_name == "translation" else "examples",
         "steps_measured": steps - warmup,
         "rate": count / seconds,
