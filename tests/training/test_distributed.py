@@ -87,6 +87,16 @@ def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(tmp_path):
     _assert_same_curve(_run_mirrored(raw, tmp_path))
 
 
+def test_two_mirrored_replicas_follow_the_single_device_curve_token_batches(tmp_path):
+    # A 40-token budget gives batches of 1 to 5 sentences: odd sizes split unevenly over the
+    # two replicas, and a 1-sentence batch leaves one replica with an empty batch.
+    raw = translation_config(
+        training={"steps": 15, "eval_every": 15, "checkpoint_every": 15, "batch_size": 40,
+                  "batch_type": "tokens"}
+    )  # fmt: skip
+    _assert_same_curve(_run_mirrored(raw, tmp_path))
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
