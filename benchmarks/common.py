@@ -48,18 +48,10 @@ def translation_config(
     precision: str = "float32",
 ):
     """The engine's config dict for a translation throughput run on the toy task."""
-    s = SIZES[size]
     return {
         "task": "translation",
         "name": f"bench_translation_{size}",
-        "model": {
-            "num_layers": s["num_layers"],
-            "d_model": s["d_model"],
-            "num_heads": s["num_heads"],
-            "d_ff": s["d_ff"],
-            "dropout": DROPOUT,
-            "tie_embeddings": True,
-        },
+        "model": {**_model(size), "tie_embeddings": True},
         "data": {
             "source": "toy_translation",
             "num_train": num_train,
@@ -87,19 +79,10 @@ def classification_config(
     precision: str = "float32",
 ):
     """The engine's config dict for a classification throughput run on synthetic reviews."""
-    s = SIZES[size]
     return {
         "task": "classification",
         "name": f"bench_classification_{size}",
-        "model": {
-            "num_layers": s["num_layers"],
-            "d_model": s["d_model"],
-            "num_heads": s["num_heads"],
-            "d_ff": s["d_ff"],
-            "dropout": DROPOUT,
-            "pooling": "mean",
-            "num_classes": 2,
-        },
+        "model": {**_model(size), "pooling": "mean", "num_classes": 2},
         "data": {
             "source": "directory",
             "path": data_dir,
@@ -113,6 +96,13 @@ def classification_config(
         ),
         "distribute": {"strategy": "cpu"},
     }
+
+
+def _model(size: str) -> dict:
+    """The ``model`` section shared by both tasks at one of ``SIZES``."""
+    s = SIZES[size]
+    keys = ("num_layers", "d_model", "num_heads", "d_ff")
+    return {**{k: s[k] for k in keys}, "dropout": DROPOUT}
 
 
 def _training(
