@@ -6,6 +6,7 @@ Each test fails on the article's construction; see docs/article_errata.md.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from keras import ops
 
@@ -33,20 +34,98 @@ def test_decoder_self_attention_runs_before_cross_attention():
     assert calls == ["self_attention", "cross_attention", "feed_forward_layer"]
 
 
-def test_decoder_reads_the_final_encoder_output():
-    """Every decoder block attends to the *last* encoder block's output (the article indexed
-    an empty list of per-layer encoder outputs)."""
-    model = Seq2SeqTransformer(30, 30, **SMALL)
+def _forward_from_blocks(model, source, target, memory):
+    """The model's forward pass rebuilt from its sublayers, with a choice of what decoder block
+    ``i`` cross-attends to: ``memory(i, embedded_source, encoder_block_outputs, final_output)``."""
+    source_mask, target_mask = source != 0, target != 0
+    embedded = model.source_embedding(source)
+    x, block_outputs = embedded, []
+    for block in model.encoder.blocks:
+        x = block(x, padding_mask=source_mask)
+        block_outputs.append(x)
+    final = x if model.encoder.final_norm is None else model.encoder.final_norm(x)
+    y = model.target_embedding(target)
+    for i, block in enumerate(model.decoder.blocks):
+        y = block(
+            y,
+            memory(i, embedded, block_outputs, final),
+            source_padding_mask=source_mask,
+            target_padding_mask=target_mask,
+        )
+    if model.decoder.final_norm is not None:
+        y = model.decoder.final_norm(y)
+    return ops.convert_to_numpy(model.project(y))
+
+
+# What decoder block i attends to: the fix, and the wirings the article's code amounts to.
+MEMORIES = {
+    "final_encoder_output": lambda i, embedded, outputs, final: final,
+    # `enc_outputs[i]` had the list been filled: block i reads encoder block i.
+    "encoder_block_i": lambda i, embedded, outputs, final: outputs[i],
+    # The decoder built on the encoder's embeddings of the source.
+    "embedded_source": lambda i, embedded, outputs, final: embedded,
+    # Pre-norm only: the last block's output without the stack's final norm.
+    "unnormalised_last_block": lambda i, embedded, outputs, final: outputs[-1],
+}
+
+
+def _reads_final_encoder_output(model, source, target) -> bool:
+    logits = ops.convert_to_numpy(model({"source": source, "target": target}))
+    reference = _forward_from_blocks(model, source, target, MEMORIES["final_encoder_output"])
+    return bool(np.allclose(logits, reference, atol=1e-5, rtol=0))
+
+
+class _EncoderBlockIMemory(Seq2SeqTransformer):
+    """The article's intended wiring (decoder block i attends to encoder block i)."""
+
+    def call(self, inputs, training=None):
+        return _forward_from_blocks(
+            self, inputs["source"], inputs["target"], MEMORIES["encoder_block_i"]
+        )
+
+
+class _EmbeddedSourceMemory(Seq2SeqTransformer):
+    """Every decoder block attends to the embedded source instead of the encoder output."""
+
+    def call(self, inputs, training=None):
+        source = inputs["source"]
+        return self.decode(inputs["target"], self.source_embedding(source), source != 0)
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_decoder_reads_the_final_encoder_output(normalize_first):
+    """Every decoder block attends to the *last* encoder block's output, after the stack's final
+    norm in pre-norm (the article indexed an empty list of per-layer encoder outputs)."""
+    config = dict(SMALL, num_layers=3, normalize_first=normalize_first)
+    model = Seq2SeqTransformer(30, 30, **config)
     rng = np.random.default_rng(1)
     source = rng.integers(4, 30, size=(2, 5)).astype("int32")
+    source[1, 3:] = 0
     target = rng.integers(4, 30, size=(2, 4)).astype("int32")
-    encoded, mask = model.encode(source)
-    via_model = ops.convert_to_numpy(model({"source": source, "target": target}))
-    via_final = ops.convert_to_numpy(model.decode(target, encoded, mask))
-    np.testing.assert_allclose(via_model, via_final, atol=1e-6)
-    # ... and the last encoder block matters: perturbing its output changes the logits.
-    shifted = ops.convert_to_numpy(model.decode(target, encoded + 1.0, mask))
-    assert np.abs(shifted - via_final).max() > 1e-3
+    model({"source": source, "target": target})
+    assert _reads_final_encoder_output(model, source, target)
+
+    # The check can tell the wirings apart: each wrong memory gives other logits ...
+    reference = _forward_from_blocks(model, source, target, MEMORIES["final_encoder_output"])
+    wrong = ["encoder_block_i", "embedded_source"]
+    if normalize_first:
+        wrong.append("unnormalised_last_block")
+    for name in wrong:
+        other = _forward_from_blocks(model, source, target, MEMORIES[name])
+        assert np.abs(other - reference).max() > 1e-3, name
+    # ... and models wired that way, with the very same weights, fail it.
+    for wrong_class, name in (
+        (_EncoderBlockIMemory, "encoder_block_i"),
+        (_EmbeddedSourceMemory, "embedded_source"),
+    ):
+        wired_wrong = wrong_class(30, 30, **config)
+        wired_wrong({"source": source, "target": target})
+        wired_wrong.set_weights(model.get_weights())
+        assert not _reads_final_encoder_output(wired_wrong, source, target), name
+        # Same weights: the wiring is the only difference.
+        wrong_logits = ops.convert_to_numpy(wired_wrong({"source": source, "target": target}))
+        expected = _forward_from_blocks(model, source, target, MEMORIES[name])
+        np.testing.assert_allclose(wrong_logits, expected, atol=1e-5)
 
 
 def test_positions_matter():
