@@ -55,7 +55,8 @@ def main() -> None:
     import tensorflow as tf
 
     from transformer_tf.config import config_from_dict
-    from transformer_tf.training.engine import Trainer, distribute_dataset
+    from transformer_tf.distribute import distribute_dataset
+    from transformer_tf.training.trainer import build_trainer
 
     config = config_from_dict(
         common.translation_config(
@@ -63,7 +64,7 @@ def main() -> None:
         )
     )
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp) / "run", show_progress=False)
+        trainer = build_trainer(config, Path(tmp) / "run", show_progress=False)
         model, task = trainer.model, trainer.task
         dataset = trainer.task.dataset("train", training=True)
         # A typical batch: the median target length among the first 20.
@@ -72,7 +73,7 @@ def main() -> None:
         batches.sort(key=lambda b: int(tf.shape(b[1])[1]))
         inputs, labels = batches[len(batches) // 2]
         distributed = distribute_dataset(trainer.strategy, dataset)
-        step = trainer._build_train_step(distributed.element_spec)
+        step = trainer.make_train_step(distributed.element_spec)
         batch = next(iter(distributed))
         # Time the engine step on a batch of the same shape as the others (the one above).
         batch = (inputs, labels)

@@ -73,7 +73,7 @@ def engine_train(params: dict) -> dict:
     import numpy as np
 
     from transformer_tf.config import config_from_dict
-    from transformer_tf.training.engine import Trainer
+    from transformer_tf.training.trainer import build_trainer
 
     task_name, size = params["task"], params["size"]
     warmup, windows, window = params["warmup"], params["windows"], params["window"]
@@ -82,34 +82,40 @@ def engine_train(params: dict) -> dict:
     config = config_from_dict(raw)
     sizes = common.SIZES[size]
 
-    class BenchTrainer(Trainer):
+    window_log: list = []
+    step_log: list = []
+    step_marks: list = []
+
+    def instrument(trainer):
         """The engine, unchanged, plus clocks: per log window and per compiled step."""
+        make_step, log_train = trainer.make_train_step, trainer.logs.train
 
-        window_log: list = []
-        step_log: list = []
-        step_marks: list = []
-
-        def _build_train_step(self, element_spec):
-            compiled = super()._build_train_step(element_spec)
+        def make_timed_step(element_spec):
+            compiled = make_step(element_spec)
 
             def timed(batch):
                 start = time.perf_counter()
                 loss_sum, count = compiled(batch)
                 count.numpy()  # the engine calls float() on it right after
-                self.step_log.append((time.perf_counter() - start, float(count)))
-                self.step_marks.append((start, time.perf_counter()))
+                step_log.append((time.perf_counter() - start, float(count)))
+                step_marks.append((start, time.perf_counter()))
                 return loss_sum, count
 
             timed.python_function = compiled  # for tracing-count inspection
             return timed
 
-        def _log_train(self, step, progress, loss_sum, count, seconds):
-            self.window_log.append((step, float(count), float(seconds)))
-            return super()._log_train(step, progress, loss_sum, count, seconds)
+        def timed_log(step, loss, learning_rate, count, seconds):
+            window_log.append((step, float(count), float(seconds)))
+            return log_train(step, loss, learning_rate, count, seconds)
+
+        trainer.make_train_step = make_timed_step
+        trainer.logs.train = timed_log
+        trainer.window_log, trainer.step_log, trainer.step_marks = window_log, step_log, step_marks
+        return trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         setup_start = time.perf_counter()
-        trainer = BenchTrainer(config, Path(tmp) / "run", show_progress=False)
+        trainer = instrument(build_trainer(config, Path(tmp) / "run", show_progress=False))
         setup_seconds = time.perf_counter() - setup_start
         # The same batches the loop will see (same seeds): real lengths for FLOPs and padding.
         batches = _batch_stats(
@@ -238,7 +244,8 @@ def reference_train(params: dict) -> dict:
 
     from transformer_tf.config import config_from_dict
     from transformer_tf.data.special_tokens import BOS_ID, EOS_ID
-    from transformer_tf.training.tasks import make_task
+    from transformer_tf.run import RunDir
+    from transformer_tf.tasks import make_task
 
     task_name, size = params["task"], params["size"]
     warmup, windows, window = params["warmup"], params["windows"], params["window"]
@@ -254,7 +261,7 @@ def reference_train(params: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         # The engine's own task, so that the reference trains on the very same token ids.
-        task = make_task(config, Path(tmp) / "run")
+        task = make_task(config, RunDir(Path(tmp) / "run"))
         task.prepare(create=True, write=False)
         if task_name == "translation":
             source_ids, target_ids = task.encoded("train", training=True)
@@ -483,20 +490,18 @@ def translate_memory(params: dict) -> dict:
     """Beam-4 translation of toy sentences with a fresh toy model: the peak RSS of the process."""
     import keras
 
+    from transformer_tf.assembly import assemble
     from transformer_tf.config import config_from_dict
     from transformer_tf.inference.translate import translate_texts
-    from transformer_tf.models import build_model
-    from transformer_tf.training.tasks import make_task
+    from transformer_tf.run import RunDir
 
     keras.utils.set_random_seed(0)
     config = config_from_dict(
         common.translation_config("toy", jit_compile=False, steps=1, log_every=1, num_train=2000)
     )
     with tempfile.TemporaryDirectory() as tmp:
-        task = make_task(config, Path(tmp) / "run")
-        task.prepare(create=True, write=False)
-        model = build_model(config.model.name, **task.model_kwargs())
-        model.build()
+        assembly = assemble(config, RunDir(Path(tmp) / "run"), create=True, write=False)
+        task, model = assembly.task, assembly.model
         texts = [s for s, _ in task.raw_splits["train"][: params["sentences"]]]
         start = time.perf_counter()
         outputs = translate_texts(
@@ -523,7 +528,7 @@ def import_baseline(params: dict) -> dict:
     import keras  # noqa: F401
     import tensorflow as tf  # noqa: F401
 
-    import transformer_tf.training.engine  # noqa: F401
+    import transformer_tf.training.trainer  # noqa: F401
 
     return {"kind": "import_baseline", "peak_rss_mb": _peak_rss_mb()}
 

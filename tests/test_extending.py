@@ -121,7 +121,7 @@ def test_train_resume_and_run_directory_records_the_plugin(run, example):
 
 
 def test_the_custom_layers_are_really_used(run):
-    from transformer_tf.training.evaluate import load_run
+    from transformer_tf.assembly import load_run
 
     model = load_run(run["dir"]).model
     my_layers = sys.modules["my_layers"]
@@ -182,8 +182,8 @@ def _fixed_inputs() -> dict[str, np.ndarray]:
 
 
 def test_model_keras_reloads_in_a_fresh_process_with_the_same_outputs(run, tmp_path):
+    from transformer_tf.assembly import load_run
     from transformer_tf.saving import load_keras_model
-    from transformer_tf.training.evaluate import load_run
 
     inputs = _fixed_inputs()
     np.savez(tmp_path / "inputs.npz", **inputs)
@@ -337,8 +337,8 @@ _SERVE_SCRIPT = """
 
 def test_export_serves_without_the_plugin(run, example, tmp_path):
     pytest.importorskip("transformer_tf.inference.export")
+    from transformer_tf.assembly import load_run
     from transformer_tf.inference.translate import translate_texts
-    from transformer_tf.training.evaluate import load_run
 
     code, out, err = _cli("export", run["dir"], tmp_path / "export")
     assert code == 0, err

@@ -81,6 +81,43 @@ def test_a_class_that_does_not_fit_its_slot_is_a_user_error():
         )
 
 
+def test_a_class_missing_a_required_argument_is_a_user_error():
+    from transformer_tf.errors import UserError
+    from transformer_tf.registry import build
+
+    @register("feed_forward", name="test_registry.NeedsGate")
+    class NeedsGate(keras.layers.Layer):
+        def __init__(self, d_model, d_ff, gate, **kwargs):
+            super().__init__(**kwargs)
+
+    with pytest.raises(UserError, match=r"cannot build feed_forward `test_registry.NeedsGate`.*gate"):
+        build("feed_forward", "test_registry.NeedsGate", 8, 16)
+
+
+def test_a_bug_inside_a_constructor_is_not_a_user_error():
+    from transformer_tf.errors import UserError
+    from transformer_tf.registry import build
+
+    @register("feed_forward", name="test_registry.Buggy")
+    class Buggy(keras.layers.Layer):
+        def __init__(self, d_model, d_ff, activation="relu", dropout=0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.width = d_model + None  # a TypeError of the class itself, not of its caller
+
+    @register("feed_forward", name="test_registry.Rejects")
+    class Rejects(keras.layers.Layer):
+        def __init__(self, d_model, d_ff, activation="relu", dropout=0.0, **kwargs):
+            super().__init__(**kwargs)
+            raise ValueError("internal invariant broken")
+
+    with pytest.raises(TypeError, match="unsupported operand") as info:
+        build("feed_forward", "test_registry.Buggy", 8, 16)
+    assert not isinstance(info.value, UserError)
+    with pytest.raises(ValueError, match="internal invariant") as info:
+        build("feed_forward", "test_registry.Rejects", 8, 16)
+    assert not isinstance(info.value, UserError)
+
+
 def test_mixed_precision_model_reloads_with_plain_keras(tmp_path):
     import numpy as np
 

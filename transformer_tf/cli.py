@@ -80,7 +80,7 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.overrides)  # validated before any TensorFlow work
     run_dir = args.run_dir or Path("runs") / args.config.stem
-    from transformer_tf.training.engine import train
+    from transformer_tf.training.trainer import train
 
     result = train(config, run_dir, show_progress=not args.no_progress)
     # Epochs are counted when the loop sees the end of the data; a step budget that ends on an
@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from transformer_tf.training.evaluate import evaluate_run, format_table, write_json
+    from transformer_tf.evaluation.evaluator import evaluate_run, format_table, write_json
 
     result = evaluate_run(
         args.run_dir,
@@ -112,9 +112,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    from transformer_tf.assembly import load_run
     from transformer_tf.errors import UserError
     from transformer_tf.inference.translate import translate_with_task
-    from transformer_tf.training.evaluate import load_run
 
     if args.text:
         texts = args.text
@@ -133,7 +133,7 @@ def cmd_translate(args) -> int:
         average_last=args.average_last,
         overrides=args.overrides,
     )
-    if not hasattr(run.task, "source_tokenizer"):
+    if run.config.task != "translation":
         raise UserError(
             f"{args.run_dir} is a {run.config.task} run; translate needs a translation run"
         )
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         )
         return 130
     except Exception as error:
-        from transformer_tf.training.engine import TrainingDivergedError, WorkerLostError
+        from transformer_tf.training.trainer import TrainingDivergedError, WorkerLostError
 
         if isinstance(error, TrainingDivergedError | WorkerLostError):
             print(f"error: {error}", file=sys.stderr)

@@ -25,7 +25,7 @@ from types import ModuleType
 
 from transformer_tf.errors import UserError
 
-__all__ = ["PluginError", "import_plugins"]
+__all__ = ["PluginError", "import_plugins", "looks_like_file", "plugin_module_name"]
 
 
 class PluginError(UserError):
@@ -75,7 +75,7 @@ def import_plugins(
                 entry=str(entry),
                 key=key,
             )
-        if _looks_like_file(entry):
+        if looks_like_file(entry):
             path = _find_file(entry, base_dir, index=index, key=key)
             _import_file(path, entry, index=index, key=key)
             resolved.append(str(path))
@@ -85,7 +85,8 @@ def import_plugins(
     return resolved
 
 
-def _looks_like_file(entry: str) -> bool:
+def looks_like_file(entry: str) -> bool:
+    """Whether a ``plugins:`` entry names a Python file (else a dotted module name)."""
     return (
         entry.endswith(".py")
         or "/" in entry
@@ -93,6 +94,11 @@ def _looks_like_file(entry: str) -> bool:
         or (os.altsep is not None and os.altsep in entry)
         or entry.startswith("~")
     )
+
+
+def plugin_module_name(entry: str) -> str:
+    """The module name a plugin entry is imported as: a file's stem, or the dotted name."""
+    return Path(entry).stem if looks_like_file(entry) else entry.strip()
 
 
 def _find_file(entry: str, base_dir: Path | str | None, *, index: int, key: str) -> Path:

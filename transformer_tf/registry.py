@@ -12,6 +12,7 @@ built-ins, the class's module name for user classes) so that ``.keras`` files re
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 import keras
@@ -88,21 +89,33 @@ def get_registry(slot: str) -> Registry:
 def build(slot: str, registered_name: str, /, *args, **kwargs):
     """Instantiate the class registered as ``registered_name`` in ``slot``.
 
-    A class that does not fit the slot's interface (a ``TypeError`` or Keras' "unrecognized
-    keyword arguments") or a value it rejects becomes a :class:`UserError` naming the slot,
-    the class and the arguments, instead of a traceback deep inside model construction.
+    A class that does not accept the slot's arguments (a config or plugin that does not fit the
+    slot's interface) becomes a :class:`UserError` naming the slot, the class and the arguments,
+    instead of a traceback deep inside model construction. An error raised *inside* a
+    constructor that did accept its arguments is a bug of that class and propagates unchanged.
     """
     cls = get_registry(slot).get(registered_name)
     try:
+        inspect.signature(cls).bind(*args, **kwargs)
+    except TypeError as error:
+        raise UserError(_misfit_message(slot, registered_name, cls, args, kwargs, error)) from error
+    try:
         return cls(*args, **kwargs)
     except (TypeError, ValueError) as error:
-        shown = ", ".join(
-            [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items() if k != "dtype")]
-        )
-        raise UserError(
-            f"cannot build {slot} `{registered_name}` ({_qualname(cls)}) with ({shown}): {error}. "
-            f"See docs/extending.md for what a {slot} class must accept."
-        ) from error
+        # Keras layers take **kwargs and reject unknown ones in their base constructor.
+        if not str(error).startswith("Unrecognized keyword arguments"):
+            raise
+        raise UserError(_misfit_message(slot, registered_name, cls, args, kwargs, error)) from error
+
+
+def _misfit_message(slot, registered_name, cls, args, kwargs, error) -> str:
+    shown = ", ".join(
+        [*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items() if k != "dtype")]
+    )
+    return (
+        f"cannot build {slot} `{registered_name}` ({_qualname(cls)}) with ({shown}): {error}. "
+        f"See docs/extending.md for what a {slot} class must accept."
+    )
 
 
 def register(slot: str, name: str | None = None, *, package: str | None = None) -> Callable:

@@ -15,7 +15,6 @@ recorded, instead of Keras' generic "Could not locate class".
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
@@ -25,22 +24,23 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import keras
 
 from transformer_tf.errors import UnknownNameError, UserError
-from transformer_tf.plugins import PluginError, _looks_like_file, import_plugins
-
-if TYPE_CHECKING:
-    import keras
+from transformer_tf.models import dtype_policy_scope
+from transformer_tf.plugins import PluginError, import_plugins, looks_like_file, plugin_module_name
+from transformer_tf.registry import SLOTS, get_registry
+from transformer_tf.run import RunDir
 
 __all__ = ["MODEL_FILE", "load_keras_model"]
 
 log = logging.getLogger(__name__)
 
 #: The model file that training writes into the run directory.
-MODEL_FILE = "model.keras"
-#: The resolved config that training writes into the run directory.
-CONFIG_FILE = "config.yaml"
+MODEL_FILE = RunDir.MODEL_FILE
+CONFIG_FILE = RunDir.CONFIG_FILE
 
 
 def load_keras_model(path_or_run_dir: str | os.PathLike) -> keras.Model:
@@ -67,15 +67,11 @@ def load_keras_model(path_or_run_dir: str | os.PathLike) -> keras.Model:
             that is not registered after the imports (the message names it and its module).
     """
     model_file, config_file = _locate(Path(path_or_run_dir))
-    import keras
-
-    import transformer_tf  # noqa: F401  (registers the built-in layers and models)
-
     if config_file is not None:
         _import_recorded_plugins(config_file, model_file)
     saved_config = _saved_model_config(model_file)
     try:
-        with _dtype_policy(_saved_dtype_policy(saved_config)):
+        with dtype_policy_scope(_saved_dtype_policy(saved_config)):
             return keras.saving.load_model(model_file, safe_mode=True)
     except UnknownNameError as error:
         raise UserError(
@@ -121,41 +117,12 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
 # Plugins.
 
 
-def _recorded_plugins(config_file: Path) -> list[str]:
-    """The ``plugins:`` entries of a run's config, read without validating the rest.
-
-    Only the plugins are needed to reload the model: a full config validation would also insist
-    that the training data still exist, which a model copied to another machine does not need.
-    """
-    import yaml
-
-    try:
-        raw = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read the plugins recorded in {config_file}: {error}") from error
-    plugins = raw.get("plugins") if isinstance(raw, dict) else None
-    if plugins is None:
-        return []
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise UserError(
-            f"{config_file}: `plugins` must be a list of file paths or module names, "
-            f"found {plugins!r}"
-        )
-    return plugins
-
-
-def _plugin_module(entry: str) -> str:
-    """The module name a plugin entry is imported as: a file's stem, or the dotted name."""
-    # The same file-or-module rule as the config loader, so that the names agree.
-    return Path(entry).stem if _looks_like_file(entry) else entry.strip()
-
-
 def _import_recorded_plugins(config_file: Path, model_file: Path) -> None:
-    for index, entry in enumerate(_recorded_plugins(config_file)):
+    for index, entry in enumerate(RunDir(config_file.parent).recorded_plugins()):
         try:
             import_plugins([entry], config_file.parent)
         except PluginError as error:
-            module = _plugin_module(entry)
+            module = plugin_module_name(entry)
             if _importable_elsewhere(module, entry):
                 continue
             raise UserError(
@@ -173,7 +140,7 @@ def _importable_elsewhere(module: str, entry: str) -> bool:
     Keras looks classes up by module name (``my_layers>GatedFeedForward``), so a module of that
     name on ``sys.path`` (the file moved to an installed package, say) serves as well.
     """
-    if not _looks_like_file(entry):  # A dotted module name that failed: nothing else to try.
+    if not looks_like_file(entry):  # A dotted module name that failed: nothing else to try.
         return False
     if module in sys.modules:
         log.warning("plugin %s: using the already imported module `%s`", entry, module)
@@ -214,22 +181,6 @@ def _saved_dtype_policy(saved_config: dict[str, Any] | None) -> str | None:
         name = (dtype.get("config") or {}).get("name")
         return name if isinstance(name, str) else None
     return None
-
-
-@contextlib.contextmanager
-def _dtype_policy(name: str | None) -> Iterator[None]:
-    """Set Keras' global dtype policy to ``name`` for the block (no-op for None)."""
-    import keras
-
-    if name is None:
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _where_plugins_go(model_file: Path, config_file: Path | None) -> str:
@@ -277,8 +228,6 @@ def _unregistered_name_message(
 
 def _unregistered_names(saved_config: dict[str, Any] | None) -> list[tuple[str, str]]:
     """``(slot, name)`` for every registry name in the saved config that is not registered."""
-    from transformer_tf.registry import SLOTS, get_registry
-
     missing = []
     for obj in _serialized_objects(saved_config):
         config = obj.get("config")

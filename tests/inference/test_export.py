@@ -23,6 +23,7 @@ from tests.fixtures import (
     make_imdb_folder,
     translation_config,
 )
+from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.config import config_from_dict
 from transformer_tf.data.toy import toy_splits
@@ -30,8 +31,7 @@ from transformer_tf.errors import UserError
 from transformer_tf.inference import export
 from transformer_tf.inference.export import PROVENANCE_DIR, PROVENANCE_FILE, export_run
 from transformer_tf.inference.translate import translate_texts
-from transformer_tf.training.engine import train
-from transformer_tf.training.evaluate import load_run
+from transformer_tf.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -318,3 +318,51 @@ def test_rows_stop_at_eos_and_max_length_is_respected(use_cache):
     np.testing.assert_array_equal(ids, truncated)
     lengths = np.array([3, 3, 2])
     np.testing.assert_allclose(scores, lengths * c / ((5 + lengths) / 6) ** 0.6, atol=1e-5)
+
+
+class _CrossKeyedCache(keras.Model):
+    """The tiny model with its whole decoder cache under one ``"cross"`` key.
+
+    The old beam search skipped every entry keyed ``cross`` when it reordered hypotheses; here
+    that key holds per-hypothesis self-attention state, and the model says so through
+    ``cache_reorder_flags``. Beam search must follow the flags, not the key's name.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def encode(self, source, training=None):
+        return self.inner.encode(source, training=training)
+
+    def decode(self, target, encoder_output, source_mask, training=None):
+        return self.inner.decode(target, encoder_output, source_mask, training=training)
+
+    def init_cache(self, encoder_output, max_length):
+        return {"cross": self.inner.init_cache(encoder_output, max_length)}
+
+    def cache_reorder_flags(self, cache):
+        return {"cross": self.inner.cache_reorder_flags(cache["cross"])}
+
+    def decode_step(self, token_ids, cache, index, source_mask):
+        logits, inner = self.inner.decode_step(token_ids, cache["cross"], index, source_mask)
+        return logits, {"cross": inner}
+
+
+def test_beam_reorders_the_cache_entries_the_model_flags(model):
+    wrapped = _CrossKeyedCache(model)
+    source = _sources(1)
+    ids, scores = beam_search(wrapped, source, MAX_LENGTH)
+    expected, expected_scores = beam_search(model, source, MAX_LENGTH, use_cache=False)
+    np.testing.assert_array_equal(ids.numpy(), expected.numpy())
+    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-4)
+
+
+def test_the_model_flags_self_attention_entries_only(model):
+    encoder_output, _ = model.encode(tf.constant(_sources(2)))
+    cache = model.init_cache(encoder_output, MAX_LENGTH)
+    flags = model.cache_reorder_flags(cache)
+    assert tf.nest.flatten(tf.nest.map_structure(lambda f, _: f, flags, cache))  # same nesting
+    for block_flags in flags:
+        assert set(tf.nest.flatten(block_flags["self"])) == {True}
+        assert set(tf.nest.flatten(block_flags["cross"])) == {False}

@@ -12,7 +12,7 @@ from keras import ops
 
 from transformer_tf.layers import TransformerDecoderLayer
 from transformer_tf.models import Seq2SeqTransformer, TransformerClassifier
-from transformer_tf.training.losses import class_cross_entropy, token_cross_entropy
+from transformer_tf.tasks.losses import class_cross_entropy, token_cross_entropy
 
 SMALL = dict(num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0)
 

@@ -29,8 +29,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import numpy as np
     from transformer_tf.config import config_from_dict
-    from transformer_tf.training.engine import train
+    from transformer_tf.training.trainer import build_trainer
 
     raw, out = json.loads(sys.argv[1]), sys.argv[2]
     curves = {}
@@ -40,12 +41,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
     ]:
         config = config_from_dict({**raw, "distribute": distribute})
         run_dir = f"{out}/{name}"
-        result = train(config, run_dir, show_progress=False)
+        trainer = build_trainer(config, run_dir, show_progress=False)
+        result = trainer.train()
         lines = open(f"{run_dir}/train_log.jsonl").read().splitlines()
         curves[name] = {
             "losses": [json.loads(line)["loss"] for line in lines],
             "validation": result.validation[-1]["loss"],
-            "checksum": result.weights_checksum,
+            "checksum": float(sum(np.abs(w.numpy().astype("float64")).sum()
+                                  for w in trainer.model.weights)),
         }
     print("CURVES " + json.dumps(curves))
     """
@@ -107,7 +110,24 @@ def _free_ports(count):
     return ports
 
 
-def _start_workers(config, run_dir, scratch):
+# A worker that trains as `transformer-tf train` does and then prints a checksum of its final
+# weights, which the test compares across the two processes.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from transformer_tf.config import load_config
+    from transformer_tf.training.trainer import build_trainer
+
+    trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
+    trainer.train()
+    total = sum(np.abs(w.numpy().astype("float64")).sum() for w in trainer.model.weights)
+    print(f"final weights checksum: {total:.12e}", file=sys.stderr)
+    """
+)
+
+
+def _start_workers(config, run_dir, scratch, *, checksum=False):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -118,10 +138,14 @@ def _start_workers(config, run_dir, scratch):
             "TF_CONFIG": json.dumps(tf_config),
             "TMPDIR": str(scratch),
         }
+        if checksum:
+            command = [sys.executable, "-c", WORKER_SCRIPT, str(config), str(run_dir)]
+        else:
+            command = [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
+                       "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
-                 "--run-dir", str(run_dir), "--no-progress"],
+                command,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -144,7 +168,7 @@ def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
     run_dir = tmp_path / "run"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    processes = _start_workers(config, run_dir, scratch)
+    processes = _start_workers(config, run_dir, scratch, checksum=True)
     outputs = []
     try:
         for process in processes:

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from tests.fixtures import classification_config, make_imdb_folder
+from transformer_tf.assembly import load_run
 from transformer_tf.config import config_from_dict
+from transformer_tf.distribute import distribute_dataset
 from transformer_tf.errors import UserError
-from transformer_tf.training.checkpoints import checkpoint_steps
-from transformer_tf.training.engine import Trainer, TrainingDivergedError, train
-from transformer_tf.training.evaluate import evaluate_run, load_run
+from transformer_tf.evaluation.evaluator import evaluate_run
+from transformer_tf.run import RunDir
+from transformer_tf.training.trainer import TrainingDivergedError, build_trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_train_checkpoints_learns_and_evaluates(imdb, tmp_path):
     run_dir = tmp_path / "run"
     result = train(_config(imdb, keep_checkpoints=2), run_dir, show_progress=False)
     assert result.step == 30 and result.stop_reason == "completed"
-    assert checkpoint_steps(run_dir) == [20, 30]  # keeps the last two
+    assert RunDir(run_dir).checkpoint_steps() == [20, 30]  # keeps the last two
     assert (run_dir / "checkpoints" / "best").is_dir()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "model.keras").is_file()
     assert list((run_dir / "logs" / "train").iterdir()), "no TensorBoard events"
@@ -64,7 +66,7 @@ def test_resume_continues_at_the_right_step_and_matches(imdb, tmp_path):
     # The same run in two legs: stop at 20, then rerun with the full step budget.
     first = _config(imdb, steps=20)
     train(first, tmp_path / "legs", show_progress=False)
-    trainer = Trainer(full, tmp_path / "legs", show_progress=False)
+    trainer = build_trainer(full, tmp_path / "legs", show_progress=False)
     assert int(trainer.state.step.numpy()) == 20
     assert int(trainer.optimizer.iterations.numpy()) == 20  # schedule continues at step 20
     trainer.train()
@@ -81,7 +83,7 @@ def test_refuses_a_run_dir_of_another_model(imdb, tmp_path):
     )
     before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     with pytest.raises(UserError, match=r"model\.d_model.*differ"):
-        Trainer(other, tmp_path / "run")
+        build_trainer(other, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
 
 
@@ -104,7 +106,7 @@ def test_average_last_checkpoints_is_the_mean_of_their_weights(imdb, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(imdb, tmp_path):
     run_dir = tmp_path / "run"
     config = _config(imdb, steps=60, eval_every=None, clip_norm=None, warmup_steps=0)
-    trainer = Trainer(config, run_dir, show_progress=False)
+    trainer = build_trainer(config, run_dir, show_progress=False)
     original = trainer.task.loss
     # From the 15th step on (after 14 optimizer updates) the loss is NaN.
     trainer.task.loss = lambda labels, logits, smoothing: _nan_after(
@@ -112,7 +114,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(imdb, tmp_path):
     )
     with pytest.raises(TrainingDivergedError, match=r"at step 15.*checkpoint \(step 10\) is kept"):
         trainer.train()
-    assert checkpoint_steps(run_dir) == [10]
+    assert RunDir(run_dir).checkpoint_steps() == [10]
     assert load_run(run_dir).step == 10
 
 
@@ -130,9 +132,9 @@ def test_jit_compiled_step_follows_the_plain_step(tmp_path):
     raw = translation_config(training={"steps": 10, "eval_every": None, "log_every": 5})
     raw["training"]["jit_compile"] = True
     jit_config = config_from_dict(raw)
-    jitted = Trainer(jit_config, tmp_path / "jit", show_progress=False)
+    jitted = build_trainer(jit_config, tmp_path / "jit", show_progress=False)
     raw["training"]["jit_compile"] = False
-    plain = Trainer(config_from_dict(raw), tmp_path / "plain", show_progress=False)
+    plain = build_trainer(config_from_dict(raw), tmp_path / "plain", show_progress=False)
     plain.task.config = jit_config  # the same static-shape batches, without XLA
     for trainer in (jitted, plain):
         trainer.train()
@@ -153,7 +155,7 @@ def test_token_budget_batches_train_and_evaluate(tmp_path):
 
     raw = translation_config(training={"batch_size": 320, "batch_type": "tokens", "steps": 30})
     config = config_from_dict(raw)
-    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    trainer = build_trainer(config, tmp_path / "run", show_progress=False)
     sizes = {
         (labels.shape[0], labels.shape[1])
         for _, labels in trainer.task.dataset("train", training=True)
@@ -179,7 +181,7 @@ def test_early_stopping_on_a_named_metric(imdb, tmp_path):
     )
     assert result.step == 15  # evaluations at 5 (best), 10 and 15 (two without improvement)
     assert result.stop_reason.startswith("early stopping: validation accuracy")
-    assert checkpoint_steps(tmp_path / "run")[-1] == 15
+    assert RunDir(tmp_path / "run").checkpoint_steps()[-1] == 15
     assert load_run(tmp_path / "run", checkpoint="best").step == 5
 
 
@@ -206,15 +208,13 @@ def test_mixed_bfloat16_trains_with_float32_logits(imdb, tmp_path):
 
 
 def test_gradient_accumulation_updates_every_n_batches(imdb, tmp_path):
-    trainer = Trainer(
+    trainer = build_trainer(
         _config(imdb, steps=4, eval_every=None, gradient_accumulation=2, log_every=1),
         tmp_path / "run",
         show_progress=False,
     )
-    from transformer_tf.training.engine import distribute_dataset
-
     dataset = distribute_dataset(trainer.strategy, trainer.task.dataset("train", training=True))
-    step = trainer._build_train_step(dataset.element_spec)
+    step = trainer.make_train_step(dataset.element_spec)
     batches = iter(dataset)
     snapshots = [[w.numpy().copy() for w in trainer.model.trainable_weights]]
     for _ in range(4):

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import tensorflow as tf
 
+from transformer_tf import distribute as strategy_module
 from transformer_tf.config import DistributeConfig
+from transformer_tf.distribute import build_strategy, choose_strategy
 from transformer_tf.errors import UserError
-from transformer_tf.training import strategy as strategy_module
-from transformer_tf.training.strategy import build_strategy, choose_strategy
 
 
 @pytest.mark.parametrize(

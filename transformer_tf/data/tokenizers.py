@@ -126,6 +126,15 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: stops at the first EOS, skips PAD and BOS; unknown ids are UNK."""
 
+    def normalize(self, text: str) -> str:
+        """``text`` written as :meth:`decode` writes text, without the vocabulary's limits.
+
+        What a reference is compared with when a decoded hypothesis must match it exactly: the
+        same spacing, casing and punctuation split, while an out-of-vocabulary word stays itself
+        (``decode(encode(text))`` would turn it into UNK and let an UNK hypothesis match).
+        """
+        return " ".join(text.split())
+
     @abc.abstractmethod
     def save(self, directory: str | os.PathLike, prefix: str) -> list[Path]:
         """Write the tokenizer into ``directory`` as files named ``{prefix}.*``; returns them."""
@@ -247,6 +256,9 @@ class WordTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.vocab[i] for i in _ids_to_decode(ids, self.vocab_size))
+
+    def normalize(self, text: str) -> str:
+        return " ".join(self.split(text))
 
     def save(self, directory: str | os.PathLike, prefix: str) -> list[Path]:
         """Write ``{prefix}.vocab`` (one token per line, by id) and ``{prefix}.json`` (options)."""

@@ -38,8 +38,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from transformer_tf.assembly import load_run
 from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
 from transformer_tf.errors import UserError
+from transformer_tf.inference.search import make_decoder
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,8 @@ def export_run(
 
     Raises:
         UserError: ``export_dir`` is a file or a non-empty directory, ``beam_size < 1``, or the
-            run cannot be loaded (see :func:`~transformer_tf.training.evaluate.load_run`).
+            run cannot be loaded (see :func:`~transformer_tf.assembly.load_run`).
     """
-    from transformer_tf.training.evaluate import load_run
-
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     # Checked before loading the run: refusing should be instant and touch nothing.
     _check_export_dir(export_dir)
@@ -178,8 +178,6 @@ def build_translation_module(
         beam_size: int >= 1 (1 is greedy search).
         length_penalty: float, GNMT length-penalty exponent (beam search only).
     """
-    from transformer_tf.inference.search import make_decoder
-
     decoder = make_decoder(
         model, max_length=max_output_length, beam_size=beam_size, length_penalty=length_penalty
     )

@@ -256,18 +256,20 @@ def _length_penalty(length, alpha):
     return tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, alpha)
 
 
-def _reorder_cache(cache, indices):
-    """Gather the batch rows ``indices`` of every cache tensor.
+def cache_reorder_flags(model, cache):
+    """Which cache entries belong to one hypothesis: ``model.cache_reorder_flags(cache)``, or
+    every entry when the model does not say (reordering an entry that needs none is only
+    wasted work; not reordering one that does would be wrong)."""
+    if hasattr(model, "cache_reorder_flags"):
+        return model.cache_reorder_flags(cache)
+    return tf.nest.map_structure(lambda _: True, cache)
 
-    Entries under a ``"cross"`` key (projections of the encoder output, identical for the beams
-    of one source since they were tiled per beam) are left alone: gathering them would be
-    correct but wasted work.
-    """
-    if isinstance(cache, dict):
-        return {k: v if k == "cross" else _reorder_cache(v, indices) for k, v in cache.items()}
-    if isinstance(cache, list | tuple):
-        return type(cache)(_reorder_cache(v, indices) for v in cache)
-    return tf.gather(cache, indices, axis=0)
+
+def _reorder_cache(cache, indices, flags):
+    """Gather the batch rows ``indices`` of every cache tensor whose flag is True."""
+    return tf.nest.map_structure(
+        lambda flag, t: tf.gather(t, indices, axis=0) if flag else t, flags, cache
+    )
 
 
 def _beam(model, source_ids, max_length, beam_size, alpha, use_cache):
@@ -287,6 +289,7 @@ def _beam(model, source_ids, max_length, beam_size, alpha, use_cache):
         # Cross-attention keys/values are computed on B rows, then tiled.
         cache = model.init_cache(encoder_output, L)
         cache = tf.nest.map_structure(lambda t: tf.repeat(t, K, axis=0), cache)
+        reorder_flags = cache_reorder_flags(model, cache)
     else:
         encoder_output = tf.repeat(encoder_output, K, axis=0)  # (B * K, S, d_model)
         cache = ()
@@ -357,7 +360,7 @@ def _beam(model, source_ids, max_length, beam_size, alpha, use_cache):
         if use_cache:
             parents = tf.gather(top_beams, keep, batch_dims=1)  # (B, K)
             rows = tf.reshape(batch_offsets + parents, [-1])  # (B * K,) flat parent rows
-            cache = _reorder_cache(cache, rows)
+            cache = _reorder_cache(cache, rows, reorder_flags)
         return step + 1, alive_seq, alive_log_probs, fin_seq, fin_scores, fin_flags, cache
 
     step, alive_seq, alive_log_probs, fin_seq, fin_scores, fin_flags, _ = tf.while_loop(

@@ -1,17 +1,15 @@
-"""Translate text with a trained model, and score translations (BLEU, chrF, exact match)."""
+"""Translate text with a trained model: batching, tokenization and the run's decoding settings."""
 
 from __future__ import annotations
 
 import numpy as np
-import sacrebleu
 import tensorflow as tf
 
 from transformer_tf.data.special_tokens import EOS_ID, PAD_ID
+from transformer_tf.inference.search import make_decoder
 
 
-def translate_ids(
-    model, source_ids: list[list[int]], *, batch_size: int, decoder
-) -> list[list[int]]:
+def translate_ids(source_ids: list[list[int]], *, batch_size: int, decoder) -> list[list[int]]:
     """Decode lists of source ids in length-sorted batches; returns ids in input order.
 
     Sorting by length keeps padding (and so wasted decoding work) small.
@@ -55,25 +53,13 @@ def translate_texts(
     batch_size: int = 64,
 ) -> list[str]:
     """Source sentences -> detokenized translations."""
-    from transformer_tf.inference.search import make_decoder
-
     decoder = make_decoder(
         model, max_length=max_output_length, beam_size=beam_size, length_penalty=length_penalty
     )
     # Inputs longer than the model was trained for are truncated (EOS of the source is implicit).
     source_ids = [source_tokenizer.encode(t)[: max_input_length - 1] for t in texts]
-    decoded = translate_ids(model, source_ids, batch_size=batch_size, decoder=decoder)
+    decoded = translate_ids(source_ids, batch_size=batch_size, decoder=decoder)
     return [target_tokenizer.decode(ids) for ids in decoded]
-
-
-def score_translations(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU and chrF (sacreBLEU) and the share of exact matches."""
-    exact = np.mean([h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)])
-    return {
-        "exact_match": float(exact) if hypotheses else 0.0,
-        "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
-        "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
-    }
 
 
 def translate_with_task(
@@ -102,13 +88,3 @@ def examples_per_batch(config) -> int:
     if training.batch_type == "tokens":
         return max(1, training.batch_size // max(config.data.max_length, 1))
     return training.batch_size
-
-
-def translation_scores(task, model, split: str, *, beam_size: int | None = None) -> dict:
-    """Decode a split of a translation task and score it against its references."""
-    pairs = task.raw_splits[split]
-    hypotheses = translate_with_task(task, model, [s for s, _ in pairs], beam_size=beam_size)
-    references = [t for _, t in pairs]
-    if getattr(task.config.data, "lowercase", False):
-        references = [r.lower() for r in references]
-    return score_translations(hypotheses, references)

@@ -41,6 +41,17 @@ class TransformerDecoder(_Stack):
         cross-attention keys and values of ``encoder_output`` (computed once, not per step)."""
         return [block.init_cache(batch_size, max_length, encoder_output) for block in self.blocks]
 
+    def cache_reorder_flags(self, cache):
+        """Per block, the cache's structure with True where an entry belongs to one hypothesis
+        (see ``TransformerDecoderLayer.cache_reorder_flags``). A block class without the method
+        has every entry reordered, which is always correct."""
+        return [
+            block.cache_reorder_flags(block_cache)
+            if hasattr(block, "cache_reorder_flags")
+            else keras.tree.map_structure(lambda _: True, block_cache)
+            for block, block_cache in zip(self.blocks, cache, strict=True)
+        ]
+
     def call(
         self,
         x,

@@ -8,6 +8,8 @@ With a ``cache`` the call returns ``(x, cache)``.
 
 from __future__ import annotations
 
+import keras
+
 from transformer_tf.layers.encoder_layer import _BlockConfig, residual
 from transformer_tf.registry import register
 
@@ -63,6 +65,18 @@ class TransformerDecoderLayer(_BlockConfig):
         return {
             "self": self.self_attention.init_cache(batch_size, max_length),
             "cross": self.cross_attention.compute_cache(encoder_output),
+        }
+
+    def cache_reorder_flags(self, cache):
+        """The cache's structure with True where an entry belongs to one hypothesis.
+
+        Beam search reorders (gathers) those entries when hypotheses are reordered. The
+        self-attention keys and values differ per hypothesis; the cross-attention projections
+        of the encoder output are the same for every beam of a source, so they stay put.
+        """
+        return {
+            "self": keras.tree.map_structure(lambda _: True, cache["self"]),
+            "cross": keras.tree.map_structure(lambda _: False, cache["cross"]),
         }
 
     def call(

@@ -4,6 +4,10 @@ Interface of the slot: ``__init__(max_length, d_model, **kwargs)`` and
 ``call(inputs, start_index=0)`` where ``inputs`` is ``(batch, length, d_model)``; returns
 ``inputs`` plus the encoding of positions ``start_index .. start_index + length - 1``
 (``start_index`` lets incremental decoding encode one new position at a time).
+
+A class may set ``length_limited = False`` when it encodes any position (no table): a trained
+run can then decode longer than the length it was built for. Classes without the attribute are
+taken to be limited to ``max_length`` positions.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         max_length: int, the longest sequence expected (not a hard limit here).
         d_model: int, feature size; must be even.
     """
+
+    #: Whether inputs longer than ``max_length`` are an error (a table of positions). A run
+    #: reloaded to decode longer than it was built for is refused only when this is True.
+    length_limited = False
 
     def __init__(self, max_length: int, d_model: int, **kwargs):
         super().__init__(**kwargs)
@@ -67,6 +75,8 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
         d_model: int, feature size.
         initializer: str or initializer for the position table. Defaults to ``"glorot_uniform"``.
     """
+
+    length_limited = True
 
     def __init__(self, max_length: int, d_model: int, initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)

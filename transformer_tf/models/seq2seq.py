@@ -193,6 +193,12 @@ class Seq2SeqTransformer(keras.Model):
         batch_size = ops.shape(encoder_output)[0]
         return self.decoder.init_cache(batch_size, max_length, encoder_output)
 
+    def cache_reorder_flags(self, cache):
+        """The structure of ``cache`` with True at the entries that belong to one hypothesis,
+        which beam search reorders with the hypotheses; False entries (the cross-attention
+        projections, shared by the beams of a source) are left in place."""
+        return self.decoder.cache_reorder_flags(cache)
+
     def decode_step(self, token_ids, cache, index, source_mask):
         """One incremental decoding step.
 

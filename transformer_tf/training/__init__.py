@@ -1,1 +1,2 @@
-"""The training engine: strategy, loop, checkpoints, losses, metrics and schedules."""
+"""Training: the loop on tf.distribute (:mod:`.trainer`), the update step (:mod:`.step`),
+checkpoints, the optimizer and learning-rate schedules."""

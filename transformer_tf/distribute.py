@@ -1,4 +1,4 @@
-"""Pick and build the tf.distribute strategy named by ``distribute.strategy``.
+"""tf.distribute around the model: the strategy named by ``distribute.strategy``, input split.
 
 ``choose_strategy`` is a pure function of what is visible (GPU count, whether a TPU resolves), so
 tests can fake the device lists; ``build_strategy`` creates the real strategy object.
@@ -161,3 +161,12 @@ def build_strategy(
 def _device_name(device) -> str:
     # Physical devices are named "/physical_device:GPU:0"; strategies want "/gpu:0".
     return device.name.replace("physical_device:", "")
+
+
+def distribute_dataset(strategy, dataset):
+    """Split each global batch across the replicas of ``strategy``."""
+    options = tf.data.Options()
+    # Batches are already global: every worker reads all files and takes its share of each
+    # batch, which keeps workers in lock step whatever the number of files.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))

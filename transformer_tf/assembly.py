@@ -1,0 +1,188 @@
+"""Assembly: a config and a run directory -> the task and the model, for every command.
+
+``train``, ``evaluate``, ``translate`` and ``export`` all build the model here, so the model's
+arguments are derived in one place: the ``model:`` section, the vocabulary sizes of the run's
+tokenizers and the number of positions the data and decoding need. The first build records the
+arguments in the run directory (``model_args.json``); every later build starts from that record,
+so a setting that only derives the shape (``decoding.max_length``, say) can never silently
+change the model of a trained run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from transformer_tf.config import Config
+from transformer_tf.errors import UserError
+from transformer_tf.models import build_model, model_arguments
+from transformer_tf.registry import get_registry
+from transformer_tf.run import RunDir, average_checkpoints, restore_model
+from transformer_tf.tasks import Task, make_task
+
+__all__ = ["Assembly", "LoadedRun", "assemble", "derive_model_args", "load_run", "precision"]
+
+
+@dataclass
+class Assembly:
+    """What a command works with: the config, the run directory, the task and the model."""
+
+    config: Config
+    run: RunDir
+    task: Task
+    model: keras.Model
+    model_args: dict[str, Any]
+
+
+@dataclass
+class LoadedRun(Assembly):
+    """An assembly whose weights come from a checkpoint of the run."""
+
+    strategy: tf.distribute.Strategy | None = None
+    checkpoint: str = ""  # what was loaded: a checkpoint path, or "average of steps ..."
+    step: int | None = None
+
+
+def precision(config: Config) -> str:
+    """The Keras dtype policy of a config's ``training.mixed_precision``."""
+    mixed = config.training.mixed_precision
+    return "float32" if mixed == "none" else mixed
+
+
+def derive_model_args(config: Config, task: Task) -> dict[str, Any]:
+    """The model's constructor arguments for ``config`` (the task's vocabulary prepared)."""
+    kwargs = config.model.model_dump()
+    name = kwargs.pop("name")  # The registry name selects the class; it is not an argument.
+    kwargs.update(task.vocabulary_args())
+    kwargs["max_length"] = max(kwargs["max_length"], task.positions_needed())
+    return model_arguments(name, kwargs)
+
+
+def _length_limited(config: Config) -> bool:
+    registry = get_registry("positional_encoding")
+    name = config.model.positional_encoding
+    return name not in registry or getattr(registry.get(name), "length_limited", True)
+
+
+def _resolve_model_args(config: Config, run: RunDir, task: Task) -> tuple[dict, bool]:
+    """The arguments to build with, and whether they are new (not yet recorded)."""
+    record = run.read_model_args()
+    if record is not None:
+        args = dict(record["arguments"])
+    else:
+        args = derive_model_args(config, task)
+        if run.is_run():
+            # A run written before model_args.json: its shape follows from its *saved* config,
+            # never from the overrides of this command.
+            saved = run.read_config()
+            args["max_length"] = max(
+                saved.model.max_length, make_task(saved, run).positions_needed()
+            )
+    needed = task.positions_needed()
+    if needed > args["max_length"]:
+        if _length_limited(config):
+            key, value = max(
+                ((key, _dotted_get(config, key)) for key in task.length_keys),
+                key=lambda item: item[1],
+            )
+            raise UserError(
+                f"{key}={value} needs {needed} positions, but the model of {run} was built "
+                f"with {args['max_length']} (model.positional_encoding "
+                f"`{config.model.positional_encoding}` has a fixed table of positions); use "
+                f"{key} <= {value - (needed - args['max_length'])}"
+            )
+        # Positions computed on the fly have no weights: the same checkpoint serves any length.
+        args["max_length"] = needed
+    return args, record is None
+
+
+def _dotted_get(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def assemble(
+    config: Config,
+    run: RunDir,
+    *,
+    create: bool = False,
+    write: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Assembly:
+    """Prepare the task's vocabulary and build (not restore) the model.
+
+    Args:
+        config: Config, the validated config (of this command, overrides applied).
+        run: RunDir, where the vocabulary and the model record live.
+        create: bool, build the vocabulary from the training data when the run has none.
+            Defaults to False (a missing vocabulary is then a UserError).
+        write: bool, write a new vocabulary and the model record (False on non-chief workers,
+            which must not race the chief). Defaults to True.
+        strategy: the tf.distribute strategy whose scope holds the variables; None uses the
+            current (default) strategy.
+    """
+    task = make_task(config, run)
+    task.prepare(create=create, write=write)
+    args, new = _resolve_model_args(config, run, task)
+    if config.model.share_embeddings and args.get("source_vocab_size") != args.get(
+        "target_vocab_size"
+    ):
+        raise UserError(
+            "model.share_embeddings needs one vocabulary for source and target, but the "
+            f"tokenizers have {args.get('source_vocab_size')} and {args.get('target_vocab_size')} "
+            "entries: set data.shared_vocab: true, or model.share_embeddings: false"
+        )
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_model(config.model.name, dtype_policy=precision(config), **args)
+        model.build()
+    if new and write:
+        # Recorded once the model builds: a config whose layers do not fit leaves no record.
+        run.write_model_args(config.model.name, args)
+    return Assembly(config, run, task, model, args)
+
+
+def load_run(
+    run_dir,
+    *,
+    checkpoint: str = "latest",
+    average_last: int | None = None,
+    overrides=(),
+    strategy: tf.distribute.Strategy | None = None,
+) -> LoadedRun:
+    """The config, task (with its vocabulary) and model of a run directory, from a checkpoint.
+
+    Args:
+        run_dir: str, PathLike or RunDir, a directory written by ``transformer-tf train``.
+        checkpoint: str, ``"latest"``, ``"best"`` or a step number. Defaults to ``"latest"``.
+        average_last: int or None, average the weights of the last K checkpoints instead.
+        overrides: ``key.path=value`` strings; they may repoint data, decoding or distribute
+            settings, never change the model.
+        strategy: build the model under this strategy; None uses the default strategy.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    config = run.read_config(overrides)
+    assembly = assemble(config, run, write=False, strategy=strategy)
+    model = assembly.model
+    if average_last:
+        steps = average_checkpoints(model, run, average_last)
+        loaded, step = f"average of steps {', '.join(map(str, steps))}", steps[-1]
+    else:
+        loaded = run.find_checkpoint(checkpoint)
+        restore_model(model, loaded)
+        step = int(loaded.rsplit("-", 1)[-1])
+    return LoadedRun(
+        config,
+        run,
+        assembly.task,
+        model,
+        assembly.model_args,
+        strategy=strategy or tf.distribute.get_strategy(),
+        checkpoint=loaded,
+        step=step,
+    )

@@ -1,0 +1,155 @@
+"""Evaluation of a model on a split: teacher-forced metrics, and decoding scores for translation.
+
+:class:`Evaluator` serves both the validation inside training and ``transformer-tf evaluate``
+(:func:`evaluate_run`), so the two report the same numbers for the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from transformer_tf.assembly import load_run
+from transformer_tf.distribute import build_strategy, distribute_dataset
+from transformer_tf.errors import UserError
+from transformer_tf.evaluation import scorers
+from transformer_tf.inference.translate import translate_with_task
+from transformer_tf.run import RunDir
+from transformer_tf.tasks import Task, TranslationTask
+
+
+class Evaluator:
+    """Teacher-forced evaluation of a model on a task's split, under a strategy.
+
+    Returns the unsmoothed loss and the task's metrics, each a global sum divided by a global
+    count (tokens or examples), so the numbers do not depend on the batch or replica count.
+
+    Args:
+        strategy: tf.distribute.Strategy whose scope holds the model's variables.
+        model: keras.Model.
+        task: Task, which supplies the split, the loss and the metrics.
+    """
+
+    def __init__(self, strategy, model, task: Task):
+        self.strategy = strategy
+        self.model = model
+        self.task = task
+        self._step = None
+
+    def _build_step(self, element_spec):
+        model, task, strategy = self.model, self.task, self.strategy
+
+        def replica_step(inputs, labels):
+            logits = model(inputs, training=False)
+            sums = {"loss": task.loss(labels, logits, 0.0)}
+            for name, metric in task.metrics().items():
+                sums[name] = metric(labels, logits)
+            return sums
+
+        def step(batch):
+            inputs, labels = batch
+            sums = strategy.run(replica_step, args=(inputs, labels))
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), sums
+            )
+
+        return tf.function(step, input_signature=[element_spec])
+
+    def run(self, split: str) -> dict:
+        """``{"loss": ..., <metric>: ...}`` over the whole split."""
+        dataset = distribute_dataset(self.strategy, self.task.dataset(split, training=False))
+        if self._step is None:
+            self._step = self._build_step(dataset.element_spec)
+        totals: dict[str, list[float]] = {}
+        for batch in dataset:
+            for name, (value, count) in self._step(batch).items():
+                acc = totals.setdefault(name, [0.0, 0.0])
+                acc[0] += float(value)
+                acc[1] += float(count)
+        return {name: value / max(count, 1.0) for name, (value, count) in totals.items()}
+
+
+def translation_scores(
+    task: TranslationTask, model, split: str, *, beam_size: int | None = None
+) -> dict:
+    """Decode a split with the run's decoding settings and score it: exact match, BLEU, chrF.
+
+    BLEU and chrF (sacreBLEU) compare the detokenized output with the raw references, as
+    published scores do. Exact match compares like with like: each reference is written as the
+    target tokenizer writes its output (:meth:`~transformer_tf.data.tokenizers.Tokenizer.normalize`:
+    a word tokenizer's ``a , b .`` for ``a, b.``), or no sentence with punctuation could match.
+    """
+    pairs = task.raw_splits[split]
+    hypotheses = translate_with_task(task, model, [s for s, _ in pairs], beam_size=beam_size)
+    references = [t for _, t in pairs]
+    if getattr(task.config.data, "lowercase", False):
+        references = [r.lower() for r in references]
+    normalized = [task.target_tokenizer.normalize(r) for r in references]
+    return {
+        "exact_match": scorers.exact_match(hypotheses, normalized),
+        "bleu": scorers.bleu(hypotheses, references),
+        "chrf": scorers.chrf(hypotheses, references),
+    }
+
+
+def evaluate_run(
+    run_dir,
+    *,
+    split: str = "validation",
+    checkpoint: str = "latest",
+    average_last: int | None = None,
+    overrides=(),
+    beam_size: int | None = None,
+    distributed: bool = False,
+) -> dict:
+    """Score a checkpoint of a run on ``split`` (``transformer-tf evaluate``).
+
+    Classification reports ``loss`` and ``accuracy``; translation reports ``loss``,
+    ``token_accuracy`` (teacher forced, padding excluded), and from decoding ``exact_match``,
+    ``bleu`` and ``chrf`` (see :func:`translation_scores`).
+
+    Args:
+        run_dir: a directory written by ``transformer-tf train`` (str, PathLike or RunDir).
+        split: str, the split to score. Defaults to ``"validation"``.
+        checkpoint: str, ``"latest"``, ``"best"`` or a step number.
+        average_last: int or None, score the average of the last K checkpoints instead.
+        overrides: ``key.path=value`` strings (data, decoding or distribute settings only).
+        beam_size: int or None, overrides ``decoding.beam_size``.
+        distributed: bool, evaluate under the config's strategy instead of one device.
+    """
+    strategy = None
+    if distributed:
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        strategy = build_strategy(run.read_config(overrides).distribute).strategy
+    run = load_run(
+        run_dir,
+        checkpoint=checkpoint,
+        average_last=average_last,
+        overrides=overrides,
+        strategy=strategy,
+    )
+    if not run.task.has_split(split):
+        raise UserError(
+            f"split `{split}` is not available for this run; point it at data with "
+            f"--set (for example --set data.splits.{split}.source=FILE for parallel text)"
+        )
+    scores = Evaluator(run.strategy, run.model, run.task).run(split)
+    if isinstance(run.task, TranslationTask):
+        scores.update(translation_scores(run.task, run.model, split, beam_size=beam_size))
+    return {"split": split, "checkpoint": run.checkpoint, "step": run.step, **scores}
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write an evaluation result as indented JSON (parent directories are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def format_table(result: dict) -> str:
+    """A two-column table of the scores."""
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in result.items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,120 @@
+"""Text classification (IMDb): cleaned text -> word ids -> label."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import tensorflow as tf
+
+from transformer_tf.config import Config
+from transformer_tf.data import imdb
+from transformer_tf.errors import UserError
+from transformer_tf.run import RunDir
+from transformer_tf.tasks import losses, metrics
+from transformer_tf.tasks.base import Task
+
+
+class ClassificationTask(Task):
+    """Text classification: a review (or any text) -> one of ``model.num_classes`` labels."""
+
+    name = "classification"
+    count_unit = "examples"
+
+    def __init__(self, config: Config, run: RunDir):
+        super().__init__(config, run)
+        self.vectorizer = None
+        self._encoded: dict = {}
+
+    @cached_property
+    def splits(self) -> dict:
+        """Split name -> (cleaned texts, labels)."""
+        data = self.config.data
+        wanted = ("train", "test")
+        if data.source == "directory":
+            raw = imdb.load_imdb_directory(data.path, splits=_available_imdb_splits(data.path))
+        else:
+            raw = imdb.load_imdb_tfds(data.name, data_dir=data.data_dir, splits=wanted)
+        if "train" not in raw:
+            raise UserError(f"no training split found for data.source `{data.source}`")
+        train, validation = imdb.split_validation(
+            raw["train"], data.validation_fraction, data.split_seed
+        )
+        splits = {"train": train, "validation": validation}
+        if "test" in raw:
+            splits["test"] = raw["test"]
+        cleaned = {}
+        for name, split in splits.items():
+            texts = [imdb.clean_text(t, lowercase=data.lowercase) for t in split.texts]
+            cleaned[name] = (texts, split.labels)
+        num_classes = self.config.model.num_classes
+        for name, (_, labels) in cleaned.items():
+            if len(labels) and int(labels.max()) >= num_classes:
+                raise UserError(
+                    f"split `{name}` has label {int(labels.max())} but model.num_classes is "
+                    f"{num_classes}"
+                )
+        return cleaned
+
+    def prepare(self, create: bool = False, write: bool = True) -> None:
+        self._encoded.clear()  # ids made with another vectorizer would be stale
+        vocab_dir = self.run.vocab_dir
+        if (vocab_dir / "vocab.txt").exists():
+            self.vectorizer = imdb.load_vectorizer(vocab_dir)
+            return
+        if not create:
+            raise UserError(f"{vocab_dir} has no vocabulary: is {self.run} a trained run?")
+        data = self.config.data
+        texts, _ = self.splits["train"]
+        self.vectorizer = imdb.build_vectorizer(
+            texts, data.vocab_size, data.max_length, ngrams=data.ngrams, lowercase=data.lowercase
+        )
+        if write:
+            imdb.save_vocabulary(self.vectorizer, vocab_dir)
+
+    def vocabulary_args(self) -> dict:
+        return {"vocab_size": int(self.vectorizer.vocabulary_size())}
+
+    length_keys = ("data.max_length",)
+
+    def positions_needed(self) -> int:
+        # One more than the tokens kept: room for a CLS position.
+        return self.config.data.max_length + 1
+
+    def has_split(self, split: str) -> bool:
+        return split in self.splits and len(self.splits[split][0]) > 0
+
+    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
+        if not self.has_split(split):
+            raise UserError(f"split `{split}` is not available; splits: {', '.join(self.splits)}")
+        texts, labels = self.splits[split]
+        data = self.config.data
+        if split not in self._encoded:
+            # Vectorize once per run, not once per epoch (each epoch builds a new dataset).
+            self._encoded[split] = imdb.encode_texts(
+                texts, self.vectorizer, max_length=data.max_length, truncation=data.truncation
+            )
+        return imdb.make_classification_dataset(
+            self._encoded[split],
+            labels,
+            batch_size=self.config.training.batch_size,
+            max_length=data.max_length,
+            shuffle=training,
+            seed=self.config.training.seed,
+            epoch=epoch,
+            truncation=data.truncation,
+            batch_type=self.config.training.batch_type,
+        )
+
+    def loss(self, labels, logits, label_smoothing: float):
+        return losses.class_cross_entropy(labels, logits, label_smoothing)
+
+    def metrics(self) -> dict:
+        return {"accuracy": metrics.accuracy}
+
+
+def _available_imdb_splits(path: str) -> tuple[str, ...]:
+    root = Path(path)
+    if (root / "aclImdb").is_dir():
+        root = root / "aclImdb"
+    return tuple(s for s in ("train", "test") if (root / s).is_dir()) or ("train",)

@@ -1,0 +1,44 @@
+"""The optimizer of a run: Adam or AdamW on the warmup schedule."""
+
+from __future__ import annotations
+
+import keras
+
+from transformer_tf.config import TrainingConfig
+from transformer_tf.training.schedules import WarmupSchedule
+
+
+def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.optimizers.Optimizer:
+    """Adam or AdamW on the warmup schedule, with loss scaling under ``mixed_float16``.
+
+    Gradient clipping is done by the update step after the cross-replica reduction (Keras clips
+    per replica, before it), so it is not set here.
+
+    Args:
+        training: TrainingConfig, the ``training:`` section.
+        total_steps: int or None, the run's length (cosine decay needs it).
+    """
+    schedule = WarmupSchedule(
+        training.learning_rate,
+        warmup_steps=training.warmup_steps,
+        decay=training.schedule,
+        total_steps=total_steps,
+    )
+    kwargs = dict(
+        learning_rate=schedule,
+        beta_1=training.beta_1,
+        beta_2=training.beta_2,
+        epsilon=training.epsilon,
+        gradient_accumulation_steps=(
+            training.gradient_accumulation if training.gradient_accumulation > 1 else None
+        ),
+    )
+    if training.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(weight_decay=training.weight_decay, **kwargs)
+        # Decay matrices only: not biases, norms or position tables.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "position"])
+    else:
+        optimizer = keras.optimizers.Adam(**kwargs)
+    if training.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

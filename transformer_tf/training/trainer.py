@@ -1,0 +1,379 @@
+"""The training loop: steps, logs, checkpoints and validation at their intervals.
+
+:func:`build_trainer` assembles a run (strategy, run directory, task, model, optimizer,
+checkpoint) and :class:`Trainer` only trains it; validation goes through the same
+:class:`~transformer_tf.evaluation.evaluator.Evaluator` as ``transformer-tf evaluate``, and the
+best checkpoint and early stopping are decided by a
+:class:`~transformer_tf.evaluation.selection.CheckpointSelector`.
+
+The loop is ``strategy.run`` inside a ``tf.function`` (not ``Model.fit``, which fails under
+MultiWorkerMirroredStrategy in Keras 3), on CPU, GPUs, several hosts or a TPU alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from transformer_tf.assembly import Assembly, assemble
+from transformer_tf.config import Config
+from transformer_tf.distribute import Placement, build_strategy, distribute_dataset
+from transformer_tf.evaluation.evaluator import Evaluator
+from transformer_tf.evaluation.selection import CheckpointSelector
+from transformer_tf.run import RunDir
+from transformer_tf.training.checkpoints import (
+    CheckpointWriter,
+    TrainingState,
+    make_training_checkpoint,
+)
+from transformer_tf.training.optimizer import make_optimizer
+from transformer_tf.training.step import build_train_step
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped; this one stops too (no hanging)."""
+
+
+# What collective operations raise when a peer worker dies or stops answering.
+_PEER_FAILURES = (
+    tf.errors.UnavailableError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.InternalError,
+)
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    run_dir: Path
+    step: int
+    epoch: int
+    stop_reason: str
+    train_loss: float | None = None
+    validation: list[dict] = field(default_factory=list)
+
+
+class TrainingLogs:
+    """Progress bar, TensorBoard scalars and the JSON-lines logs of a run (chief only).
+
+    Args:
+        run: RunDir, where ``logs/``, ``train_log.jsonl`` and ``validation_log.jsonl`` go.
+        is_chief: bool, whether this process writes them.
+        show_progress: bool, draw the progress bar and print validations.
+        unit: str, what the loss counts (``"tokens"`` or ``"examples"``) for the throughput.
+    """
+
+    def __init__(self, run: RunDir, *, is_chief: bool, show_progress: bool, unit: str):
+        self.run = run
+        self.is_chief = is_chief
+        self.show_progress = show_progress and is_chief
+        self.unit = unit
+        self.progress = None
+
+        def writer(name):
+            if is_chief:
+                return tf.summary.create_file_writer(str(run.log_dir(name)))
+            return tf.summary.create_noop_writer()
+
+        self.train_writer = writer("train")
+        self.validation_writer = writer("validation")
+
+    def open_progress(self, total: int | None, initial: int) -> None:
+        self.progress = tqdm(
+            total=total,
+            initial=initial,
+            disable=not self.show_progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+    def advance(self) -> None:
+        self.progress.update(1)
+
+    def train(
+        self, step: int, loss: float, learning_rate: float, count: float, seconds: float
+    ) -> None:
+        """One logging window: its mean loss, and ``count`` tokens or examples in ``seconds``."""
+        rate = count / max(seconds, 1e-9)
+        self.progress.set_postfix(
+            loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}", **{f"{self.unit}/s": f"{rate:.0f}"}
+        )
+        with self.train_writer.as_default(step=step):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("learning_rate", learning_rate)
+            tf.summary.scalar(f"{self.unit}_per_second", rate)
+        if self.is_chief:
+            record = {
+                "step": step,
+                "loss": loss,
+                "learning_rate": learning_rate,
+                f"{self.unit}_per_second": rate,
+            }
+            self.run.append_record(self.run.train_log, record)
+
+    def validation(self, step: int, scores: dict) -> None:
+        with self.validation_writer.as_default(step=step):
+            for name, value in scores.items():
+                if name != "step":
+                    tf.summary.scalar(name, value)
+        if self.is_chief:
+            self.run.append_record(self.run.validation_log, scores)
+        if self.show_progress:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if k != "step")
+            tqdm.write(f"validation at step {step}: {shown}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        self.train_writer.flush()
+        self.validation_writer.flush()
+
+
+class Trainer:
+    """Trains an assembled run; resumes from its latest checkpoint (:meth:`restore_latest`).
+
+    Args:
+        assembly: Assembly, the config, run directory, task and model (built under the
+            placement's strategy).
+        placement: Placement, the strategy and this process's role.
+        optimizer: keras optimizer, built on the model's trainable variables.
+        total_steps: int or None, where the run ends (None: at ``training.epochs``).
+        show_progress: bool, draw a progress bar (chief only). Defaults to True.
+    """
+
+    def __init__(
+        self,
+        assembly: Assembly,
+        placement: Placement,
+        optimizer,
+        *,
+        total_steps: int | None,
+        show_progress: bool = True,
+    ):
+        self.config: Config = assembly.config
+        self.run = assembly.run
+        self.task = assembly.task
+        self.model = assembly.model
+        self.placement = placement
+        self.strategy = placement.strategy
+        self.is_chief = placement.is_chief
+        self.optimizer = optimizer
+        self.total_steps = total_steps
+        training = self.config.training
+        with self.strategy.scope():
+            self.state = TrainingState()
+            self.selector = CheckpointSelector(training.early_stopping)
+        self.checkpoint = make_training_checkpoint(
+            self.model, optimizer, self.state.trackables(), self.selector.trackables()
+        )
+        self.writer = CheckpointWriter(
+            self.checkpoint, self.run, training.keep_checkpoints, self.is_chief
+        )
+        self.evaluator = Evaluator(self.strategy, self.model, self.task)
+        self.logs = TrainingLogs(
+            self.run,
+            is_chief=self.is_chief,
+            show_progress=show_progress,
+            unit=self.task.count_unit,
+        )
+        self._train_step = None
+
+    def restore_latest(self) -> str | None:
+        """Restore the latest checkpoint of the run, if there is one; returns its path."""
+        latest = self.run.latest_checkpoint()
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("resumed from %s at step %d", latest, int(self.state.step.numpy()))
+        return latest
+
+    def make_train_step(self, element_spec):
+        """The compiled update step for batches of ``element_spec`` (see :mod:`.step`)."""
+        return build_train_step(
+            self.strategy,
+            self.model,
+            self.optimizer,
+            self.task,
+            self.config.training,
+            element_spec,
+        )
+
+    def evaluate_split(self, split: str) -> dict:
+        """Unsmoothed loss and the task's metrics on ``split`` (teacher forcing)."""
+        return self.evaluator.run(split)
+
+    def train(self) -> TrainResult:
+        """Run until the step or epoch budget, early stopping, or divergence."""
+        training = self.config.training
+        state = self.state
+        step = int(state.step.numpy())
+        epoch = int(state.epoch.numpy())
+        result = TrainResult(self.run.path, step, epoch, "completed")
+        if self.total_steps is not None and step >= self.total_steps:
+            result.stop_reason = "already complete"
+            return result
+
+        self.logs.open_progress(self.total_steps, step)
+        window_loss, window_count, window_start = 0.0, 0.0, time.perf_counter()
+        stop = None
+        last_saved = step
+        try:
+            while stop is None:
+                skip = int(state.batch_in_epoch.numpy())
+                dataset = self.task.dataset("train", training=True, epoch=epoch).skip(skip)
+                distributed = distribute_dataset(self.strategy, dataset)
+                if self._train_step is None:
+                    self._train_step = self.make_train_step(distributed.element_spec)
+                for batch in distributed:
+                    loss_sum, count = self._train_step(batch)
+                    loss_sum, count = float(loss_sum), float(count)
+                    step += 1
+                    state.step.assign(step)
+                    state.batch_in_epoch.assign_add(1)
+                    loss = loss_sum / max(count, 1.0)
+                    if not math.isfinite(loss):
+                        raise TrainingDivergedError(_diverged_message(step, loss, last_saved))
+                    window_loss += loss_sum
+                    window_count += count
+                    self.logs.advance()
+                    if step % training.log_every == 0 or step == self.total_steps:
+                        result.train_loss = window_loss / max(window_count, 1.0)
+                        self.logs.train(
+                            step,
+                            result.train_loss,
+                            float(self.optimizer.learning_rate),
+                            window_count,
+                            time.perf_counter() - window_start,
+                        )
+                        window_loss, window_count, window_start = 0.0, 0.0, time.perf_counter()
+                    if step % training.checkpoint_every == 0:
+                        self.writer.save(step)
+                        last_saved = step
+                    if training.eval_every and step % training.eval_every == 0:
+                        stop = self._validate(step, result)
+                        if stop:
+                            break
+                    if self.total_steps is not None and step >= self.total_steps:
+                        stop = "completed"
+                        break
+                else:
+                    epoch += 1
+                    state.epoch.assign(epoch)
+                    state.batch_in_epoch.assign(0)
+                    if not training.eval_every:
+                        stop = self._validate(step, result)
+                    if stop is None and training.epochs is not None and epoch >= training.epochs:
+                        stop = "completed"
+            # The step budget usually ends mid-loop (with `epochs`, on the last batch of the
+            # last epoch): validate the final weights too, so `best` can be the last step.
+            if stop == "completed" and (
+                not result.validation or result.validation[-1]["step"] != step
+            ):
+                self._validate(step, result)
+            if last_saved != step:
+                self.writer.save(step)
+        except _PEER_FAILURES as error:
+            if self.placement.kind != "multi_worker":
+                raise
+            first_line = str(error).strip().splitlines()[0]
+            raise WorkerLostError(
+                f"another worker stopped during step {step + 1} ({first_line}). Restart every "
+                f"worker with the same command to resume from the last checkpoint (step "
+                f"{last_saved})."
+            ) from error
+        finally:
+            self.logs.close()
+        if self.is_chief:
+            self.model.save(self.run.model_file)
+        self.writer.close()
+        result.step, result.epoch, result.stop_reason = step, epoch, stop
+        return result
+
+    def _validate(self, step: int, result: TrainResult) -> str | None:
+        """Validate, log, keep the best checkpoint; the reason to stop early, or None."""
+        if not self.task.has_split("validation"):
+            return None
+        scores = {**self.evaluate_split("validation"), "step": step}
+        result.validation.append(scores)
+        self.logs.validation(step, scores)
+        is_best, stop = self.selector.update(scores)
+        if is_best:
+            self.writer.save(step, best=True)
+        return stop
+
+
+def _diverged_message(step: int, loss: float, last_saved: int) -> str:
+    kept = (
+        f"the last good checkpoint (step {last_saved}) is kept"
+        if last_saved
+        else "no checkpoint was written yet"
+    )
+    return (
+        f"training loss became {loss} at step {step}; stopping. {kept}. Lower "
+        "training.learning_rate, raise training.warmup_steps, or set training.clip_norm."
+    )
+
+
+def build_trainer(
+    config: Config,
+    run_dir: str | os.PathLike | RunDir,
+    *,
+    placement: Placement | None = None,
+    show_progress: bool = True,
+) -> Trainer:
+    """Assemble ``config`` in ``run_dir`` for training, restored from its latest checkpoint.
+
+    Args:
+        config: Config, the validated config.
+        run_dir: where the resolved config, vocabularies, checkpoints and logs live.
+        placement: Placement or None, the strategy; built from ``config.distribute`` when None.
+        show_progress: bool, draw a progress bar (chief only). Defaults to True.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    # The strategy first: multi-worker collectives must be set up before other TF work.
+    placement = placement or build_strategy(config.distribute)
+    # Only the chief judges (and writes) the run directory; other workers would race it.
+    if placement.is_chief:
+        run.check_compatible(config)
+    training = config.training
+    keras.utils.set_random_seed(training.seed)
+    run.path.mkdir(parents=True, exist_ok=True)
+    assembly = assemble(
+        config, run, create=True, write=placement.is_chief, strategy=placement.strategy
+    )
+    total_steps = training.steps
+    if training.epochs is not None:
+        epoch_steps = training.epochs * assembly.task.train_batches_per_epoch()
+        total_steps = min(total_steps or epoch_steps, epoch_steps)
+    with placement.strategy.scope():
+        optimizer = make_optimizer(training, total_steps)
+        optimizer.build(assembly.model.trainable_variables)
+    # Written once the model builds: a config whose layers do not fit leaves no record.
+    if placement.is_chief:
+        run.write_config(config)
+    trainer = Trainer(
+        assembly, placement, optimizer, total_steps=total_steps, show_progress=show_progress
+    )
+    trainer.restore_latest()
+    return trainer
+
+
+def train(config: Config, run_dir, **kwargs) -> TrainResult:
+    """Train (or resume) ``config`` in ``run_dir``; see :func:`build_trainer`."""
+    return build_trainer(config, run_dir, **kwargs).train()
