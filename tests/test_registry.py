@@ -90,7 +90,9 @@ def test_a_class_missing_a_required_argument_is_a_user_error():
         def __init__(self, d_model, d_ff, gate, **kwargs):
             super().__init__(**kwargs)
 
-    with pytest.raises(UserError, match=r"cannot build feed_forward `test_registry.NeedsGate`.*gate"):
+    with pytest.raises(
+        UserError, match=r"cannot build feed_forward `test_registry.NeedsGate`.*gate"
+    ):
         build("feed_forward", "test_registry.NeedsGate", 8, 16)
 
 
