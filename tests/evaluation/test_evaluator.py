@@ -1,0 +1,69 @@
+"""Decoding scores of a translation split: what each scorer compares."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from transformer_tf.data.tokenizers import WordTokenizer
+from transformer_tf.evaluation import evaluator, scorers
+
+PAIRS = [
+    ("ein hund, eine katze.", "a dog, a cat."),
+    ("was?", "what?"),
+    ("der baum", "the tree"),
+]
+
+
+def _task(lowercase=False):
+    tokenizer = WordTokenizer.build(
+        [t for _, t in PAIRS], lowercase=lowercase, split_punctuation=True
+    )
+    config = SimpleNamespace(data=SimpleNamespace(lowercase=lowercase))
+    return SimpleNamespace(raw_splits={"test": PAIRS}, target_tokenizer=tokenizer, config=config)
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Replace decoding with fixed hypotheses, as a word tokenizer writes them."""
+    outputs = {}
+
+    def translate(task, model, texts, *, beam_size=None):
+        return [outputs[text] for text in texts]
+
+    monkeypatch.setattr(evaluator, "translate_with_task", translate)
+    return outputs
+
+
+def test_exact_match_compares_a_word_tokenizer_output_with_the_reference_written_alike(decoded):
+    # The detokenized output of a word model keeps punctuation split off: `a dog , a cat .`.
+    decoded.update({"ein hund, eine katze.": "a dog , a cat .", "was?": "what ?"})
+    decoded["der baum"] = "the house"
+    scores = evaluator.translation_scores(_task(), model=None, split="test")
+    assert scores["exact_match"] == pytest.approx(2 / 3)
+    # BLEU and chrF score the raw references, as published scores do.
+    hypotheses = ["a dog , a cat .", "what ?", "the house"]
+    references = [t for _, t in PAIRS]
+    assert scores["bleu"] == scorers.bleu(hypotheses, references)
+    assert scores["chrf"] == scorers.chrf(hypotheses, references)
+
+
+def test_an_unknown_word_in_the_reference_never_matches_an_unk_output(decoded):
+    task = _task()
+    decoded.update({"ein hund, eine katze.": "a dog , a cat .", "was?": "what ?"})
+    decoded["der baum"] = "the <unk>"
+    pairs = [*PAIRS[:2], ("der baum", "the elephant")]
+    task.raw_splits = {"test": pairs}
+    scores = evaluator.translation_scores(task, model=None, split="test")
+    assert scores["exact_match"] == pytest.approx(2 / 3)
+
+
+def test_lowercased_runs_compare_lowercased_references(decoded):
+    decoded.update({"ein hund, eine katze.": "a dog , a cat .", "was?": "what ?"})
+    decoded["der baum"] = "the tree"
+    task = _task(lowercase=True)
+    task.raw_splits = {"test": [(s, t.capitalize()) for s, t in PAIRS]}
+    scores = evaluator.translation_scores(task, model=None, split="test")
+    assert scores["exact_match"] == 1.0
+    assert scores["bleu"] == pytest.approx(100.0)
