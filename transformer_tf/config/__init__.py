@@ -246,6 +246,8 @@ def model_affecting_differences(old: Config, new: Config) -> list[str]:
     vocabulary or tokenization (``data.source``, ``data.tokenizer``, ``data.vocab_size``,
     ``data.shared_vocab``, ``data.lowercase``, ``data.ngrams``, and the toy task's ``data.seed``
     and ``data.num_train``). A key present in only one of the two configs counts as different.
+    The classification-only ``model.pooling`` and ``model.num_classes`` are None in every
+    translation config, so two translation configs never differ there.
     """
     differences = []
     if old.task != new.task:

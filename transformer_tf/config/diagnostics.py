@@ -141,6 +141,7 @@ def key_lines(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, str]]]:
 
 
 def yaml_error_message(name: str, error: yaml.YAMLError) -> str:
+    """``file:line:column: invalid YAML: problem (context at line N)`` for a syntax error."""
     mark = getattr(error, "problem_mark", None)
     if mark is None:
         return f"{name}: invalid YAML: {error}"
@@ -158,6 +159,7 @@ def yaml_error_message(name: str, error: yaml.YAMLError) -> str:
 
 
 def override_paths(overrides: Sequence[str]) -> dict[tuple, str]:
+    """Key path -> override text, for each well-formed ``key.path=value`` (nothing is applied)."""
     paths = {}
     for text in overrides:
         key, sep, _ = text.partition("=")
@@ -242,6 +244,7 @@ _TYPE_ERRORS_WITHOUT_TYPE = {
 def translate_errors(
     error: ValidationError, raw: dict, locator: Locator
 ) -> list[tuple[tuple, str]]:
+    """One ``(key path, "where: message")`` per pydantic error (including raised Invalid)."""
     issues = []
     for item in error.errors(include_url=False):
         path, text = _translate(item, raw)

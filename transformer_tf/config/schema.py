@@ -159,7 +159,7 @@ BlockFields = create_model(
 )
 
 #: Defaults of the keys that only classification models take. A translation config leaves
-#: them out (None, and not written by ``to_yaml``); see Config._check_task.
+#: them out (None, and not written by ``to_yaml``); see Config._check_classifier_keys.
 CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {"pooling": "mean", "num_classes": 2}
 
 
