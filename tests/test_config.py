@@ -695,6 +695,100 @@ def test_round_trip_of_defaults_for_both_tasks(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Classification-only model keys.
+
+
+def test_classifier_keys_are_left_out_of_translation_configs():
+    translation = config_from_dict({"task": "translation"})
+    assert translation.model.pooling is None and translation.model.num_classes is None
+    dumped = yaml.safe_load(translation.to_yaml())["model"]
+    assert "pooling" not in dumped and "num_classes" not in dumped
+    assert "pooling" not in translation.model.model_dump()
+    classification = config_from_dict({"task": "classification", "data": {"source": "tfds"}})
+    assert (classification.model.pooling, classification.model.num_classes) == ("mean", 2)
+    dumped = yaml.safe_load(classification.to_yaml())["model"]
+    assert (dumped["pooling"], dumped["num_classes"]) == ("mean", 2)
+
+
+def test_classifier_keys_in_a_translation_config_are_errors(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        task: translation
+        model:
+          d_model: 64
+          pooling: cls
+        """,
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value) == (
+        f"{path}:4: model.pooling applies to task 'classification' only (this config's task "
+        "is 'translation')"
+    )
+    assert excinfo.value.key == "model.pooling"
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, ["model.pooling=mean", "model.num_classes=3"])
+    assert str(excinfo.value) == (
+        "override `--set model.num_classes=3`: model.num_classes applies to task "
+        "'classification' only (this config's task is 'translation')"
+    )
+
+
+def test_translation_run_configs_of_older_versions_still_load(tmp_path):
+    # Older versions wrote the classifier keys, with their defaults, into every saved config.
+    old = yaml.safe_load(config_from_dict({"task": "translation"}).to_yaml())
+    old["model"].update(pooling="mean", num_classes=2)
+    path = write(tmp_path, yaml.safe_dump(old, sort_keys=False))
+    config = load_config(path)
+    assert config == config_from_dict({"task": "translation"})
+    assert config.model.pooling is None and config.model.num_classes is None
+    assert model_affecting_differences(config, config_from_dict({"task": "translation"})) == []
+
+
+def test_block_fields_follow_the_block_argument_definitions():
+    from transformer_tf.block_args import BLOCK_ARG_SPECS
+
+    model = config_from_dict({"task": "translation"}).model
+    assert {spec.name: spec.default for spec in BLOCK_ARG_SPECS} == {
+        "d_model": 128,
+        "num_heads": 4,
+        "d_ff": 512,
+        "dropout": 0.1,
+        "attention_dropout": 0.0,
+        "ffn_dropout": 0.0,
+        "activation": "relu",
+        "normalize_first": False,
+        "layer_norm_epsilon": 1e-6,
+        "attention": "multi_head",
+        "feed_forward": "position_wise",
+        "normalization": "layer_norm",
+    }
+    for spec in BLOCK_ARG_SPECS:
+        assert getattr(model, spec.name) == spec.default
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(
+            {
+                "task": "translation",
+                "model": {
+                    "num_heads": 0,
+                    "ffn_dropout": -0.5,
+                    "layer_norm_epsilon": 0,
+                    "normalize_first": "yes",
+                    "attention": 3,
+                },
+            }
+        )
+    assert error_lines(excinfo) == [
+        "<config>: model.num_heads: expected an integer > 0, found 0",
+        "<config>: model.ffn_dropout: expected a number in [0, 1), found -0.5",
+        "<config>: model.normalize_first: expected true or false, found 'yes' (str)",
+        "<config>: model.layer_norm_epsilon: expected a number > 0, found 0",
+        "<config>: model.attention: expected a string, found 3 (int)",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
 # model_affecting_differences.
 
 

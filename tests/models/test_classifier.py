@@ -53,3 +53,23 @@ def test_learns_a_separable_task():
     )
     history = model.fit(ids, labels, batch_size=32, epochs=8, verbose=0, validation_split=0.25)
     assert history.history["val_accuracy"][-1] > 0.95
+
+
+def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
+    old = {
+        "name": "old_classifier", "trainable": True, "vocab_size": 30, "num_classes": 3,
+        "num_layers": 1, "d_model": 16, "num_heads": 2, "d_ff": 24, "dropout": 0.1,
+        "attention_dropout": 0.0, "ffn_dropout": 0.1, "activation": "relu",
+        "normalize_first": False, "layer_norm_epsilon": 1e-06, "positional_encoding": "sinusoidal",
+        "max_length": 512, "attention": "multi_head", "feed_forward": "position_wise",
+        "normalization": "layer_norm", "encoder_layer": "transformer", "pooling": "cls",
+    }  # fmt: skip
+    model = TransformerClassifier.from_config(old)
+    config = model.get_config()
+    config.pop("dtype")
+    assert config == old
+    for name, value in old.items():
+        if name not in ("name", "trainable"):
+            assert getattr(model, name) == value, name
+    assert model.encoder.blocks[0].ffn_dropout == 0.1
+    assert model(np.array([[5, 6, 0]], "int32")).shape == (1, 3)

@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -151,3 +153,55 @@ def test_learns_to_reverse_sequences():
     assert history.history["loss"][-1] < 0.1
     predictions = ops.convert_to_numpy(model({"source": source[:256], "target": target[:256]}))
     assert (predictions.argmax(-1) == labels[:256]).mean() > 0.98
+
+
+# get_config of a model made by the version before the block arguments had one definition.
+OLD_CONFIG = {
+    "name": "old_seq2seq", "trainable": True, "source_vocab_size": 30, "target_vocab_size": 31,
+    "num_layers": 1, "d_model": 16, "num_heads": 2, "d_ff": 24, "dropout": 0.0,
+    "attention_dropout": 0.05, "ffn_dropout": 0.0, "activation": "gelu", "normalize_first": True,
+    "layer_norm_epsilon": 1e-05, "positional_encoding": "sinusoidal", "max_length": 512,
+    "attention": "multi_head", "feed_forward": "position_wise", "normalization": "layer_norm",
+    "encoder_layer": "transformer", "decoder_layer": "transformer", "num_encoder_layers": None,
+    "num_decoder_layers": 2, "share_embeddings": False, "tie_embeddings": False,
+}  # fmt: skip
+
+
+def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
+    model = Seq2SeqTransformer.from_config(OLD_CONFIG)
+    config = model.get_config()
+    config.pop("dtype")
+    assert config == OLD_CONFIG
+    for name, value in OLD_CONFIG.items():
+        if name not in ("name", "trainable"):
+            assert getattr(model, name) == value, name
+    block = model.decoder.blocks[1]
+    assert (block.d_ff, block.activation, block.attention_dropout) == (24, "gelu", 0.05)
+    assert (len(model.encoder.blocks), len(model.decoder.blocks)) == (1, 2)
+    assert model.decoder.final_norm.epsilon == 1e-05
+
+
+def test_constructor_signature_lists_every_argument_with_its_default():
+    parameters = inspect.signature(Seq2SeqTransformer.__init__).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name not in ("self", "kwargs")}
+    assert defaults == {
+        "source_vocab_size": inspect.Parameter.empty, "target_vocab_size": inspect.Parameter.empty,
+        "num_layers": 2, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.1,
+        "attention_dropout": 0.0, "ffn_dropout": 0.0, "activation": "relu",
+        "normalize_first": False, "layer_norm_epsilon": 1e-6, "positional_encoding": "sinusoidal",
+        "max_length": 512, "attention": "multi_head", "feed_forward": "position_wise",
+        "normalization": "layer_norm", "encoder_layer": "transformer",
+        "decoder_layer": "transformer", "num_encoder_layers": None, "num_decoder_layers": None,
+        "share_embeddings": False, "tie_embeddings": True,
+    }  # fmt: skip
+    # build_model passes the block arguments (found in the signature) and drops the others.
+    model = build_model(
+        "seq2seq_transformer",
+        source_vocab_size=20,
+        target_vocab_size=20,
+        pooling="cls",
+        **{**SMALL, "normalize_first": True, "ffn_dropout": 0.2},
+    )
+    assert (model.d_model, model.normalize_first, model.ffn_dropout) == (32, True, 0.2)
+    assert model.encoder.blocks[0].ffn_dropout == 0.2
+    assert not hasattr(model, "pooling")

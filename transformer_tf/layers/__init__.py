@@ -4,8 +4,8 @@ from transformer_tf.layers.attention import MultiHeadAttention
 from transformer_tf.layers.decoder import TransformerDecoder
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
 from transformer_tf.layers.embedding import TransformerEmbedding
-from transformer_tf.layers.encoder import TransformerEncoder
-from transformer_tf.layers.encoder_layer import TransformerEncoderLayer
+from transformer_tf.layers.encoder import TransformerEncoder, TransformerStack
+from transformer_tf.layers.encoder_layer import TransformerBlockBase, TransformerEncoderLayer
 from transformer_tf.layers.feed_forward import PositionwiseFeedForward
 from transformer_tf.layers.positional_encoding import (
     LearnedPositionalEmbedding,
@@ -17,9 +17,11 @@ __all__ = [
     "MultiHeadAttention",
     "PositionwiseFeedForward",
     "SinusoidalPositionalEncoding",
+    "TransformerBlockBase",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEmbedding",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "TransformerStack",
 ]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import keras
 
-from transformer_tf.layers.encoder import _Stack
+from transformer_tf.layers.encoder import TransformerStack
 
 
 @keras.saving.register_keras_serializable(package="transformer_tf")
-class TransformerDecoder(_Stack):
+class TransformerDecoder(TransformerStack):
     """``num_layers`` decoder blocks (the ``decoder_layer`` slot named by ``block``).
 
     Args: ``num_layers`` (int) and ``block`` (str, default ``"transformer"``), plus the block
-    arguments of :class:`~transformer_tf.layers.encoder_layer.TransformerEncoderLayer`.
+    arguments of :class:`~transformer_tf.layers.encoder_layer.TransformerBlockBase`.
 
     Call:
         x: ``(batch, target_length, d_model)`` *target* embeddings.

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import keras
 
-from transformer_tf.layers.encoder_layer import _BlockConfig, residual
+from transformer_tf.layers.encoder_layer import TransformerBlockBase, residual
 from transformer_tf.registry import register
 
 
 @register("decoder_layer", "transformer")
-class TransformerDecoderLayer(_BlockConfig):
+class TransformerDecoderLayer(TransformerBlockBase):
     """Causal self-attention, cross-attention to the encoder output, then feed-forward.
 
     Each sublayer has dropout, a residual and normalization (post-norm by default, pre-norm with
-    ``normalize_first``). Arguments are those of
-    :class:`~transformer_tf.layers.encoder_layer.TransformerEncoderLayer`.
+    ``normalize_first``). Arguments: the block arguments of
+    :class:`~transformer_tf.layers.encoder_layer.TransformerBlockBase`.
 
     Call:
         x: ``(batch, target_length, d_model)`` target embeddings (or the previous block's output).

@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import keras
 
-from transformer_tf.layers.encoder_layer import _BlockConfig
+from transformer_tf.block_args import BLOCK_ARGS, block_arg_values
+from transformer_tf.layers.encoder_layer import TransformerBlockBase
 from transformer_tf.registry import build
 
-# Constructor arguments that the stacks pass through to every block.
-BLOCK_ARGS = (
-    "d_model",
-    "num_heads",
-    "d_ff",
-    "dropout",
-    "attention_dropout",
-    "ffn_dropout",
-    "activation",
-    "normalize_first",
-    "layer_norm_epsilon",
-    "attention",
-    "feed_forward",
-    "normalization",
-)
+# BLOCK_ARGS (the block arguments' names) is also importable from here, where it used to live.
+__all__ = ["BLOCK_ARGS", "TransformerEncoder", "TransformerStack"]
 
 
-class _Stack(_BlockConfig):
+@keras.saving.register_keras_serializable(package="transformer_tf")  # As every public layer.
+class TransformerStack(TransformerBlockBase):
     """N blocks of the registered ``slot`` class, plus the final norm that pre-norm needs.
 
-    Takes the block arguments of :class:`_BlockConfig` and passes them to every block.
+    Args:
+        num_layers: int, the number of blocks.
+        d_model, num_heads, d_ff, and the other block arguments of
+            :class:`~transformer_tf.layers.encoder_layer.TransformerBlockBase`: passed to every
+            block (and kept as attributes).
+        block: str, the registered name of the block class in ``slot``. Defaults to
+            ``"transformer"``.
+
+    A subclass sets ``slot`` (``"encoder_layer"`` or ``"decoder_layer"``) and implements
+    ``build`` and ``call``.
     """
 
     slot = ""
@@ -44,9 +42,14 @@ class _Stack(_BlockConfig):
         super().__init__(d_model, num_heads, d_ff, **kwargs)
         self.num_layers = num_layers
         self.block = block
-        block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
         self.blocks = [
-            build(self.slot, block, **block_kwargs, name=f"layer_{i}", dtype=self.dtype_policy)
+            build(
+                self.slot,
+                block,
+                **block_arg_values(self),
+                name=f"layer_{i}",
+                dtype=self.dtype_policy,
+            )
             for i in range(num_layers)
         ]
         # Pre-norm leaves the residual stream unnormalised: the stack must normalise its output.
@@ -59,11 +62,11 @@ class _Stack(_BlockConfig):
 
 
 @keras.saving.register_keras_serializable(package="transformer_tf")
-class TransformerEncoder(_Stack):
+class TransformerEncoder(TransformerStack):
     """``num_layers`` encoder blocks (the ``encoder_layer`` slot named by ``block``).
 
     Args: ``num_layers`` (int) and ``block`` (str, default ``"transformer"``), plus the block
-    arguments of :class:`~transformer_tf.layers.encoder_layer.TransformerEncoderLayer`.
+    arguments of :class:`~transformer_tf.layers.encoder_layer.TransformerBlockBase`.
 
     Call: ``x`` ``(batch, length, d_model)``, ``padding_mask`` ``(batch, length)`` bool, True at
     real tokens. Returns ``(batch, length, d_model)``.

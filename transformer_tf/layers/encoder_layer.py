@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.layers.normalization import make_normalization
 from transformer_tf.registry import build, register
 
@@ -24,38 +25,32 @@ def residual(x, sublayer, norm, dropout, normalize_first, training):
     return (x if normalize_first else norm(x)), extra
 
 
-class _BlockConfig(keras.layers.Layer):
-    """Shared constructor, sublayer factories and config of the encoder and decoder blocks."""
+# Registered with Keras like every public layer (not in a slot: it is a base, not a block).
+@keras.saving.register_keras_serializable(package="transformer_tf")
+class TransformerBlockBase(keras.layers.Layer):
+    """Base of the encoder and decoder blocks (and stacks): the block arguments, the sublayer
+    factories and ``get_config``.
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        d_ff: int,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        ffn_dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_first: bool = False,
-        layer_norm_epsilon: float = 1e-6,
-        attention: str = "multi_head",
-        feed_forward: str = "position_wise",
-        normalization: str = "layer_norm",
-        **kwargs,
-    ):
+    Takes the twelve block arguments of :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`: the
+    sizes ``d_model``, ``num_heads``, ``d_ff`` (int, required, positional or keyword) and, as
+    keywords with the defaults given there, ``dropout`` (0.1), ``attention_dropout`` (0),
+    ``ffn_dropout`` (0), ``activation`` (``"relu"``), ``normalize_first`` (False),
+    ``layer_norm_epsilon`` (1e-6), ``attention`` (``"multi_head"``), ``feed_forward``
+    (``"position_wise"``) and ``normalization`` (``"layer_norm"``). Each is kept as an attribute
+    of the same name and returned by ``get_config``. Other keyword arguments go to
+    ``keras.layers.Layer``.
+
+    A subclass builds its sublayers with :meth:`_attention`, :meth:`_feed_forward`,
+    :meth:`_norm` and :meth:`_dropout`, which use the configured registry names and sizes.
+    """
+
+    @with_block_args
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, **kwargs):
+        kwargs.update(d_model=d_model, num_heads=num_heads, d_ff=d_ff)
+        block_args = pop_block_args(kwargs)
         super().__init__(**kwargs)
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.d_ff = d_ff
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.ffn_dropout = ffn_dropout
-        self.activation = activation
-        self.normalize_first = normalize_first
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.attention = attention
-        self.feed_forward = feed_forward
-        self.normalization = normalization
+        for name, value in block_args.items():
+            setattr(self, name, value)
 
     # Sublayers take this layer's dtype policy, so that a mixed-precision model reloaded from
     # its config gets mixed-precision sublayers whatever the global policy is then.
@@ -96,44 +91,20 @@ class _BlockConfig(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "d_model": self.d_model,
-                "num_heads": self.num_heads,
-                "d_ff": self.d_ff,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "ffn_dropout": self.ffn_dropout,
-                "activation": self.activation,
-                "normalize_first": self.normalize_first,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "attention": self.attention,
-                "feed_forward": self.feed_forward,
-                "normalization": self.normalization,
-            }
-        )
+        config.update(block_arg_values(self))
         return config
 
 
 @register("encoder_layer", "transformer")
-class TransformerEncoderLayer(_BlockConfig):
+class TransformerEncoderLayer(TransformerBlockBase):
     """Self-attention then feed-forward, each with dropout, a residual and normalization.
 
     Post-norm (Vaswani et al. 2017) by default; ``normalize_first=True`` gives pre-norm, whose
     stack then needs a final normalization (added by :class:`TransformerEncoder`).
 
-    Args:
-        d_model: int, model size.
-        num_heads: int, attention heads; must divide ``d_model``.
-        d_ff: int, feed-forward inner size.
-        dropout: float, dropout on each sublayer output before the residual. Defaults to 0.1.
-        attention_dropout: float, dropout on attention weights. Defaults to 0.
-        ffn_dropout: float, dropout on the feed-forward inner activations. Defaults to 0.
-        activation: str, ``"relu"`` or ``"gelu"``. Defaults to ``"relu"``.
-        normalize_first: bool, pre-norm instead of post-norm. Defaults to False.
-        layer_norm_epsilon: float. Defaults to 1e-6.
-        attention, feed_forward, normalization: str, registered names for those slots.
-            Default to ``"multi_head"``, ``"position_wise"``, ``"layer_norm"``.
+    Args: the block arguments of :class:`TransformerBlockBase` (``d_model``, ``num_heads``,
+    ``d_ff``, ``dropout``, ..., ``normalization``; defined, with their meanings and defaults, in
+    :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`).
 
     Call: ``x`` ``(batch, length, d_model)``, ``padding_mask`` ``(batch, length)`` bool (True at
     real tokens; padded keys receive no attention).

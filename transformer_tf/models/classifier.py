@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerEmbedding, TransformerEncoder
-from transformer_tf.layers.encoder import BLOCK_ARGS
 from transformer_tf.registry import register
 
 
@@ -21,70 +21,56 @@ class TransformerClassifier(keras.Model):
     Args:
         vocab_size: int, number of token ids (id 0 is padding).
         num_classes: int, number of classes. Defaults to 2.
-        num_layers, d_model, num_heads, d_ff, dropout, attention_dropout, ffn_dropout,
-        activation, normalize_first, layer_norm_epsilon, positional_encoding, max_length,
-        attention, feed_forward, normalization, encoder_layer: as in
+        num_layers: int, encoder blocks. Defaults to 2.
+        the block arguments (``d_model``, ``num_heads``, ``d_ff``, ``dropout``, ...,
+            ``normalization``), keywords, with the defaults of
+            :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`; as in
+            :class:`~transformer_tf.models.seq2seq.Seq2SeqTransformer`.
+        positional_encoding, max_length, encoder_layer: as in
             :class:`~transformer_tf.models.seq2seq.Seq2SeqTransformer`.
         pooling: str, ``"mean"`` (mean over real tokens; padding excluded) or ``"cls"`` (a
             learned vector prepended to the sequence, whose final state is the summary).
             Defaults to ``"mean"``.
 
+    Every argument is kept as an attribute of the same name and returned by ``get_config``.
+
     Call: ``model(token_ids)`` with ``(batch, length)`` int ids -> float32 logits
     ``(batch, num_classes)``. Appending padding to an input does not change its logits.
     """
 
+    @with_block_args
     def __init__(
         self,
         vocab_size: int,
         num_classes: int = 2,
         num_layers: int = 2,
-        d_model: int = 128,
-        num_heads: int = 4,
-        d_ff: int = 512,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        ffn_dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_first: bool = False,
-        layer_norm_epsilon: float = 1e-6,
+        *,
         positional_encoding: str = "sinusoidal",
         max_length: int = 512,
-        attention: str = "multi_head",
-        feed_forward: str = "position_wise",
-        normalization: str = "layer_norm",
         encoder_layer: str = "transformer",
         pooling: str = "mean",
         **kwargs,
     ):
+        block_args = pop_block_args(kwargs)
         super().__init__(**kwargs)
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         self.vocab_size = vocab_size
         self.num_classes = num_classes
         self.num_layers = num_layers
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.d_ff = d_ff
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.ffn_dropout = ffn_dropout
-        self.activation = activation
-        self.normalize_first = normalize_first
-        self.layer_norm_epsilon = layer_norm_epsilon
+        for name, value in block_args.items():
+            setattr(self, name, value)
         self.positional_encoding = positional_encoding
         self.max_length = max_length
-        self.attention = attention
-        self.feed_forward = feed_forward
-        self.normalization = normalization
         self.encoder_layer = encoder_layer
         self.pooling = pooling
 
         self.embedding = TransformerEmbedding(
             vocab_size,
-            d_model,
+            self.d_model,
             max_length=max_length,
             positional_encoding=positional_encoding,
-            dropout=dropout,
+            dropout=self.dropout,
             name="embedding",
             dtype=self.dtype_policy,
         )
@@ -93,10 +79,10 @@ class TransformerClassifier(keras.Model):
             block=encoder_layer,
             name="encoder",
             dtype=self.dtype_policy,
-            **{name: getattr(self, name) for name in BLOCK_ARGS},
+            **block_args,
         )
         self.head_dropout = keras.layers.Dropout(
-            dropout, name="head_dropout", dtype=self.dtype_policy
+            self.dropout, name="head_dropout", dtype=self.dtype_policy
         )
         self.head = keras.layers.Dense(num_classes, name="head", dtype=self.dtype_policy)
 
@@ -134,10 +120,9 @@ class TransformerClassifier(keras.Model):
     def get_config(self):
         config = super().get_config()
         for name in (
-            "vocab_size", "num_classes", "num_layers", "d_model", "num_heads", "d_ff",
-            "dropout", "attention_dropout", "ffn_dropout", "activation", "normalize_first",
-            "layer_norm_epsilon", "positional_encoding", "max_length", "attention",
-            "feed_forward", "normalization", "encoder_layer", "pooling",
+            "vocab_size", "num_classes", "num_layers", "positional_encoding", "max_length",
+            "encoder_layer", "pooling",
         ):  # fmt: skip
             config[name] = getattr(self, name)
+        config.update(block_arg_values(self))
         return config

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
-from transformer_tf.layers.encoder import BLOCK_ARGS
 from transformer_tf.registry import register
 
 
@@ -23,45 +23,38 @@ class Seq2SeqTransformer(keras.Model):
     Args:
         source_vocab_size, target_vocab_size: int, vocabulary sizes (id 0 is padding).
         num_layers: int, blocks per stack. Defaults to 2.
-        d_model, num_heads, d_ff: int, sizes (``d_model % num_heads == 0``). Defaults 128, 4, 512.
-        dropout, attention_dropout, ffn_dropout: float. Defaults 0.1, 0, 0.
-        activation: str, ``"relu"`` or ``"gelu"``. Defaults to ``"relu"``.
-        normalize_first: bool, pre-norm blocks. Defaults to False (post-norm, as in the paper).
-        layer_norm_epsilon: float. Defaults to 1e-6.
+        the block arguments, keywords: ``d_model`` (128), ``num_heads`` (4), ``d_ff`` (512),
+            ``dropout`` (0.1), ``attention_dropout`` (0), ``ffn_dropout`` (0), ``activation``
+            (``"relu"``), ``normalize_first`` (False: post-norm, as in the paper),
+            ``layer_norm_epsilon`` (1e-6), ``attention``, ``feed_forward``, ``normalization``
+            (registered names); defined in :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`
+            and passed to every block of both stacks. ``d_model % num_heads == 0``.
         positional_encoding: str, ``"sinusoidal"`` or ``"learned"`` (or a registered name).
         max_length: int, number of positions. Defaults to 512.
-        attention, feed_forward, normalization, encoder_layer, decoder_layer: str, registered
-            names of the replaceable parts.
+        encoder_layer, decoder_layer: str, registered names of the blocks. Default to
+            ``"transformer"``.
         num_encoder_layers, num_decoder_layers: int or None, override ``num_layers`` per stack.
         share_embeddings: bool, one embedding for source and target (needs equal vocabularies).
             Defaults to False.
         tie_embeddings: bool, the output projection is the transposed target embedding.
             Defaults to True.
 
+    Every argument is kept as an attribute of the same name and returned by ``get_config``.
+
     Call: ``model({"source": (batch, source_length) int, "target": (batch, target_length) int})``
     -> logits ``(batch, target_length, target_vocab_size)`` float32 (also under mixed precision).
     Lengths may differ between batches; padding (id 0) is masked everywhere.
     """
 
+    @with_block_args
     def __init__(
         self,
         source_vocab_size: int,
         target_vocab_size: int,
         num_layers: int = 2,
-        d_model: int = 128,
-        num_heads: int = 4,
-        d_ff: int = 512,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        ffn_dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_first: bool = False,
-        layer_norm_epsilon: float = 1e-6,
+        *,
         positional_encoding: str = "sinusoidal",
         max_length: int = 512,
-        attention: str = "multi_head",
-        feed_forward: str = "position_wise",
-        normalization: str = "layer_norm",
         encoder_layer: str = "transformer",
         decoder_layer: str = "transformer",
         num_encoder_layers: int | None = None,
@@ -70,6 +63,7 @@ class Seq2SeqTransformer(keras.Model):
         tie_embeddings: bool = True,
         **kwargs,
     ):
+        block_args = pop_block_args(kwargs)
         super().__init__(**kwargs)
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(
@@ -79,20 +73,10 @@ class Seq2SeqTransformer(keras.Model):
         self.source_vocab_size = source_vocab_size
         self.target_vocab_size = target_vocab_size
         self.num_layers = num_layers
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.d_ff = d_ff
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.ffn_dropout = ffn_dropout
-        self.activation = activation
-        self.normalize_first = normalize_first
-        self.layer_norm_epsilon = layer_norm_epsilon
+        for name, value in block_args.items():
+            setattr(self, name, value)
         self.positional_encoding = positional_encoding
         self.max_length = max_length
-        self.attention = attention
-        self.feed_forward = feed_forward
-        self.normalization = normalization
         self.encoder_layer = encoder_layer
         self.decoder_layer = decoder_layer
         self.num_encoder_layers = num_encoder_layers
@@ -103,22 +87,21 @@ class Seq2SeqTransformer(keras.Model):
         def embedding(vocab_size, name):
             return TransformerEmbedding(
                 vocab_size,
-                d_model,
+                self.d_model,
                 max_length=max_length,
                 positional_encoding=positional_encoding,
-                dropout=dropout,
+                dropout=self.dropout,
                 name=name,
                 dtype=self.dtype_policy,
             )
 
-        block_kwargs = {name: getattr(self, name) for name in BLOCK_ARGS}
         self.source_embedding = embedding(source_vocab_size, "source_embedding")
         self.encoder = TransformerEncoder(
             num_encoder_layers or num_layers,
             block=encoder_layer,
             name="encoder",
             dtype=self.dtype_policy,
-            **block_kwargs,
+            **block_args,
         )
         # The decoder reads the *target* sentence: its own embedding unless explicitly shared.
         self.target_embedding = (
@@ -131,7 +114,7 @@ class Seq2SeqTransformer(keras.Model):
             block=decoder_layer,
             name="decoder",
             dtype=self.dtype_policy,
-            **block_kwargs,
+            **block_args,
         )
         self.output_projection = (
             None
@@ -220,11 +203,10 @@ class Seq2SeqTransformer(keras.Model):
     def get_config(self):
         config = super().get_config()
         for name in (
-            "source_vocab_size", "target_vocab_size", "num_layers", "d_model", "num_heads",
-            "d_ff", "dropout", "attention_dropout", "ffn_dropout", "activation",
-            "normalize_first", "layer_norm_epsilon", "positional_encoding", "max_length",
-            "attention", "feed_forward", "normalization", "encoder_layer", "decoder_layer",
-            "num_encoder_layers", "num_decoder_layers", "share_embeddings", "tie_embeddings",
+            "source_vocab_size", "target_vocab_size", "num_layers", "positional_encoding",
+            "max_length", "encoder_layer", "decoder_layer", "num_encoder_layers",
+            "num_decoder_layers", "share_embeddings", "tie_embeddings",
         ):  # fmt: skip
             config[name] = getattr(self, name)
+        config.update(block_arg_values(self))
         return config

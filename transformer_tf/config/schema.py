@@ -1,0 +1,499 @@
+"""The config schema: every section and key, with its type, default and allowed values.
+
+A config file maps onto :class:`Config`; each section is one model below (``model:`` is
+:class:`ModelConfig`, ``data:`` one of the data sources, ``training:`` :class:`TrainingConfig`,
+...). The models are strict: unknown keys, wrong types and out-of-range values are errors and
+nothing is coerced from strings, except numbers such as ``1e-3`` that YAML 1.1 reads as strings.
+
+Validators raise :class:`Invalid`; :mod:`transformer_tf.config.diagnostics` turns it (and
+pydantic's own errors) into messages naming the file, line and key. The block arguments of
+``model:`` (``d_model`` ... ``normalization``) come from :mod:`transformer_tf.block_args`, their
+one definition, shared with the layers and models.
+
+This module imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from transformer_tf.block_args import BLOCK_ARG_SPECS, BlockArg
+
+__all__ = [
+    "BlockFields",
+    "CLASSIFIER_MODEL_DEFAULTS",
+    "Config",
+    "DEFAULT_MODEL_NAMES",
+    "DataConfig",
+    "DecodingConfig",
+    "DirectoryData",
+    "DistributeConfig",
+    "EarlyStopping",
+    "Invalid",
+    "ModelConfig",
+    "Number",
+    "ParallelTextData",
+    "REGISTERED_MODEL_FIELDS",
+    "SplitFiles",
+    "TASK_DATA_SOURCES",
+    "TfdsData",
+    "ToyTranslationData",
+    "TrainingConfig",
+]
+
+#: The data sources each task accepts; the first one is the default when ``data`` is absent.
+TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {
+    "translation": ("toy_translation", "parallel_text"),
+    "classification": ("tfds", "directory"),
+}
+
+DEFAULT_MODEL_NAMES: dict[str, str] = {
+    "translation": "seq2seq_transformer",
+    "classification": "transformer_classifier",
+}
+
+#: ``model.<field>`` -> the registry slot its value must be registered in.
+REGISTERED_MODEL_FIELDS: dict[str, str] = {
+    "name": "model",
+    "positional_encoding": "positional_encoding",
+    "attention": "attention",
+    "feed_forward": "feed_forward",
+    "normalization": "normalization",
+    "encoder_layer": "encoder_layer",
+    "decoder_layer": "decoder_layer",
+}
+
+
+class Invalid(ValueError):
+    """Raised inside validators: a problem at ``path`` (relative to the model being validated).
+
+    The message is either ``message`` verbatim or built from ``expected``/``found``/``missing``.
+    """
+
+    def __init__(
+        self,
+        path: Sequence[str | int] = (),
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+        message: str | None = None,
+        missing: bool = False,
+    ):
+        self.path = tuple(path)
+        self.expected = expected
+        self.found = found
+        self.message = message
+        self.missing = missing
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        if self.message is not None:
+            return self.message
+        if self.missing:
+            text = f"missing required key (expected {self.expected})"
+            return f"{text[:-1]}; {self.found})" if self.found else text
+        return f"expected {self.expected}, found {self.found}"
+
+
+# --------------------------------------------------------------------------------------------
+# Field types.
+
+_NUMBER_RE = re.compile(r"^[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _number_from_string(value: Any) -> Any:
+    # PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string, not a float. Accept it.
+    if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number_from_string)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The schema.
+
+
+def _block_field(spec: BlockArg) -> tuple[Any, Any]:
+    """The pydantic (annotation, field) of one block argument: its type, default and bounds."""
+    if spec.choices:
+        annotation: Any = Literal[spec.choices]
+    else:
+        annotation = Number if spec.type is float else spec.type
+    bounds = {
+        key: getattr(spec, key) for key in ("gt", "ge", "lt") if getattr(spec, key) is not None
+    }
+    return annotation, Field(spec.default, **bounds)
+
+
+#: The block arguments of the ``model:`` section (``d_model``, ``num_heads``, ``d_ff``,
+#: ``dropout``, ...), one field per :data:`transformer_tf.block_args.BLOCK_ARG_SPECS` entry, with
+#: its default and bounds (for example ``d_model``: an integer > 0, default 128).
+BlockFields = create_model(
+    "BlockFields",
+    __config__=_STRICT,
+    __module__=__name__,
+    **{spec.name: _block_field(spec) for spec in BLOCK_ARG_SPECS},
+)
+
+#: Defaults of the keys that only classification models take. A translation config leaves
+#: them out (None, and not written by ``to_yaml``); see Config._check_classifier_keys.
+CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {"pooling": "mean", "num_classes": 2}
+
+
+class ModelConfig(BlockFields):
+    """The ``model:`` section: architecture hyperparameters and registered part names.
+
+    The block arguments (``d_model``, ``num_heads``, ``d_ff``, ``dropout``,
+    ``attention_dropout``, ``ffn_dropout``, ``activation``, ``normalize_first``,
+    ``layer_norm_epsilon``, ``attention``, ``feed_forward``, ``normalization``) are the fields of
+    :data:`BlockFields`, defined in :mod:`transformer_tf.block_args`.
+    """
+
+    model_config = _STRICT
+
+    name: str | None = None  # Filled by Config: DEFAULT_MODEL_NAMES[task].
+    num_layers: int = Field(2, gt=0)
+    num_encoder_layers: PositiveInt | None = None  # Defaults to num_layers.
+    num_decoder_layers: PositiveInt | None = None  # Defaults to num_layers.
+    positional_encoding: str = "sinusoidal"
+    max_length: int = Field(512, gt=0)  # Number of positions.
+    encoder_layer: str = "transformer"
+    decoder_layer: str = "transformer"
+    share_embeddings: bool = False
+    tie_embeddings: bool = True
+    # Classification only: None (absent) in a translation config; Config fills in
+    # CLASSIFIER_MODEL_DEFAULTS for classification. The annotations have no `| None` so that
+    # `null` is rejected and the messages read "expected an integer >= 2", not "... or null".
+    pooling: Literal["mean", "cls"] = None  # type: ignore[assignment]
+    num_classes: int = Field(None, ge=2)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ModelConfig:
+        if self.num_encoder_layers is None:
+            self.num_encoder_layers = self.num_layers
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_layers
+        if self.d_model % self.num_heads:
+            raise Invalid(
+                ("d_model",),
+                message=f"`model.d_model` ({self.d_model}) must be divisible by "
+                f"`model.num_heads` ({self.num_heads})",
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_classifier_keys(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in CLASSIFIER_MODEL_DEFAULTS:
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+
+def _existing_path(value: str, info: ValidationInfo, kind: Literal["file", "directory"]) -> str:
+    """The absolute path of an existing file/directory; relative to the config's directory first."""
+    if not value.strip():
+        raise Invalid(expected=f"the path of an existing {kind}", found="an empty string")
+    base_dir = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [Path(base_dir) / path] if base_dir is not None else []
+        candidates.append(Path.cwd() / path)
+    exists = Path.is_file if kind == "file" else Path.is_dir
+    for candidate in candidates:
+        if exists(candidate):
+            return os.path.abspath(candidate)
+    looked = ", ".join(dict.fromkeys(os.path.abspath(c) for c in candidates))
+    wrong_kind = [c for c in candidates if c.exists()]
+    if wrong_kind:
+        what = "a directory" if kind == "file" else "not a directory"
+        found = f"{value!r} ({what}: {os.path.abspath(wrong_kind[0])})"
+    else:
+        found = f"{value!r} (no such {kind}: {looked})"
+    raise Invalid(expected=f"an existing {kind}", found=found)
+
+
+class SplitFiles(BaseModel):
+    """One split of a parallel corpus: a source-language and a target-language text file."""
+
+    model_config = _STRICT
+
+    source: str
+    target: str
+
+    @field_validator("source", "target")
+    @classmethod
+    def _file_exists(cls, value: str, info: ValidationInfo) -> str:
+        return _existing_path(value, info, "file")
+
+
+class ToyTranslationData(BaseModel):
+    """A generated toy translation task (no download), for demos and tests."""
+
+    model_config = _STRICT
+
+    source: Literal["toy_translation"]
+    num_train: int = Field(20000, gt=0)
+    num_validation: int = Field(500, gt=0)
+    num_test: int = Field(500, gt=0)
+    seed: int = 1234
+    max_length: int = Field(64, gt=0)  # Tokens.
+    tokenizer: Literal["word"] = "word"
+
+
+class ParallelTextData(BaseModel):
+    """Line-aligned source/target text files per split; ``train`` is required."""
+
+    model_config = _STRICT
+
+    source: Literal["parallel_text"]
+    splits: dict[str, SplitFiles]
+    tokenizer: Literal["sentencepiece", "word"] = "sentencepiece"
+    vocab_size: int = Field(8000, ge=16)
+    shared_vocab: bool = True
+    max_length: int = Field(128, gt=0)
+    lowercase: bool = False
+
+    @model_validator(mode="after")
+    def _has_train_split(self) -> ParallelTextData:
+        if "train" not in self.splits:
+            found = ", ".join(repr(name) for name in self.splits) or "none"
+            raise Invalid(
+                ("splits", "train"),
+                missing=True,
+                expected="a mapping with `source` and `target` files",
+                found=f"splits found: {found}",
+            )
+        return self
+
+
+class _ClassificationData(BaseModel):
+    """The keys that both classification data sources take: validation split and tokenization."""
+
+    model_config = _STRICT
+
+    # Each source narrows this to its tag (a Literal); declared here so it comes first in dumps.
+    source: str
+    validation_fraction: Number = Field(0.1, gt=0, lt=1)
+    split_seed: int = 1234
+    max_length: int = Field(256, gt=0)
+    vocab_size: int = Field(20000, ge=16)
+    ngrams: int = Field(1, ge=1, le=3)
+    lowercase: bool = True
+    # Which tokens of a longer review to keep: the first max_length, the last, or the first
+    # quarter and the last three quarters (reviews often conclude at the end).
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+
+
+class TfdsData(_ClassificationData):
+    """A TensorFlow Datasets text classification dataset (``imdb_reviews`` by default)."""
+
+    source: Literal["tfds"]
+    name: str = "imdb_reviews"
+    data_dir: str | None = None
+
+
+class DirectoryData(_ClassificationData):
+    """Text classification from a directory with one sub-directory of text files per class."""
+
+    source: Literal["directory"]
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _directory_exists(cls, value: str, info: ValidationInfo) -> str:
+        return _existing_path(value, info, "directory")
+
+
+DataConfig = Annotated[
+    Union[ToyTranslationData, ParallelTextData, TfdsData, DirectoryData],  # noqa: UP007
+    Field(discriminator="source"),
+]
+
+
+class EarlyStopping(BaseModel):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    model_config = _STRICT
+
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(3, ge=1)
+    min_delta: Number = 0.0
+
+
+class TrainingConfig(BaseModel):
+    """The ``training:`` section. ``batch_size`` is global (split over replicas).
+
+    ``batch_type: examples`` (default) counts examples per batch; ``batch_type: tokens`` makes
+    ``batch_size`` a token budget (as OpenNMT-tf's ``batch_type: tokens``): each length bucket
+    gets as many examples as fit, counting the padded length of the longer side, so short
+    sentences come in large batches and long ones in small batches.
+    """
+
+    model_config = _STRICT
+
+    batch_size: int = Field(64, gt=0)
+    batch_type: Literal["examples", "tokens"] = "examples"
+    epochs: PositiveInt | None = None  # Both None: 1 epoch. Both set: whichever ends first.
+    steps: PositiveInt | None = None
+    optimizer: Literal["adam", "adamw"] = "adam"
+    learning_rate: Number = Field(1e-3, gt=0)
+    weight_decay: Number = Field(0.0, ge=0)
+    beta_1: Number = Field(0.9, ge=0, lt=1)
+    beta_2: Number = Field(0.98, ge=0, lt=1)
+    epsilon: Number = Field(1e-9, gt=0)
+    schedule: Literal["constant", "inverse_sqrt", "cosine"] = "inverse_sqrt"
+    warmup_steps: int = Field(1000, ge=0)
+    label_smoothing: Number = Field(0.1, ge=0, lt=1)
+    clip_norm: Annotated[Number, Field(gt=0)] | None = 1.0
+    gradient_accumulation: int = Field(1, ge=1)
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    jit_compile: bool = False
+    checkpoint_every: int = Field(500, gt=0)
+    keep_checkpoints: int = Field(5, ge=1)
+    eval_every: PositiveInt | None = None  # None: every epoch.
+    log_every: int = Field(50, gt=0)
+    early_stopping: EarlyStopping | None = None
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _default_length(self) -> TrainingConfig:
+        if self.epochs is None and self.steps is None:
+            self.epochs = 1
+        return self
+
+
+class DistributeConfig(BaseModel):
+    """The ``distribute:`` section: the ``tf.distribute`` strategy."""
+
+    model_config = _STRICT
+
+    strategy: Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"] = "auto"
+    tpu: str | None = None  # TPU name or grpc:// address.
+    devices: list[NonEmptyStr] | None = None  # For `mirrored`; None: all GPUs.
+    communication: Literal["auto", "ring", "nccl"] = "auto"
+
+
+class DecodingConfig(BaseModel):
+    """The ``decoding:`` section: beam search for translation."""
+
+    model_config = _STRICT
+
+    beam_size: int = Field(4, ge=1)
+    length_penalty: Number = Field(0.6, ge=0)
+    max_length: int = Field(128, gt=0)
+
+
+_SECTIONS = ("model", "training", "distribute", "decoding")
+
+
+class Config(BaseModel):
+    """A complete, validated run configuration.
+
+    Use :func:`load_config` (a YAML file) or :func:`config_from_dict` rather than the
+    constructor: they report errors with file, line and key path, and import plugins.
+    """
+
+    model_config = _STRICT
+
+    task: Literal["translation", "classification"]
+    name: str | None = None
+    plugins: list[NonEmptyStr] = Field(default_factory=list)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    # For translation, `data` and `data.source` default to toy_translation (so `--set data.seed=7`
+    # works without a data section); for classification both are required.
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for section in _SECTIONS:  # `training:` with every key commented out is None.
+            if section in raw and raw[section] is None:
+                raw[section] = {}
+        if "data" in raw and raw["data"] is None:
+            del raw["data"]
+        if raw.get("task") != "classification":  # Translation's data source has a default.
+            data = raw.get("data", {})
+            if isinstance(data, dict) and "source" not in data:
+                raw["data"] = {"source": TASK_DATA_SOURCES["translation"][0], **data}
+        return raw
+
+    @model_validator(mode="after")
+    def _check_task(self) -> Config:
+        if self.model.name is None:
+            self.model.name = DEFAULT_MODEL_NAMES[self.task]
+        self._check_classifier_keys()
+        allowed = TASK_DATA_SOURCES[self.task]
+        if self.data.source not in allowed:
+            raise Invalid(
+                ("data", "source"),
+                expected=f"one of {', '.join(repr(s) for s in allowed)} for task {self.task!r}",
+                found=repr(self.data.source),
+            )
+        if self.training.batch_type == "tokens" and self.distribute.strategy == "tpu":
+            # Token budgets give each length bucket its own batch size, so the batch dimension
+            # is not static, which TPU input pipelines need.
+            raise Invalid(
+                ("training", "batch_type"),
+                expected="`examples` with `distribute.strategy: tpu` (static batch shapes)",
+                found="'tokens'",
+            )
+        return self
+
+    def _check_classifier_keys(self) -> None:
+        """Fill in ``model.pooling``/``model.num_classes`` for classification; reject them
+        elsewhere."""
+        for key, default in CLASSIFIER_MODEL_DEFAULTS.items():
+            value = getattr(self.model, key)
+            if self.task == "classification":
+                if value is None:
+                    setattr(self.model, key, default)
+            elif value is not None:
+                # Versions before these keys became classification-only wrote them, with their
+                # defaults, into every saved config.yaml, translation runs included: exactly the
+                # default is dropped silently so that those run directories still load; any
+                # other value is an error.
+                if value == default:
+                    setattr(self.model, key, None)
+                    continue
+                raise Invalid(
+                    ("model", key),
+                    message=f"model.{key} applies to task 'classification' only (this config's "
+                    f"task is {self.task!r})",
+                )
+
+    def to_yaml(self) -> str:
+        """The fully resolved config as YAML; :func:`config_from_dict` of it gives an equal Config."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
