@@ -54,11 +54,14 @@ def _startup_lines_dropped(verbose: bool):
     Args:
         verbose: bool, ``-v``: leave stderr alone.
     """
-    if verbose:
+    try:
+        saved = None if verbose else os.dup(2)
+    except OSError:  # No stderr at all (closed): nothing to filter.
+        saved = None
+    if saved is None:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
     try:
         with tempfile.TemporaryFile() as capture:
             os.dup2(capture.fileno(), 2)
