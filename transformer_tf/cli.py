@@ -2,17 +2,92 @@
 
 Exit codes: 0 success, 2 bad user input (config, paths, data; a one-paragraph message and no
 traceback), 1 anything unexpected (or a run that diverged), 130 interrupted.
+
+The command is quiet and quick to answer: ``--help`` and config errors come before TensorFlow is
+imported (the package defers its built-ins in this process; see ``transformer_tf``), and without
+``-v`` TensorFlow's C++ start-up lines (oneDNN and CUDA probes, ``absl::InitializeLog``) are not
+shown: TensorFlow's log level is raised to 3 and the few lines it prints before its logging
+starts, which no level silences, are dropped from stderr while it is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: Lines TensorFlow's native code writes to stderr while it starts, dropped unless ``-v``. They
+#: come before its logging is initialised (so TF_CPP_MIN_LOG_LEVEL cannot silence them), once per
+#: native library that bundles absl, in glog's format: ``I0000 00:00:... port.cc:153] ...``.
+_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "  # glog's INFO lines, whatever they say
+    r"|[WE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] (?:failed call to cuInit"
+    r"|Unable to register cu(?:DNN|FFT|BLAS) factory|TF-TRT Warning: Could not find TensorRT)"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"
+)
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """Raise TensorFlow's native log level to 3 (fatal only) for this process, unless ``verbose``.
+
+    Must run before TensorFlow is imported (it reads the level once); a no-op after. Level 3 also
+    hides the ``failed call to cuInit`` error of a machine without a GPU, which level 2 shows.
+    """
+    if not verbose and "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
+@contextlib.contextmanager
+def _startup_lines_dropped(verbose: bool):
+    """Run the block with stderr captured, then write it back less TensorFlow's start-up lines.
+
+    The capture is of file descriptor 2, because native code writes there directly, past
+    ``sys.stderr``. Everything else written meanwhile (Python warnings, a plugin's own output) is
+    written back, in order, also when the block raises. Nothing is captured when ``verbose``.
+
+    Args:
+        verbose: bool, ``-v``: leave stderr alone.
+    """
+    try:
+        saved = None if verbose else os.dup(2)
+    except OSError:  # No stderr at all (closed): nothing to filter.
+        saved = None
+    if saved is None:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                kept = [
+                    line
+                    for line in capture.read().splitlines(keepends=True)
+                    if not _STARTUP_NOISE.match(line.decode("utf-8", "replace"))
+                ]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
+
+
+def _load_builtins(args) -> None:
+    """Import TensorFlow and the built-in layers and models, quietly unless ``-v``."""
+    import transformer_tf
+
+    with _startup_lines_dropped(args.verbose):
+        transformer_tf.load_builtins()
 
 
 def _add_set(parser):
@@ -76,9 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from transformer_tf.config import load_config
+    from transformer_tf.config import check_registered_names, load_config
 
-    config = load_config(args.config, args.overrides)  # validated before any TensorFlow work
+    # Validated before any TensorFlow work. A plugin may import TensorFlow (to register a class).
+    with _startup_lines_dropped(args.verbose):
+        config = load_config(args.config, args.overrides)
+    _load_builtins(args)
+    # load_config could not check the registered names without the built-ins: check them now.
+    check_registered_names(config, args.config, overrides=args.overrides)
     run_dir = args.run_dir or Path("runs") / args.config.stem
     from transformer_tf.training.trainer import train
 
@@ -95,6 +175,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _load_builtins(args)
     from transformer_tf.evaluation.evaluator import evaluate_run, format_table, write_json
 
     result = evaluate_run(
@@ -114,6 +195,8 @@ def cmd_evaluate(args) -> int:
 def cmd_translate(args) -> int:
     from transformer_tf.assembly import load_run
     from transformer_tf.errors import UserError
+
+    _load_builtins(args)
     from transformer_tf.inference.translate import translate_with_task
 
     if args.text:
@@ -147,6 +230,7 @@ def cmd_translate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    _load_builtins(args)
     from transformer_tf.inference.export import export_run
 
     path = export_run(
@@ -177,6 +261,7 @@ def main(argv=None) -> int:
         args.text = [*args.text, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _quiet_tensorflow(args.verbose)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -195,9 +280,10 @@ def main(argv=None) -> int:
         )
         return 130
     except Exception as error:
-        from transformer_tf.training.trainer import TrainingDivergedError, WorkerLostError
-
-        if isinstance(error, TrainingDivergedError | WorkerLostError):
+        trainer = sys.modules.get(
+            "transformer_tf.training.trainer"
+        )  # Not imported: not its errors.
+        if trainer and isinstance(error, trainer.TrainingDivergedError | trainer.WorkerLostError):
             print(f"error: {error}", file=sys.stderr)
             return 1
         raise

@@ -65,6 +65,9 @@ from transformer_tf.config.schema import (
 )
 from transformer_tf.plugins import PluginError, import_plugins
 
+#: The modules that register the built-in classes; names are checked only once they are imported.
+_BUILTIN_MODULES = frozenset({"transformer_tf.layers", "transformer_tf.models"})
+
 __all__ = [
     "CLASSIFIER_MODEL_DEFAULTS",
     "Config",
@@ -215,9 +218,9 @@ def check_registered_names(
 
     This function imports neither TensorFlow nor the layers: the caller must have imported
     ``transformer_tf.layers`` and ``transformer_tf.models`` (and the plugins) first. A slot with
-    no names registered at all is skipped silently, as is everything when
-    ``transformer_tf.registry`` has not been imported, so that a config can be validated in
-    isolation, before any TensorFlow import.
+    no names registered at all is skipped silently, as is everything when those two modules
+    have not been imported (and no ``registries`` are given), so that a config can be validated
+    in isolation, before any TensorFlow import.
 
     Args:
         config: Config.
@@ -301,7 +304,10 @@ def _unregistered_names(
 ) -> list[tuple[tuple, str]]:
     if registries is None:
         module = sys.modules.get("transformer_tf.registry")
-        if module is None:  # Nothing can have been registered yet: validate in isolation.
+        # Without the built-ins (not imported yet, as in the command before a config is valid)
+        # only a plugin's names could be registered: validate in isolation; the caller checks
+        # the names with check_registered_names once it has imported the built-ins.
+        if module is None or not _BUILTIN_MODULES.issubset(sys.modules):
             return []
         registries = module.REGISTRIES
     issues = []  # (key path, message line)
