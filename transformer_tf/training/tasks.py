@@ -71,13 +71,13 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """Text classification (IMDb): cleaned text -> word ids -> label."""
+    """Text classification (IMDb): raw text -> ``ReviewTokenizer`` ids -> label."""
 
     count_unit = "examples"
 
     def __init__(self, config: Config, run_dir: Path):
         super().__init__(config, run_dir)
-        self.vectorizer = None
+        self.tokenizer = None
         self._encoded: dict = {}
 
     @cached_property
@@ -98,39 +98,41 @@ class ClassificationTask(Task):
         splits = {"train": train, "validation": validation}
         if "test" in raw:
             splits["test"] = raw["test"]
-        cleaned = {}
-        for name, split in splits.items():
-            texts = [imdb.clean_text(t, lowercase=data.lowercase) for t in split.texts]
-            cleaned[name] = (texts, split.labels)
+        # Raw texts: the tokenizer cleans them (with the run's saved `lowercase`).
+        texts = {name: (split.texts, split.labels) for name, split in splits.items()}
         num_classes = self.config.model.num_classes
-        for name, (_, labels) in cleaned.items():
+        for name, (_, labels) in texts.items():
             if len(labels) and int(labels.max()) >= num_classes:
                 raise UserError(
                     f"split `{name}` has label {int(labels.max())} but model.num_classes is "
                     f"{num_classes}"
                 )
-        return cleaned
+        return texts
 
     def prepare(self, create: bool = False, write: bool = True) -> None:
         from transformer_tf.data import imdb
 
-        self._encoded.clear()  # ids made with another vectorizer would be stale
+        self._encoded.clear()  # ids made with another tokenizer would be stale
         if (self.vocab_dir / "vocab.txt").exists():
-            self.vectorizer = imdb.load_vectorizer(self.vocab_dir)
+            self.tokenizer = imdb.ReviewTokenizer.load(self.vocab_dir)
             return
         if not create:
             raise UserError(f"{self.vocab_dir} has no vocabulary: is {self.run_dir} a trained run?")
         data = self.config.data
         texts, _ = self.splits["train"]
-        self.vectorizer = imdb.build_vectorizer(
-            texts, data.vocab_size, data.max_length, ngrams=data.ngrams, lowercase=data.lowercase
+        self.tokenizer = imdb.ReviewTokenizer.build(
+            texts,
+            data.vocab_size,
+            ngrams=data.ngrams,
+            lowercase=data.lowercase,
+            max_length=data.max_length,
         )
         if write:
-            imdb.save_vocabulary(self.vectorizer, self.vocab_dir)
+            self.tokenizer.save(self.vocab_dir)
 
     def model_kwargs(self) -> dict:
         kwargs = self._model_section()
-        kwargs["vocab_size"] = int(self.vectorizer.vocabulary_size())
+        kwargs["vocab_size"] = self.tokenizer.vocab_size
         kwargs["max_length"] = max(kwargs["max_length"], self.config.data.max_length + 1)
         return kwargs
 
@@ -145,9 +147,9 @@ class ClassificationTask(Task):
         texts, labels = self.splits[split]
         data = self.config.data
         if split not in self._encoded:
-            # Vectorize once per run, not once per epoch (each epoch builds a new dataset).
+            # Encode once per run, not once per epoch (each epoch builds a new dataset).
             self._encoded[split] = imdb.encode_texts(
-                texts, self.vectorizer, max_length=data.max_length, truncation=data.truncation
+                texts, self.tokenizer, max_length=data.max_length, truncation=data.truncation
             )
         return imdb.make_classification_dataset(
             self._encoded[split],
