@@ -298,7 +298,7 @@ def reference_train(params: dict) -> dict:
             ids, y_all = ids[order], y_all[order]
             length = ids.shape[1]
             model = build_reference_classifier(
-                vocab=int(task.vectorizer.vocabulary_size()),
+                vocab=task.tokenizer.vocab_size,
                 length=length,
                 dropout=common.DROPOUT,
                 **{k: sizes[k] for k in ("num_layers", "d_model", "num_heads", "d_ff")},

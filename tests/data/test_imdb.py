@@ -7,22 +7,23 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from transformer_tf.data.imdb import (
+    ReviewTokenizer,
     TextSplit,
-    build_vectorizer,
     clean_text,
     encode_texts,
     load_imdb_directory,
     load_imdb_tfds,
-    load_vectorizer,
     make_classification_dataset,
-    save_vocabulary,
+    review_bucket_boundaries,
     split_validation,
     tf_clean_text,
+    truncate,
 )
 from transformer_tf.errors import DataError
 
@@ -253,48 +254,166 @@ def test_split_validation_rejects_bad_fraction_and_empty_parts():
         split_validation(make_split(1, 1), 0.1, seed=0)
 
 
-# --- vectorizer ------------------------------------------------------------------------------
+# --- ReviewTokenizer ------------------------------------------------------------------------
 
-TRAIN_TEXTS = [clean_text(t) for t in POS + NEG]
-
-
-def test_vectorizer_uses_training_texts_only():
-    vectorizer = build_vectorizer(TRAIN_TEXTS, vocab_size=100, max_length=16)
-    vocabulary = vectorizer.get_vocabulary()
-    assert vocabulary[:2] == ["", "[UNK]"]
-    assert "unseenword" not in vocabulary
-    ids = vectorizer(tf.constant(["great unseenword film"])).numpy()[0].tolist()
-    assert ids[1] == 1  # OOV
-    assert ids[0] == vocabulary.index("great") and ids[2] == vocabulary.index("film")
-    # A batch pads the shorter row with 0 (output_sequence_length=None: to the longest row).
-    assert vectorizer(tf.constant(["great", "great film"])).numpy()[0].tolist() == [ids[0], 0]
+TRAIN_TEXTS = POS + NEG
+# Punctuation, HTML line breaks, capitals, curly quotes, unseen words, an empty text.
+PROBES = [
+    *TRAIN_TEXTS,
+    "never seen words",
+    "GREAT film, LOVED it!<br /><br />Don\u2019t miss it...",
+    "Boring<br/>and too long (really).",
+    "",
+]
 
 
-def test_save_and_load_vectorizer_give_identical_ids(tmp_path: Path):
-    vectorizer = build_vectorizer(TRAIN_TEXTS, vocab_size=12, max_length=16, ngrams=2)
-    path = save_vocabulary(vectorizer, tmp_path / "run")
-    assert path == tmp_path / "run" / "vocab.txt"
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-    assert lines == vectorizer.get_vocabulary() and len(lines) == 12
-    config = json.loads((tmp_path / "run" / "vectorizer.json").read_text(encoding="utf-8"))
-    assert config | {"num_tokens": 0} == {
+def old_vectorizer(texts: list[str], vocab_size: int, ngrams: int, lowercase: bool):
+    """The vocabulary path this tokenizer replaced: clean_text, then an adapted Keras
+    TextVectorization (standardize=None, whitespace split, n-grams)."""
+    layer = keras.layers.TextVectorization(
+        max_tokens=vocab_size,
+        standardize=None,
+        split="whitespace",
+        ngrams=ngrams if ngrams > 1 else None,
+        output_mode="int",
+    )
+    layer.adapt(tf.data.Dataset.from_tensor_slices([clean_text(t, lowercase) for t in texts]))
+    return layer
+
+
+def old_ids(layer, texts: list[str], lowercase: bool) -> list[list[int]]:
+    dense = layer(tf.constant([clean_text(t, lowercase) for t in texts])).numpy()
+    return [[int(i) for i in row if i != 0] for row in dense]
+
+
+@pytest.mark.parametrize(("ngrams", "lowercase"), [(1, True), (2, True), (2, False), (3, True)])
+def test_tokenizer_ids_equal_the_old_vectorizer(ngrams: int, lowercase: bool):
+    tokenizer = ReviewTokenizer.build(TRAIN_TEXTS, 40, ngrams=ngrams, lowercase=lowercase)
+    layer = old_vectorizer(TRAIN_TEXTS, 40, ngrams, lowercase)
+    assert tokenizer.vocab == layer.get_vocabulary()
+    assert tokenizer.vocab_size == layer.vocabulary_size() <= 40
+    expected = old_ids(layer, PROBES, lowercase)
+    assert tokenizer.encode_batch(PROBES) == expected
+    assert [tokenizer.encode(t) for t in PROBES] == expected
+    assert tokenizer.tf_encode(tf.constant(PROBES)).to_list() == expected
+
+
+def test_tokenizer_known_ids_with_bigrams_and_case():
+    tokenizer = ReviewTokenizer(
+        ["", "[UNK]", "great", "film", "!", "great film", "film !"], ngrams=2, lowercase=True
+    )
+    # Words first, then the bigrams; cleaning lowercases and splits "!" off; "[UNK]" and an
+    # unseen bigram are OOV.
+    assert tokenizer.tokens("GREAT Film!") == ["great", "film", "!", "great film", "film !"]
+    assert tokenizer.encode("GREAT Film!") == [2, 3, 4, 5, 6]
+    assert tokenizer.encode("film great [UNK]") == [3, 2, 1, 1, 1, 1, 1, 1, 1]
+    assert tokenizer.encode("<br />") == []
+    cased = ReviewTokenizer(tokenizer.vocab, ngrams=2, lowercase=False)
+    assert cased.encode("GREAT film") == [1, 3, 1]
+    assert tokenizer.decode([2, 3, 0, 0, 99]) == "great film [UNK]"
+    decoded = tokenizer.tf_decode(tf.constant([[2, 5, 0], [99, 0, 0]])).numpy().tolist()
+    assert decoded == [b"great great film", b"[UNK]"]
+
+
+def test_tokenizer_uses_training_texts_only():
+    tokenizer = ReviewTokenizer.build(TRAIN_TEXTS, vocab_size=100)
+    assert tokenizer.vocab[:2] == ["", "[UNK]"]
+    assert "unseenword" not in tokenizer.vocab
+    ids = tokenizer.encode("Great unseenword FILM")
+    assert ids == [tokenizer.vocab.index("great"), 1, tokenizer.vocab.index("film")]
+
+
+def test_tokenizer_save_and_load_give_identical_ids(tmp_path: Path):
+    tokenizer = ReviewTokenizer.build(TRAIN_TEXTS, vocab_size=12, ngrams=2, max_length=16)
+    paths = tokenizer.save(tmp_path / "run")
+    # The files of run directories made before ReviewTokenizer existed.
+    assert paths == [tmp_path / "run" / "vocab.txt", tmp_path / "run" / "vectorizer.json"]
+    lines = paths[0].read_text(encoding="utf-8").split("\n")[:-1]
+    assert lines == tokenizer.vocab and len(lines) == 12
+    config = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert config == {
         "vocab_size": 12,
         "max_length": 16,
         "ngrams": 2,
         "lowercase": True,
         "vocabulary_file": "vocab.txt",
-        "num_tokens": 0,
+        "num_tokens": 12,
     }
-    loaded = load_vectorizer(tmp_path / "run")
-    probe = tf.constant(TRAIN_TEXTS + ["never seen words", "great film , loved it ."])
-    np.testing.assert_array_equal(loaded(probe).numpy(), vectorizer(probe).numpy())
-    assert loaded.get_vocabulary() == vectorizer.get_vocabulary()
+    loaded = ReviewTokenizer.load(tmp_path / "run")
+    assert loaded.vocab == tokenizer.vocab
+    assert (loaded.ngrams, loaded.lowercase, loaded.max_tokens, loaded.max_length) == (
+        2,
+        True,
+        12,
+        16,
+    )
+    assert loaded.encode_batch(PROBES) == tokenizer.encode_batch(PROBES)
+    assert loaded.tf_encode(tf.constant(PROBES)).to_list() == tokenizer.encode_batch(PROBES)
 
 
-def test_load_vectorizer_missing_files(tmp_path: Path):
+def test_tokenizer_loads_a_run_directory_written_before_it(tmp_path: Path):
+    """The exact files save_vocabulary wrote (vocab.txt and vectorizer.json)."""
+    vocab = ["", "[UNK]", "the", "film", "the film"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    settings = {"vocab_size": 50, "max_length": 24, "ngrams": 2, "lowercase": False,
+                "vocabulary_file": "vocab.txt", "num_tokens": 5}  # fmt: skip
+    (tmp_path / "vectorizer.json").write_text(json.dumps(settings), encoding="utf-8")
+    tokenizer = ReviewTokenizer.load(tmp_path)
+    assert (tokenizer.vocab, tokenizer.ngrams, tokenizer.lowercase) == (vocab, 2, False)
+    assert (tokenizer.max_tokens, tokenizer.max_length) == (50, 24)
+    assert tokenizer.encode("the film The") == [2, 3, 1, 4, 1]
+
+
+def test_tokenizer_load_missing_or_malformed_files(tmp_path: Path):
     with pytest.raises(DataError, match="vectorizer.json") as info:
-        load_vectorizer(tmp_path)
+        ReviewTokenizer.load(tmp_path)
     assert str(tmp_path) in str(info.value)
+    (tmp_path / "vectorizer.json").write_text('{"vocab_size": 5}', encoding="utf-8")
+    with pytest.raises(DataError, match="malformed"):
+        ReviewTokenizer.load(tmp_path)
+    settings = {"vocab_size": 5, "max_length": 8, "ngrams": 1, "lowercase": True}
+    (tmp_path / "vectorizer.json").write_text(json.dumps(settings), encoding="utf-8")
+    (tmp_path / "vocab.txt").write_text("[UNK]\nthe\n", encoding="utf-8")
+    with pytest.raises(DataError, match="must start with the padding token"):
+        ReviewTokenizer.load(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n[UNK]\nthe", encoding="utf-8")
+    with pytest.raises(DataError, match="truncated"):
+        ReviewTokenizer.load(tmp_path)
+
+
+def test_tokenizer_rejects_bad_build_arguments():
+    with pytest.raises(ValueError, match="vocab_size must be >= 3"):
+        ReviewTokenizer.build(TRAIN_TEXTS, vocab_size=2)
+    with pytest.raises(DataError, match="empty list"):
+        ReviewTokenizer.build([], vocab_size=10)
+
+
+# --- truncate and buckets --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("truncation", "expected"),
+    [
+        ("head", [[0, 1, 2, 3, 4, 5, 6, 7], [3, 4]]),
+        ("tail", [[12, 13, 14, 15, 16, 17, 18, 19], [3, 4]]),
+        ("head_tail", [[0, 1, 14, 15, 16, 17, 18, 19], [3, 4]]),  # quarter + three quarters
+    ],
+)
+def test_truncate_known_answers(truncation: str, expected: list[list[int]]):
+    ids = tf.ragged.constant([list(range(20)), [3, 4]], dtype=tf.int32)
+    assert truncate(ids, 8, truncation).to_list() == expected
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        truncate(ids, 8, "middle")
+
+
+def test_review_bucket_boundaries_known_answers():
+    # 8 wide, then ~25% apart, and the truncated reviews (exactly max_length) on their own.
+    assert review_bucket_boundaries(24) == [8, 16, 23, 24]
+    assert review_bucket_boundaries(256) == [
+        8, 16, 24, 32, 40, 50, 62, 78, 98, 122, 152, 190, 238, 255, 256
+    ]  # fmt: skip
+    assert review_bucket_boundaries(8) == [7, 8]
+    assert review_bucket_boundaries(1) == [1]
 
 
 # --- make_classification_dataset -------------------------------------------------------------
@@ -307,8 +426,8 @@ def corpus():
     words = ["good", "bad", "plot", "actor", "scene", "film"]
     texts = [f"w{i} " + " ".join(rng.choice(words, size=i)) for i in range(40)]
     labels = np.arange(40) % 2
-    vectorizer = build_vectorizer(texts, vocab_size=100, max_length=24)
-    return texts, labels, vectorizer
+    tokenizer = ReviewTokenizer.build(texts, vocab_size=100, max_length=24)
+    return texts, labels, tokenizer
 
 
 def rows(dataset) -> list[tuple[tuple[int, ...], int]]:
@@ -321,9 +440,9 @@ def rows(dataset) -> list[tuple[tuple[int, ...], int]]:
 
 
 def test_dataset_shapes_dtypes_and_padding(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
     dataset = make_classification_dataset(
-        texts, labels, vectorizer, batch_size=8, max_length=24, shuffle=True, seed=1
+        texts, labels, tokenizer, batch_size=8, max_length=24, shuffle=True, seed=1
     )
     assert dataset.element_spec[0].dtype == tf.int32 and dataset.element_spec[1].dtype == tf.int32
     for ids, batch_labels in dataset:
@@ -341,12 +460,12 @@ def test_dataset_shapes_dtypes_and_padding(corpus):
 
 @pytest.mark.parametrize("bucket", [True, False])
 def test_dataset_has_every_example_once(corpus, bucket: bool):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
     dataset = make_classification_dataset(
-        texts, labels, vectorizer, batch_size=6, max_length=24, shuffle=True, seed=0, bucket=bucket
+        texts, labels, tokenizer, batch_size=6, max_length=24, shuffle=True, seed=0, bucket=bucket
     )
     expected = [
-        (tuple(vectorizer(t).numpy()[:24].tolist()), int(label))
+        (tuple(tokenizer.encode(t)[:24]), int(label))
         for t, label in zip(texts, labels, strict=True)
     ]
     assert Counter(rows(dataset)) == Counter(expected)
@@ -354,14 +473,14 @@ def test_dataset_has_every_example_once(corpus, bucket: bool):
 
 
 def test_dataset_order_depends_on_seed_and_epoch_only(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
 
     def order(seed: int, epoch: int) -> list:
         return rows(
             make_classification_dataset(
                 texts,
                 labels,
-                vectorizer,
+                tokenizer,
                 batch_size=4,
                 max_length=24,
                 shuffle=True,
@@ -377,22 +496,22 @@ def test_dataset_order_depends_on_seed_and_epoch_only(corpus):
 
 
 def test_unshuffled_unbucketed_dataset_keeps_input_order(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
     dataset = make_classification_dataset(
-        texts, labels, vectorizer, batch_size=7, max_length=24, shuffle=False, seed=0, bucket=False
+        texts, labels, tokenizer, batch_size=7, max_length=24, shuffle=False, seed=0, bucket=False
     )
     assert [label for _, label in rows(dataset)] == labels.tolist()
-    assert [ids[0] for ids, _ in rows(dataset)] == [vectorizer(t).numpy()[0] for t in texts]
+    assert [ids[0] for ids, _ in rows(dataset)] == [tokenizer.encode(t)[0] for t in texts]
 
 
 def test_bucketing_reduces_padding(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
 
     def padding(bucket: bool) -> int:
         dataset = make_classification_dataset(
             texts,
             labels,
-            vectorizer,
+            tokenizer,
             batch_size=4,
             max_length=24,
             shuffle=True,
@@ -414,12 +533,12 @@ def test_bucketing_reduces_padding(corpus):
 )
 def test_truncation(truncation: str, expected: list[int]):
     text = " ".join(f"t{i}" for i in range(20))
-    vectorizer = build_vectorizer([text], vocab_size=30, max_length=8)
-    vocabulary = vectorizer.get_vocabulary()
+    tokenizer = ReviewTokenizer.build([text], vocab_size=30, max_length=8)
+    vocabulary = tokenizer.vocab
     dataset = make_classification_dataset(
         [text, "t3 t4"],
         [1, 0],
-        vectorizer,
+        tokenizer,
         batch_size=2,
         max_length=8,
         shuffle=False,
@@ -435,25 +554,25 @@ def test_truncation(truncation: str, expected: list[int]):
 
 
 def test_encoded_texts_give_the_same_dataset_as_raw_texts(corpus):
-    texts, labels, vectorizer = corpus
-    encoded = encode_texts(texts, vectorizer, max_length=10, truncation="tail")
+    texts, labels, tokenizer = corpus
+    encoded = encode_texts(texts, tokenizer, max_length=10, truncation="tail")
     assert len(encoded) == 40 and encoded.lengths().max() == 10
     kwargs = dict(batch_size=4, max_length=10, shuffle=True, seed=3, truncation="tail")
-    from_texts = rows(make_classification_dataset(texts, labels, vectorizer, **kwargs))
+    from_texts = rows(make_classification_dataset(texts, labels, tokenizer, **kwargs))
     assert rows(make_classification_dataset(encoded, labels, **kwargs)) == from_texts
     with pytest.raises(ValueError, match="encoded with max_length=10"):
         make_classification_dataset(encoded, labels, **{**kwargs, "max_length": 12})
-    with pytest.raises(ValueError, match="vectorizer is needed"):
+    with pytest.raises(ValueError, match="tokenizer is needed"):
         make_classification_dataset(texts, labels, **kwargs)
 
 
 def test_token_budget_batches(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
     budget = 48
     dataset = make_classification_dataset(
         texts,
         labels,
-        vectorizer,
+        tokenizer,
         batch_size=budget,
         batch_type="tokens",
         max_length=24,
@@ -465,24 +584,26 @@ def test_token_budget_batches(corpus):
         rows_, length = ids.shape
         assert rows_ * length <= budget
         sizes.setdefault(length, set()).add(rows_)
-    # Short reviews come in larger batches than long ones: the first bucket holds lengths < 8
-    # (48 // 7 = 6 per batch), the truncated reviews (24 tokens) come 2 per batch.
-    assert max(max(n) for length, n in sizes.items() if length < 8) == 6
+    # Short reviews come in larger batches than long ones: the buckets are [8, 16, 23, 24], so
+    # lengths <= 8 come 48 // 8 = 6 per batch, 9-16 3 per batch, 17-23 and the truncated
+    # reviews (24 tokens) 2 per batch.
+    assert max(max(n) for length, n in sizes.items() if length <= 8) == 6
+    assert max(max(n) for length, n in sizes.items() if 8 < length <= 16) == 3
     assert max(sizes[24]) == 2
     expected = [
-        (tuple(vectorizer(t).numpy()[:24].tolist()), int(label))
+        (tuple(tokenizer.encode(t)[:24]), int(label))
         for t, label in zip(texts, labels, strict=True)
     ]
     assert Counter(rows(dataset)) == Counter(expected)
 
 
 def test_dataset_rejects_bad_arguments(corpus):
-    texts, labels, vectorizer = corpus
+    texts, labels, tokenizer = corpus
     with pytest.raises(ValueError, match="truncation"):
         make_classification_dataset(
             texts,
             labels,
-            vectorizer,
+            tokenizer,
             batch_size=4,
             max_length=8,
             shuffle=False,
@@ -491,5 +612,5 @@ def test_dataset_rejects_bad_arguments(corpus):
         )
     with pytest.raises(ValueError, match="labels"):
         make_classification_dataset(
-            texts, labels[:-1], vectorizer, batch_size=4, max_length=8, shuffle=False, seed=0
+            texts, labels[:-1], tokenizer, batch_size=4, max_length=8, shuffle=False, seed=0
         )

@@ -121,13 +121,15 @@ def _reference_translations(run_dir: Path, texts: list[str], beam_size: int) -> 
 
 
 def _reference_probabilities(run_dir: Path, texts: list[str]) -> np.ndarray:
-    """The classifier's probabilities through the training preprocessing, in Python."""
-    from transformer_tf.data.imdb import clean_text
-
+    """The classifier's probabilities through the training preprocessing, in Python: the
+    tokenizer's Python ``encode`` (Python cleaning), head truncation, padding with 0."""
     run = load_run(run_dir)
     data = run.config.data
-    cleaned = [clean_text(t, lowercase=data.lowercase) for t in texts]
-    ids = run.task.vectorizer(tf.constant(cleaned)).numpy()[:, : data.max_length]
+    assert data.truncation == "head"
+    rows = [ids[: data.max_length] for ids in run.task.tokenizer.encode_batch(texts)]
+    ids = np.zeros([len(rows), max(1, *map(len, rows))], np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
     logits = run.model(tf.constant(ids, tf.int32), training=False)
     return tf.nn.softmax(logits).numpy()
 

@@ -6,14 +6,17 @@ Two sources give the same :class:`TextSplit` (raw review texts + int32 labels, 1
   which works offline once the archive is unpacked;
 * :func:`load_imdb_tfds` reads ``imdb_reviews`` through tensorflow-datasets (downloads on first use).
 
-The text pipeline is: :func:`clean_text` (Python) on the raw texts -> :func:`split_validation`
--> :func:`build_vectorizer` on the *training* texts only -> :func:`make_classification_dataset`.
-:func:`tf_clean_text` is the in-graph twin of :func:`clean_text` (same output) so that an exported
-model can take raw strings. :func:`save_vocabulary` / :func:`load_vectorizer` persist the
-vocabulary in a run directory so that evaluation and export reuse the exact training ids.
+The text pipeline is: :func:`split_validation` on the raw texts -> :meth:`ReviewTokenizer.build`
+on the *training* texts only -> :func:`make_classification_dataset` (:func:`encode_texts`, then
+:func:`truncate`). :class:`ReviewTokenizer` is the text-to-ids interface (the
+:class:`~transformer_tf.data.tokenizers.Tokenizer` methods): :func:`clean_text`, words and
+n-grams, a frequency vocabulary; its ``tf_encode`` does the same in graph with
+:func:`tf_clean_text`, the in-graph twin of :func:`clean_text`, so that an exported model takes
+raw strings. :meth:`ReviewTokenizer.save` / :meth:`ReviewTokenizer.load` persist it in a run
+directory so that evaluation and export reuse the exact training ids.
 
-Token ids follow the package convention: 0 is padding (``PAD_ID``) and 1 is out-of-vocabulary
-(``UNK_ID``), which is also how ``keras.layers.TextVectorization`` numbers its vocabulary.
+Token ids: 0 is padding (``PAD_ID``) and 1 is out-of-vocabulary (``UNK_ID``), which is also how
+``keras.layers.TextVectorization`` numbers its vocabulary.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +34,29 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transformer_tf.data.bucketing import (
+    batch_by_length,
+    bucket_batch_sizes,
+    bucket_boundaries,
+    bucket_lengths,
+)
 from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
+from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import DataError
 
 __all__ = [
+    "EncodedTexts",
+    "ReviewTokenizer",
     "TextSplit",
-    "VectorizerSettings",
-    "build_vectorizer",
     "clean_text",
+    "encode_texts",
     "load_imdb_directory",
     "load_imdb_tfds",
-    "load_vectorizer",
     "make_classification_dataset",
-    "save_vocabulary",
+    "review_bucket_boundaries",
     "split_validation",
     "tf_clean_text",
+    "truncate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,9 +74,6 @@ _DIRECTORY_HINT = (
 )
 # Threads only overlap the open/read syscalls (the files are ~1 KB each): a few are enough.
 _READ_THREADS = 8
-# Strings vectorized per `map` call: large enough to amortize the op overhead, small enough that
-# the two `map` workers of a 2-core machine get several chunks each.
-_VECTORIZE_CHUNK = 256
 
 
 @dataclass(eq=False)
@@ -437,124 +445,248 @@ def split_validation(split: TextSplit, fraction: float, seed: int) -> tuple[Text
     return subset(~is_validation), subset(is_validation)
 
 
-# --- Vocabulary ------------------------------------------------------------------------------
+# --- Tokenizer -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VectorizerSettings:
-    """What a saved vectorizer needs besides its vocabulary.
+class ReviewTokenizer(Tokenizer):
+    """:func:`clean_text`, whitespace words (plus 2..n-grams) and a frequency vocabulary.
 
-    Attributes:
-        vocab_size: int, the ``max_tokens`` the vocabulary was built with (padding and OOV
-            included); the saved vocabulary can be shorter.
-        max_length: int, tokens kept per example.
-        ngrams: int, 1 for words only; n > 1 also emits 2..n-grams after the words.
-        lowercase: bool, whether :func:`clean_text` lowercased the texts.
-    """
+    The text-to-ids interface of the classification task, with the :class:`Tokenizer` methods of
+    the translation tokenizers. ``encode`` cleans in Python (:func:`clean_text`), ``tf_encode``
+    in graph (:func:`tf_clean_text`, the path an exported model uses); both then split on spaces,
+    append the 2..n-grams after the words when ``ngrams > 1`` (what
+    ``keras.layers.TextVectorization(ngrams=n)`` emits) and look the tokens up.
 
-    vocab_size: int
-    max_length: int
-    ngrams: int = 1
-    lowercase: bool = True
-
-
-# Stored on the layer so that save_vocabulary(vectorizer, run_dir) has everything it writes.
-_SETTINGS_ATTR = "transformer_tf_settings"
-
-
-def _new_vectorizer(settings: VectorizerSettings, vocabulary: list[str] | None = None):
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=settings.vocab_size,
-        # Texts are cleaned beforehand (clean_text / tf_clean_text): the layer only splits.
-        standardize=None,
-        split="whitespace",
-        ngrams=settings.ngrams if settings.ngrams > 1 else None,
-        output_mode="int",
-        # Batches are padded per batch to their longest example, not to a fixed length.
-        output_sequence_length=None,
-        vocabulary=vocabulary,
-    )
-    setattr(vectorizer, _SETTINGS_ATTR, settings)
-    return vectorizer
-
-
-def build_vectorizer(
-    texts: Sequence[str],
-    vocab_size: int,
-    max_length: int,
-    ngrams: int = 1,
-    *,
-    lowercase: bool = True,
-) -> keras.layers.TextVectorization:
-    """Build a word-level ``TextVectorization`` adapted on already cleaned training texts.
-
-    Pass the *training* texts only: a word seen only in validation or test data must map to the
-    OOV id so that evaluation measures generalization. Ids: 0 = padding, 1 = OOV (``[UNK]``),
-    then tokens by decreasing frequency.
+    Ids: 0 = padding (the empty token), 1 = out of vocabulary (``"[UNK]"``), then the tokens by
+    decreasing training frequency. Unlike the translation tokenizers, ids 2 and 3 are ordinary
+    tokens (a classifier needs no BOS/EOS): ``decode`` skips padding only.
 
     Args:
-        texts: sequence of str, cleaned training texts (:func:`clean_text`).
-        vocab_size: int >= 3, the vocabulary size including padding and OOV.
-        max_length: int >= 1, tokens kept per example; stored for :func:`save_vocabulary`.
-        ngrams: int >= 1, default 1. With n > 1 the output is the words followed by the 2..n-grams.
-        lowercase: bool, default True; how the texts were cleaned, stored for the exported model.
-
-    Returns:
-        keras.layers.TextVectorization (standardize=None, split="whitespace", output_mode="int",
-        output_sequence_length=None): maps a string tensor [batch] to int64 ids [batch, longest],
-        padded with 0.
-
-    Raises:
-        ValueError: an argument is out of range.
-        DataError: `texts` is empty.
+        vocab: Sequence[str], the tokens by id; must start with ``""`` and ``"[UNK]"``, no
+            duplicates.
+        ngrams: int >= 1, 1 for words only; n > 1 also emits the 2..n-grams. Defaults to 1.
+        lowercase: bool, lowercase in cleaning. Defaults to True.
+        max_tokens: int | None, the vocabulary-size limit the vocabulary was built with (padding
+            and OOV included); the vocabulary itself may be shorter. None: ``len(vocab)``.
+        max_length: int | None, the tokens per example the run keeps (recorded in the saved
+            settings, not applied by ``encode``: truncation is :func:`truncate`'s job).
+            Defaults to None.
     """
-    if vocab_size < 3:
-        raise ValueError(f"vocab_size must be >= 3 (padding, OOV and one token), got {vocab_size}")
-    if max_length < 1 or ngrams < 1:
-        raise ValueError(f"max_length and ngrams must be >= 1, got {max_length} and {ngrams}")
-    if len(texts) == 0:
-        raise DataError("cannot build a vocabulary from an empty list of training texts")
-    settings = VectorizerSettings(vocab_size, max_length, ngrams, lowercase)
-    vectorizer = _new_vectorizer(settings)
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024))
-    return vectorizer
 
+    kind = "review"
+    OOV = "[UNK]"
 
-def save_vocabulary(vectorizer: keras.layers.TextVectorization, run_dir: str | os.PathLike) -> Path:
-    """Write ``vocab.txt`` and ``vectorizer.json`` into `run_dir` (created if missing).
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        *,
+        ngrams: int = 1,
+        lowercase: bool = True,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+    ):
+        vocab = [str(token) for token in vocab]
+        if len(vocab) < 2 or vocab[PAD_ID] != "" or vocab[UNK_ID] != self.OOV:
+            raise DataError(
+                f"a review vocabulary must start with the padding token (empty) and {self.OOV}, "
+                f"found {vocab[:2]}"
+            )
+        if len(set(vocab)) != len(vocab):
+            raise DataError("duplicate tokens in the review vocabulary")
+        if ngrams < 1:
+            raise ValueError(f"ngrams must be >= 1, got {ngrams}")
+        self.vocab = vocab
+        self.ngrams = int(ngrams)
+        self.lowercase = bool(lowercase)
+        self.max_tokens = len(vocab) if max_tokens is None else int(max_tokens)
+        self.max_length = None if max_length is None else int(max_length)
+        # Padding and OOV are never looked up: every other string (the empty one, "[UNK]") is
+        # OOV, as in TextVectorization.
+        self._ids = {token: i for i, token in enumerate(vocab) if i > UNK_ID}
 
-    ``vocab.txt`` has one token per line in id order, exactly ``get_vocabulary()`` (line 1 is the
-    empty padding token, line 2 is ``[UNK]``). ``vectorizer.json`` holds vocab_size, max_length,
-    ngrams and lowercase. Files are written to a temporary name and renamed, so a crash never
-    leaves a half-written vocabulary.
+    @classmethod
+    def build(
+        cls,
+        texts: Sequence[str],
+        vocab_size: int,
+        ngrams: int = 1,
+        lowercase: bool = True,
+        max_length: int | None = None,
+    ) -> ReviewTokenizer:
+        """Clean the *training* ``texts`` and keep their most frequent tokens.
 
-    Args:
-        vectorizer: a layer from :func:`build_vectorizer` or :func:`load_vectorizer`.
-        run_dir: str | PathLike, the run directory.
+        A word seen only in validation or test data must map to the OOV id so that evaluation
+        measures generalization: pass the training texts only. The counting and its tie order
+        are ``keras.layers.TextVectorization.adapt``'s, as before this class existed.
 
-    Returns:
-        Path of the written ``vocab.txt``.
-    """
-    settings = getattr(vectorizer, _SETTINGS_ATTR, None)
-    if settings is None:
-        raise ValueError("vectorizer was not made by build_vectorizer or load_vectorizer")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    vocabulary = [str(token) for token in vectorizer.get_vocabulary()]
-    config = {
-        "vocab_size": settings.vocab_size,
-        "max_length": settings.max_length,
-        "ngrams": settings.ngrams,
-        "lowercase": settings.lowercase,
-        "vocabulary_file": VOCAB_FILE,
-        "num_tokens": len(vocabulary),
-    }
-    vocab_path = run_dir / VOCAB_FILE
-    # Tokens never contain "\n" (it is whitespace), but may contain other line breaks such as
-    # U+2028, so the file is written and read with "\n" only, never with splitlines().
-    _write_atomic(vocab_path, "\n".join(vocabulary) + "\n")
-    _write_atomic(run_dir / VECTORIZER_FILE, json.dumps(config, indent=2) + "\n")
-    return vocab_path
+        Args:
+            texts: Sequence[str], raw training texts (cleaned here).
+            vocab_size: int >= 3, the vocabulary-size limit including padding and OOV.
+            ngrams: int >= 1, see the class. Defaults to 1.
+            lowercase: bool, see the class. Defaults to True.
+            max_length: int | None, recorded in the settings (see the class). Defaults to None.
+
+        Returns:
+            ReviewTokenizer.
+
+        Raises:
+            ValueError: an argument is out of range.
+            DataError: ``texts`` is empty.
+        """
+        if vocab_size < 3:
+            raise ValueError(
+                f"vocab_size must be >= 3 (padding, OOV and one token), got {vocab_size}"
+            )
+        if ngrams < 1 or (max_length is not None and max_length < 1):
+            raise ValueError(f"max_length and ngrams must be >= 1, got {max_length} and {ngrams}")
+        if len(texts) == 0:
+            raise DataError("cannot build a vocabulary from an empty list of training texts")
+        cleaned = [clean_text(t, lowercase=lowercase) for t in texts]
+        layer = keras.layers.TextVectorization(
+            max_tokens=vocab_size,
+            standardize=None,  # the texts are cleaned above
+            split="whitespace",
+            ngrams=ngrams if ngrams > 1 else None,
+            output_mode="int",
+        )
+        layer.adapt(tf.data.Dataset.from_tensor_slices(cleaned).batch(1024))
+        return cls(
+            layer.get_vocabulary(),
+            ngrams=ngrams,
+            lowercase=lowercase,
+            max_tokens=vocab_size,
+            max_length=max_length,
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def clean(self, text: str) -> str:
+        """:func:`clean_text` with this tokenizer's ``lowercase``."""
+        return clean_text(text, lowercase=self.lowercase)
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of ``text``: its cleaned words, then its 2..n-grams (n = ``ngrams``)."""
+        words = [w for w in self.clean(text).split(" ") if w]
+        tokens = list(words)
+        for n in range(2, self.ngrams + 1):
+            tokens.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        return tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the tokens of raw ``text`` (cleaning included), not truncated."""
+        return [self._ids.get(token, UNK_ID) for token in self.tokens(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The tokens of ``ids`` joined by spaces; padding skipped, unknown ids are ``[UNK]``."""
+        return " ".join(
+            self.vocab[i] if 0 <= i < self.vocab_size else self.OOV
+            for i in (int(raw) for raw in ids)
+            if i != PAD_ID
+        )
+
+    def save(self, directory: str | os.PathLike, prefix: str = "vocab") -> list[Path]:
+        """Write ``{prefix}.txt`` (the tokens by id, one per line; line 1 is the empty padding
+        token) and ``vectorizer.json`` (the settings, naming the vocabulary file).
+
+        These are the files of run directories made before this class (``vocab/vocab.txt``,
+        ``vocab/vectorizer.json``), so those still load. ``vectorizer.json`` has a fixed name:
+        a directory holds one review tokenizer. Files are written to a temporary name and
+        renamed, so a crash never leaves a half-written vocabulary.
+
+        Returns:
+            [vocabulary path, settings path].
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab_file = f"{prefix}.txt"
+        settings = {
+            "vocab_size": self.max_tokens,
+            "max_length": self.max_length,
+            "ngrams": self.ngrams,
+            "lowercase": self.lowercase,
+            "vocabulary_file": vocab_file,
+            "num_tokens": self.vocab_size,
+        }
+        vocab_path, settings_path = directory / vocab_file, directory / VECTORIZER_FILE
+        # Tokens never contain "\n" (it is whitespace), but may contain other line breaks such as
+        # U+2028, so the file is written and read with "\n" only, never with splitlines().
+        _write_atomic(vocab_path, "\n".join(self.vocab) + "\n")
+        _write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+        return [vocab_path, settings_path]
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, prefix: str = "vocab") -> ReviewTokenizer:
+        """Read the tokenizer :meth:`save` wrote into ``directory``.
+
+        ``vectorizer.json`` names the vocabulary file; ``prefix`` only gives its name
+        (``{prefix}.txt``) for settings that do not.
+
+        Raises:
+            DataError: a file is missing or malformed.
+        """
+        directory = Path(directory)
+        settings_path = directory / VECTORIZER_FILE
+        try:
+            settings = json.loads(settings_path.read_text(encoding="utf-8"))
+            vocab_path = directory / settings.get("vocabulary_file", f"{prefix}.txt")
+            max_length = settings.get("max_length")
+            options = dict(
+                max_tokens=int(settings["vocab_size"]),
+                max_length=None if max_length is None else int(max_length),
+                ngrams=int(settings["ngrams"]),
+                lowercase=bool(settings["lowercase"]),
+            )
+            text = vocab_path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise DataError(
+                f"vocabulary files missing in {directory}: {exc.filename} not found (expected "
+                f"{prefix}.txt and {VECTORIZER_FILE} written by training)"
+            ) from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError too
+            raise DataError(f"malformed {settings_path}: {exc}") from exc
+        if not text.endswith("\n"):
+            raise DataError(f"{vocab_path} is truncated (no final newline)")
+        try:
+            return cls(text[:-1].split("\n"), **options)
+        except DataError as exc:
+            raise DataError(f"{vocab_path}: {exc}") from None
+
+    def _build_tf_module(self) -> tf.Module:
+        module = tf.Module(name="review_tokenizer")
+        words = self.vocab[UNK_ID + 1 :]
+        # Tracked as a module attribute, so a SavedModel holding the module restores the table.
+        module.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(words, tf.string),
+                tf.range(UNK_ID + 1, self.vocab_size, dtype=tf.int32),
+            ),
+            default_value=UNK_ID,
+        )
+        module.vocab = tf.constant(self.vocab, tf.string)
+        return module
+
+    def tf_encode(self, strings: tf.Tensor) -> tf.RaggedTensor:
+        """In-graph :meth:`encode`: ``(batch,)`` raw tf.string -> ragged int32
+        ``(batch, (tokens))``: :func:`tf_clean_text`, split, n-grams, lookup."""
+        cleaned = tf_clean_text(strings, lowercase=self.lowercase)
+        tokens = tf.strings.split(cleaned)
+        if self.ngrams > 1:  # words, then 2..n-grams, as `tokens` does
+            tokens = tf.strings.ngrams(
+                tokens, ngram_width=tuple(range(1, self.ngrams + 1)), separator=" "
+            )
+        return tf.ragged.map_flat_values(self.tf_module.table.lookup, tokens)
+
+    def tf_decode(self, ids: tf.Tensor) -> tf.Tensor:
+        """In-graph :meth:`decode`: int ``(batch, length)`` (dense or ragged) -> tf.string
+        ``(batch,)``."""
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(default_value=PAD_ID)
+        ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)
+        ids = tf.where((ids >= 0) & (ids < self.vocab_size), ids, UNK_ID)
+        kept = tf.ragged.boolean_mask(ids, ids != PAD_ID)
+        return tf.strings.reduce_join(tf.gather(self.tf_module.vocab, kept), axis=1, separator=" ")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -564,66 +696,35 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_vectorizer(run_dir: str | os.PathLike) -> keras.layers.TextVectorization:
-    """Rebuild the vectorizer saved by :func:`save_vocabulary`, without adapting again.
-
-    Args:
-        run_dir: str | PathLike, the run directory holding ``vocab.txt`` and ``vectorizer.json``.
-
-    Returns:
-        keras.layers.TextVectorization giving the same ids as the saved one.
-
-    Raises:
-        DataError: a file is missing or malformed.
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / VECTORIZER_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        vocab_path = run_dir / config.get("vocabulary_file", VOCAB_FILE)
-        settings = VectorizerSettings(
-            vocab_size=int(config["vocab_size"]),
-            max_length=int(config["max_length"]),
-            ngrams=int(config["ngrams"]),
-            lowercase=bool(config["lowercase"]),
-        )
-        text = vocab_path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"vectorizer files missing in {run_dir}: {exc.filename} not found (expected "
-            f"{VOCAB_FILE} and {VECTORIZER_FILE} written by training)"
-        ) from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError included
-        raise DataError(f"malformed {config_path}: {exc}") from exc
-    if not text.endswith("\n"):
-        raise DataError(f"{vocab_path} is truncated (no final newline)")
-    vocabulary = text[:-1].split("\n")
-    if len(vocabulary) < 2 or vocabulary[PAD_ID] != "" or vocabulary[UNK_ID] != "[UNK]":
-        raise DataError(
-            f"{vocab_path} must start with the padding token (empty line) and [UNK], "
-            f"found {vocabulary[:2]}"
-        )
-    if len(set(vocabulary)) != len(vocabulary):
-        raise DataError(f"{vocab_path} has duplicate tokens")
-    return _new_vectorizer(settings, vocabulary)
-
-
 # --- tf.data ---------------------------------------------------------------------------------
 
+# Bucket widths: 8 tokens for short reviews, then ~25% apart, so that a batch pads each example
+# by at most about a quarter of its length (see transformer_tf.data.bucketing).
+BUCKET_STEP = 8
+BUCKET_GROWTH = 1.25
 
-def _bucket_boundaries(max_length: int) -> list[int]:
-    """Length boundaries growing by ~25%, so a batch pads each example by at most ~25%.
 
-    The last boundary is `max_length` itself: truncated reviews (often the majority) share one
-    bucket with no padding at all.
+def review_bucket_boundaries(max_length: int) -> list[int]:
+    """Inclusive bucket boundaries (:mod:`~transformer_tf.data.bucketing` convention) for
+    reviews truncated to ``max_length`` tokens.
+
+    ``bucket_boundaries(max_length - 1, BUCKET_STEP, BUCKET_GROWTH)`` followed by
+    ``max_length`` itself: truncated reviews (often the majority) are all exactly
+    ``max_length`` long and get a bucket of their own, with no padding at all.
+    Example: ``review_bucket_boundaries(24)`` is ``[8, 16, 23, 24]``: lengths 1-8, 9-16, 17-23
+    and 24 (nothing is longer).
+
+    Args:
+        max_length: int >= 1, the truncation length.
+
+    Returns:
+        list[int], strictly increasing, ending with ``max_length``.
     """
-    boundaries = []
-    bound = 8
-    while bound < max_length:
-        boundaries.append(bound)
-        bound = max(bound + 1, round(bound * 1.25))
-    boundaries.append(max_length)
-    return boundaries
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if max_length == 1:
+        return [1]
+    return [*bucket_boundaries(max_length - 1, BUCKET_STEP, BUCKET_GROWTH), max_length]
 
 
 def _shuffle_seed(seed: int, epoch: int) -> int:
@@ -631,8 +732,31 @@ def _shuffle_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _truncate(ids: tf.RaggedTensor, max_length: int, truncation: str) -> tf.RaggedTensor:
-    """Keep at most `max_length` ids per row of a [batch, None] ragged tensor."""
+def truncate(ids: tf.RaggedTensor, max_length: int, truncation: str = "head") -> tf.RaggedTensor:
+    """Keep at most ``max_length`` ids per row of a ragged ``(batch, None)`` tensor.
+
+    The training pipeline (:func:`encode_texts`) and the exported model
+    (:func:`~transformer_tf.inference.export.build_classification_module`) both truncate with
+    this function, so they keep the same ids.
+
+    Args:
+        ids: tf.RaggedTensor ``(batch, None)``, e.g. :meth:`ReviewTokenizer.tf_encode`'s output.
+        max_length: int >= 1, ids kept per row.
+        truncation: str, which ids a longer row keeps: ``"head"`` (default) the first
+            ``max_length``, ``"tail"`` the last ``max_length``, ``"head_tail"`` the first
+            ``max_length // 4`` and the last ``max_length - max_length // 4`` (long reviews often
+            conclude at the end). Shorter rows are unchanged.
+
+    Returns:
+        tf.RaggedTensor ``(batch, None)`` with rows of at most ``max_length`` ids, same dtype.
+
+    Raises:
+        ValueError: ``max_length < 1`` or an unknown ``truncation``.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     lengths = ids.row_lengths()
     positions = tf.ragged.range(lengths).flat_values
     row_length = tf.repeat(lengths, lengths)  # each id's row length, aligned with `positions`
@@ -672,41 +796,44 @@ class EncodedTexts:
 
 def encode_texts(
     texts: Sequence[str],
-    vectorizer: keras.layers.TextVectorization,
+    tokenizer: ReviewTokenizer,
     *,
     max_length: int,
     truncation: str = "head",
 ) -> EncodedTexts:
-    """Vectorize and truncate ``texts`` once (see :func:`make_classification_dataset` for the
-    truncation rules); a run encodes each split once and builds every epoch from the result."""
+    """Encode raw ``texts`` with ``tokenizer.encode_batch`` (cleaning included) and
+    :func:`truncate` them, once: a run encodes each split once and builds every epoch from the
+    result.
+
+    Args:
+        texts: Sequence[str], raw texts; length N.
+        tokenizer: ReviewTokenizer.
+        max_length: int >= 1, ids kept per text.
+        truncation: str, see :func:`truncate`. Defaults to ``"head"``.
+
+    Returns:
+        EncodedTexts of N texts.
+    """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
-
-    def vectorize(chunk: tf.Tensor) -> tf.RaggedTensor:
-        dense = tf.cast(vectorizer(chunk), tf.int32)  # [chunk, longest], padded with PAD_ID
-        # No real token has id PAD_ID, so trailing PAD_IDs are exactly the padding.
-        ids = tf.RaggedTensor.from_tensor(dense, padding=PAD_ID)
-        return _truncate(ids, max_length, truncation)
-
-    chunks = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
-        .batch(_VECTORIZE_CHUNK)
-        .map(vectorize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    rows = tokenizer.encode_batch(texts)
+    flat = np.fromiter((i for row in rows for i in row), np.int32, sum(len(r) for r in rows))
+    lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))
+    ids = truncate(
+        tf.RaggedTensor.from_row_lengths(tf.constant(flat), tf.constant(lengths)),
+        max_length,
+        truncation,
     )
-    values, lengths = [np.zeros([0], np.int32)], [np.zeros([0], np.int64)]
-    for chunk in chunks:
-        values.append(chunk.flat_values.numpy().astype(np.int32))
-        lengths.append(chunk.row_lengths().numpy().astype(np.int64))
-    starts = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-    return EncodedTexts(np.concatenate(values), starts, max_length, truncation)
+    starts = np.concatenate([[0], np.cumsum(ids.row_lengths().numpy())]).astype(np.int64)
+    return EncodedTexts(ids.flat_values.numpy().astype(np.int32), starts, max_length, truncation)
 
 
 def make_classification_dataset(
     texts: Sequence[str] | EncodedTexts,
     labels: np.ndarray | Sequence[int],
-    vectorizer: keras.layers.TextVectorization | None = None,
+    tokenizer: ReviewTokenizer | None = None,
     *,
     batch_size: int,
     max_length: int,
@@ -720,9 +847,9 @@ def make_classification_dataset(
 ) -> tf.data.Dataset:
     """Batched ``(token ids, label)`` dataset for sequence classification.
 
-    Pipeline: the cleaned texts are vectorized in chunks by a parallel, order-preserving
-    ``map`` and truncated to `max_length` (:func:`encode_texts`; pass its result as `texts` to
-    skip this step, as training does once per split rather than once per epoch). The dataset
+    Pipeline: the raw texts are encoded by `tokenizer` (cleaning included) and truncated to
+    `max_length` (:func:`encode_texts`; pass its result as `texts` to skip this step, as
+    training does once per split rather than once per epoch). The dataset
     then shuffles example indices, slices each example's ids out of one flat array, batches by
     length, pads with 0 and prefetches.
 
@@ -733,22 +860,23 @@ def make_classification_dataset(
     and iterate it once. If a global TensorFlow seed is set (``keras.utils.set_random_seed``),
     it is part of the order too.
 
-    Batching: with ``bucket=True`` examples are grouped into length buckets (boundaries ~25%
-    apart, see ``_bucket_boundaries``) and each batch is padded to its longest example, so
+    Batching: with ``bucket=True`` examples are grouped into length buckets
+    (:func:`review_bucket_boundaries`: 8 tokens wide, then ~25% apart, and one bucket for the
+    reviews of exactly `max_length` tokens) and each batch is padded to its longest example, so
     padding stays small; batches then come out in bucket-fill order rather than input order, and
     the last batch of each bucket can be smaller. With ``bucket=False`` batches follow the
     (shuffled) input order. Every example appears exactly once per pass unless
     `drop_remainder` drops incomplete batches (one per bucket with bucketing).
     ``batch_type="tokens"`` (with bucketing) makes `batch_size` a token budget: a bucket whose
-    examples are at most n tokens long batches ``max(1, batch_size // n)`` of them.
+    examples are at most n tokens long batches ``max(1, batch_size // n)`` of them (without
+    bucketing ``max(1, batch_size // max_length)``).
 
     Args:
-        texts: sequence of str, cleaned texts (:func:`clean_text`); length N. Or the
-            :class:`EncodedTexts` of :func:`encode_texts` (then `vectorizer` is not needed, and
+        texts: sequence of str, raw texts; length N. Or the
+            :class:`EncodedTexts` of :func:`encode_texts` (then `tokenizer` is not needed, and
             `max_length`/`truncation` must match the ones it was encoded with).
         labels: int array-like, shape [N].
-        vectorizer: keras.layers.TextVectorization from :func:`build_vectorizer` /
-            :func:`load_vectorizer`; required with raw texts.
+        tokenizer: ReviewTokenizer, required with raw texts.
         batch_size: int >= 1, examples per batch (or tokens, see `batch_type`).
         max_length: int >= 1, maximum tokens per example.
         shuffle: bool, shuffle the examples (training) or keep their order (evaluation).
@@ -788,10 +916,10 @@ def make_classification_dataset(
                 f"{texts.truncation!r}; the dataset asks for {max_length}, {truncation!r}"
             )
         encoded = texts
-    elif vectorizer is None:
-        raise ValueError("a vectorizer is needed to make a dataset from raw texts")
+    elif tokenizer is None:
+        raise ValueError("a tokenizer is needed to make a dataset from raw texts")
     else:
-        encoded = encode_texts(texts, vectorizer, max_length=max_length, truncation=truncation)
+        encoded = encode_texts(texts, tokenizer, max_length=max_length, truncation=truncation)
 
     flat_ids = tf.constant(encoded.ids, tf.int32)
     starts = tf.constant(encoded.starts, tf.int64)
@@ -810,18 +938,13 @@ def make_classification_dataset(
     padded_shapes = ([None], [])
     padding_values = (tf.constant(PAD_ID, tf.int32), tf.constant(0, tf.int32))
     if bucket:
-        boundaries = _bucket_boundaries(max_length)
-        if batch_type == "tokens":
-            # Bucket i holds lengths in [boundaries[i-1], boundaries[i]); the last one up to
-            # max_length.
-            longest = [b - 1 for b in boundaries] + [max_length]
-            sizes = [max(1, batch_size // max(n, 1)) for n in longest]
-        else:
-            sizes = [batch_size] * (len(boundaries) + 1)
-        dataset = dataset.bucket_by_sequence_length(
-            element_length_func=lambda ids, label: tf.shape(ids)[0],
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=sizes,
+        boundaries = review_bucket_boundaries(max_length)
+        sizes = bucket_batch_sizes(bucket_lengths(boundaries, max_length), batch_size, batch_type)
+        dataset = batch_by_length(
+            dataset,
+            lambda ids, label: tf.shape(ids)[0],
+            boundaries,
+            sizes,
             padded_shapes=padded_shapes,
             padding_values=padding_values,
             drop_remainder=drop_remainder,

@@ -11,26 +11,30 @@ no BOS/EOS on the source, the same as ``Tokenizer.tf_encode`` at inference), pad
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from transformer_tf.data.bucketing import (
+    BATCH_TYPES,
+    DEFAULT_BUCKET_STEP,
+    batch_by_length,
+    bucket_batch_sizes,
+    bucket_boundaries,
+    bucket_lengths,
+    check_boundaries,
+)
 from transformer_tf.data.parallel import ParallelCorpus
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import UserError
 
-DEFAULT_BUCKET_STEP = 8
 # Batch shuffle buffer (in batches). The first batch of an epoch waits until the buffer is
 # full, so a whole-epoch buffer stalls every epoch start for the whole epoch's bucketing (seconds
 # on 20k pairs); 64 batches already mix the lengths that group_by_window emits in bucket order,
 # and prefetch produces the rest while the steps run.
 MAX_BATCH_SHUFFLE_BUFFER = 64
-# What `batch_size` counts (the config's `training.batch_type`).
-BATCH_TYPES = ("examples", "tokens")
 
 
 def encode_pairs(
@@ -87,17 +91,8 @@ def encode_pairs(
     return source_ids, target_ids, count
 
 
-def default_bucket_boundaries(max_length: int, step: int = DEFAULT_BUCKET_STEP) -> list[int]:
-    """``[step, 2 * step, ...]`` up to the first multiple of ``step`` >= ``max_length``.
-
-    Args:
-        max_length: int, the longest example (``max(len(x), len(y) + 1)``).
-        step: int, the bucket width. Defaults to 8 (at most 7 padding tokens per sequence).
-
-    Returns:
-        list[int], increasing bucket boundaries (inclusive upper lengths).
-    """
-    return list(range(step, max(step, math.ceil(max_length / step) * step) + 1, step))
+# The name this module used before the boundaries moved to transformer_tf.data.bucketing.
+default_bucket_boundaries = bucket_boundaries
 
 
 def make_translation_dataset(
@@ -116,8 +111,9 @@ def make_translation_dataset(
     """Batches of translation examples grouped by length.
 
     An example's length is ``max(len(x), len(y) + 1)``. Bucket ``i`` holds the examples with
-    length in ``(boundaries[i-1], boundaries[i]]``, plus a last bucket for longer ones; each
-    batch is drawn from one bucket, so padding stays small. ``batch_size`` counts examples, or
+    length in ``(boundaries[i-1], boundaries[i]]``, plus a last bucket for longer ones (the
+    convention of :mod:`transformer_tf.data.bucketing`); each batch is drawn from one bucket, so
+    padding stays small. ``batch_size`` counts examples, or
     with ``batch_type="tokens"`` it is a token budget: bucket ``i`` batches
     ``max(1, batch_size // boundaries[i])`` examples (the bucket's padded length), so every
     batch holds about the same number of positions whatever its sentence length.
@@ -139,8 +135,8 @@ def make_translation_dataset(
         seed: int, the shuffling seed.
         epoch: int, the epoch number mixed into the seed. Defaults to 0.
         bucket_boundaries: Sequence[int] | None, increasing inclusive length limits of the
-            buckets. None: multiples of 8 (of ``pad_to_multiple`` if given) up to the longest
-            example. An empty list disables bucketing (one bucket, examples in shuffled order).
+            buckets. None: ``bucket_boundaries(longest, step)``, multiples of ``step`` = 8 (or
+            ``pad_to_multiple`` if given) below the longest example, then the longest example. An empty list disables bucketing (one bucket, examples in shuffled order).
         drop_remainder: bool, drop each bucket's last incomplete batch so that the batch
             dimension is static (examples dropped vary with the epoch). Defaults to False.
         pad_to_multiple: int | None, pad both sides of every batch to its bucket boundary
@@ -173,9 +169,7 @@ def make_translation_dataset(
         bucket_boundaries = default_bucket_boundaries(
             longest, pad_to_multiple or DEFAULT_BUCKET_STEP
         )
-    boundaries = [int(b) for b in bucket_boundaries]
-    if any(b < 1 for b in boundaries) or any(a >= b for a, b in itertools.pairwise(boundaries)):
-        raise UserError(f"bucket_boundaries must be positive and increasing, got {boundaries}")
+    boundaries = check_boundaries(bucket_boundaries)
 
     # The examples live in two flat tensors plus row offsets; the pipeline shuffles indices (cheap,
     # so the shuffle buffer can hold the whole epoch) and slices rows out of them.
@@ -199,28 +193,9 @@ def make_translation_dataset(
 
     boundaries_tensor = tf.constant(boundaries, tf.int32)
     # Examples per batch of each bucket (the last one is the overflow bucket).
-    bucket_lengths = [*boundaries, max(longest, boundaries[-1] + 1 if boundaries else 1)]
-    if pad_to_multiple is not None:
-        bucket_lengths = [-(-n // pad_to_multiple) * pad_to_multiple for n in bucket_lengths]
-    if batch_type == "tokens":
-        bucket_sizes = [max(1, batch_size // n) for n in bucket_lengths]
-    else:
-        bucket_sizes = [batch_size] * len(bucket_lengths)
-    bucket_sizes_tensor = tf.constant(bucket_sizes, tf.int64)
-
-    def bucket_of(features, labels):
-        # Number of boundaries below the length = bucket index (len(boundaries) = overflow).
-        return tf.reduce_sum(
-            tf.cast(boundaries_tensor < example_length(features, labels), tf.int64)
-        )
-
-    def batch_bucket(bucket, window):
-        return window.padded_batch(
-            bucket_sizes_tensor[bucket],
-            padded_shapes=({"source": [None], "target": [None]}, [None]),
-            padding_values=({"source": PAD_ID, "target": PAD_ID}, PAD_ID),
-            drop_remainder=drop_remainder,
-        )
+    bucket_sizes = bucket_batch_sizes(
+        bucket_lengths(boundaries, longest, pad_to_multiple), batch_size, batch_type
+    )
 
     def pad_batch(features, labels):
         # All examples of a batch come from one bucket, so the smallest boundary >= the batch's
@@ -245,10 +220,14 @@ def make_translation_dataset(
     if shuffle and num_examples:
         dataset = dataset.shuffle(num_examples, seed=example_seed, reshuffle_each_iteration=True)
     dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.group_by_window(
-        key_func=bucket_of,
-        reduce_func=batch_bucket,
-        window_size_func=lambda bucket: bucket_sizes_tensor[bucket],
+    dataset = batch_by_length(
+        dataset,
+        example_length,
+        boundaries,
+        bucket_sizes,
+        padded_shapes=({"source": [None], "target": [None]}, [None]),
+        padding_values=({"source": PAD_ID, "target": PAD_ID}, PAD_ID),
+        drop_remainder=drop_remainder,
     )
     if pad_to_multiple is not None:
         dataset = dataset.map(pad_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -9,8 +9,10 @@ in graph, so that it can be served (TF Serving, ``tf.saved_model.load``) without
   The translations are those of :func:`~transformer_tf.inference.translate.translate_texts`
   on the same checkpoint (batched differently, so only floating-point noise could differ).
 * classification runs: ``text`` ``(batch,)`` tf.string -> ``{"probabilities": (batch,
-  num_classes) float32, "label": (batch,) int32}``: :func:`~transformer_tf.data.imdb.tf_clean_text`,
-  the run's vocabulary (and n-grams), truncation as in training, the classifier and a softmax.
+  num_classes) float32, "label": (batch,) int32}``: the run's
+  :class:`~transformer_tf.data.imdb.ReviewTokenizer` in graph (``tf_encode``: cleaning, words
+  and n-grams, vocabulary), :func:`~transformer_tf.data.imdb.truncate` as in training, the
+  classifier and a softmax.
 
 SentencePiece runs use ``tensorflow_text`` ops: a process loading such an export must
 ``import tensorflow_text`` first (it registers the ops); the provenance file lists it under
@@ -36,10 +38,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
+import transformer_tf
 from transformer_tf.assembly import load_run
-from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
+from transformer_tf.data.imdb import truncate
+from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
 
@@ -131,7 +136,7 @@ def export_run(
         data = config.data
         module = build_classification_module(
             run.model,
-            run.task.vectorizer,
+            run.task.tokenizer,
             max_length=data.max_length,
             truncation=data.truncation,
         )
@@ -141,7 +146,7 @@ def export_run(
             num_classes=config.model.num_classes,
             max_input_length=data.max_length,
             truncation=data.truncation,
-            vocab_size=int(run.task.vectorizer.vocabulary_size()),
+            vocab_size=run.task.tokenizer.vocab_size,
         )
         uses_tf_text = False
     else:  # pragma: no cover - the config only allows the two tasks above
@@ -201,49 +206,29 @@ def build_translation_module(
 
 
 def build_classification_module(
-    model, vectorizer, *, max_length: int, truncation: str = "head"
+    model, tokenizer, *, max_length: int, truncation: str = "head"
 ) -> tf.Module:
     """A ``tf.Module`` whose ``serve(text)`` classifies a ``(batch,)`` string tensor in graph.
 
     ``serve`` returns ``{"probabilities": (batch, num_classes) float32, "label": (batch,)
-    int32}``. Text goes through the training preprocessing: ``tf_clean_text``, whitespace
-    split, the vectorizer's n-grams and vocabulary, truncation to ``max_length`` ids.
-
-    The vocabulary is copied into a ``tf.lookup.StaticHashTable`` owned by the module rather
-    than exporting the Keras ``TextVectorization`` layer: a plain table is tracked by
-    ``tf.saved_model`` without relying on Keras' own SavedModel integration.
+    int32}``. Text goes through the training preprocessing: ``tokenizer.tf_encode`` (in-graph
+    cleaning, words and n-grams, the run's vocabulary) and
+    :func:`~transformer_tf.data.imdb.truncate` to ``max_length`` ids.
 
     Args:
         model: ``TransformerClassifier``, built and restored.
-        vectorizer: the run's vectorizer (:func:`~transformer_tf.data.imdb.load_vectorizer`).
+        tokenizer: :class:`~transformer_tf.data.imdb.ReviewTokenizer`, the run's.
         max_length: int, ``data.max_length``.
         truncation: str, ``data.truncation`` (``head``, ``tail`` or ``head_tail``).
     """
-    from transformer_tf.data import imdb
-
-    settings = getattr(vectorizer, imdb._SETTINGS_ATTR)
-    vocabulary = [str(token) for token in vectorizer.get_vocabulary()]
-    # Ids 0 (padding, the empty string) and 1 (OOV) are not looked up: every other string maps
-    # to OOV, as in TextVectorization.
-    words = vocabulary[UNK_ID + 1 :]
     module = tf.Module(name="transformer_tf_classification")
-    module.vocabulary = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(words, tf.string),
-            tf.range(UNK_ID + 1, len(vocabulary), dtype=tf.int32),
-        ),
-        default_value=UNK_ID,
-    )
+    # The vocabulary table must be reachable from the module for the SavedModel to include it.
+    module.tokenizer = tokenizer.tf_module
     _attach_variables(module, model)
-    ngrams = tuple(range(1, settings.ngrams + 1)) if settings.ngrams > 1 else None
 
     @tf.function(input_signature=[_TEXT_SPEC])
     def serve(text):
-        tokens = tf.strings.split(imdb.tf_clean_text(text, lowercase=settings.lowercase))
-        if ngrams is not None:  # what TextVectorization(ngrams=n) does: words, then 2..n-grams
-            tokens = tf.strings.ngrams(tokens, ngram_width=ngrams, separator=" ")
-        ids = tf.ragged.map_flat_values(module.vocabulary.lookup, tokens)
-        ids = _pad_to_dense(imdb._truncate(ids, max_length, truncation))
+        ids = _pad_to_dense(truncate(tokenizer.tf_encode(text), max_length, truncation))
         logits = model(ids, training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         label = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -320,10 +305,6 @@ def _save_atomically(module: tf.Module, export_dir: Path, provenance: dict) -> N
 
 
 def _versions(uses_tf_text: bool) -> dict:
-    import keras
-
-    import transformer_tf
-
     versions = {
         "transformer_tf": transformer_tf.__version__,
         "tensorflow": tf.__version__,

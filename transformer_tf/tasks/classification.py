@@ -1,4 +1,4 @@
-"""Text classification (IMDb): cleaned text -> word ids -> label."""
+"""Text classification (IMDb): raw text -> ``ReviewTokenizer`` ids -> label."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ class ClassificationTask(Task):
 
     def __init__(self, config: Config, run: RunDir):
         super().__init__(config, run)
-        self.vectorizer = None
+        self.tokenizer = None
         self._encoded: dict = {}
 
     @cached_property
     def splits(self) -> dict:
-        """Split name -> (cleaned texts, labels)."""
+        """Split name -> (raw texts, labels); the tokenizer cleans them."""
         data = self.config.data
         wanted = ("train", "test")
         if data.source == "directory":
@@ -43,37 +43,39 @@ class ClassificationTask(Task):
         splits = {"train": train, "validation": validation}
         if "test" in raw:
             splits["test"] = raw["test"]
-        cleaned = {}
-        for name, split in splits.items():
-            texts = [imdb.clean_text(t, lowercase=data.lowercase) for t in split.texts]
-            cleaned[name] = (texts, split.labels)
+        # Raw texts: the tokenizer cleans them (with the run's saved `lowercase`).
+        texts = {name: (split.texts, split.labels) for name, split in splits.items()}
         num_classes = self.config.model.num_classes
-        for name, (_, labels) in cleaned.items():
+        for name, (_, labels) in texts.items():
             if len(labels) and int(labels.max()) >= num_classes:
                 raise UserError(
                     f"split `{name}` has label {int(labels.max())} but model.num_classes is "
                     f"{num_classes}"
                 )
-        return cleaned
+        return texts
 
     def prepare(self, create: bool = False, write: bool = True) -> None:
-        self._encoded.clear()  # ids made with another vectorizer would be stale
+        self._encoded.clear()  # ids made with another tokenizer would be stale
         vocab_dir = self.run.vocab_dir
         if (vocab_dir / "vocab.txt").exists():
-            self.vectorizer = imdb.load_vectorizer(vocab_dir)
+            self.tokenizer = imdb.ReviewTokenizer.load(vocab_dir)
             return
         if not create:
             raise UserError(f"{vocab_dir} has no vocabulary: is {self.run} a trained run?")
         data = self.config.data
         texts, _ = self.splits["train"]
-        self.vectorizer = imdb.build_vectorizer(
-            texts, data.vocab_size, data.max_length, ngrams=data.ngrams, lowercase=data.lowercase
+        self.tokenizer = imdb.ReviewTokenizer.build(
+            texts,
+            data.vocab_size,
+            ngrams=data.ngrams,
+            lowercase=data.lowercase,
+            max_length=data.max_length,
         )
         if write:
-            imdb.save_vocabulary(self.vectorizer, vocab_dir)
+            self.tokenizer.save(vocab_dir)
 
     def vocabulary_args(self) -> dict:
-        return {"vocab_size": int(self.vectorizer.vocabulary_size())}
+        return {"vocab_size": self.tokenizer.vocab_size}
 
     length_keys = ("data.max_length",)
 
@@ -90,9 +92,9 @@ class ClassificationTask(Task):
         texts, labels = self.splits[split]
         data = self.config.data
         if split not in self._encoded:
-            # Vectorize once per run, not once per epoch (each epoch builds a new dataset).
+            # Encode once per run, not once per epoch (each epoch builds a new dataset).
             self._encoded[split] = imdb.encode_texts(
-                texts, self.vectorizer, max_length=data.max_length, truncation=data.truncation
+                texts, self.tokenizer, max_length=data.max_length, truncation=data.truncation
             )
         return imdb.make_classification_dataset(
             self._encoded[split],
