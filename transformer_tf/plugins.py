@@ -173,8 +173,9 @@ def _import_module(name: str, *, index: int, key: str) -> ModuleType:
     importlib.invalidate_caches()  # The module may have been written after the last import.
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name and (name == error.name or name.startswith(error.name + ".")):
+    except Exception as error:
+        missing = isinstance(error, ModuleNotFoundError) and error.name
+        if missing and (name == error.name or name.startswith(error.name + ".")):
             raise PluginError(
                 f"plugin module `{name}` not found (is it installed, or is its directory on "
                 f"PYTHONPATH?)",
@@ -182,13 +183,7 @@ def _import_module(name: str, *, index: int, key: str) -> ModuleType:
                 entry=name,
                 key=key,
             ) from error
-        raise PluginError(
-            f"plugin `{name}` failed to import: {type(error).__name__}: {error}",
-            index=index,
-            entry=name,
-            key=key,
-        ) from error
-    except Exception as error:
+        # Anything else, a missing module that the plugin itself imports included.
         raise PluginError(
             f"plugin `{name}` failed to import: {type(error).__name__}: {error}",
             index=index,

@@ -130,14 +130,7 @@ class TransformerDecoderLayer(TransformerBlockBase):
             self.normalize_first,
             training,
         )
-        x, _ = residual(
-            x,
-            lambda h: (self.feed_forward_layer(h, training=training), None),
-            self.feed_forward_norm,
-            self.feed_forward_dropout,
-            self.normalize_first,
-            training,
-        )
+        x = self._feed_forward_residual(x, training)
         if cache is None:
             return x
         return x, {"self": self_cache, "cross": cache["cross"]}

@@ -86,6 +86,19 @@ class TransformerBlockBase(keras.layers.Layer):
     def _dropout(self, name):
         return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
+    def _feed_forward_residual(self, x, training):
+        """The last sublayer of every block: feed-forward, dropout, residual, normalization
+        (uses ``feed_forward_layer``, ``feed_forward_norm`` and ``feed_forward_dropout``)."""
+        x, _ = residual(
+            x,
+            lambda h: (self.feed_forward_layer(h, training=training), None),
+            self.feed_forward_norm,
+            self.feed_forward_dropout,
+            self.normalize_first,
+            training,
+        )
+        return x
+
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
 
@@ -138,12 +151,4 @@ class TransformerEncoderLayer(TransformerBlockBase):
             self.normalize_first,
             training,
         )
-        x, _ = residual(
-            x,
-            lambda h: (self.feed_forward_layer(h, training=training), None),
-            self.feed_forward_norm,
-            self.feed_forward_dropout,
-            self.normalize_first,
-            training,
-        )
-        return x
+        return self._feed_forward_residual(x, training)
