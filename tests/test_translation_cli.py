@@ -146,3 +146,62 @@ def test_mismatched_line_counts_exit_2_naming_both_files(tmp_path, capsys):
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "train.de" in err and "train.en" in err and "50" in err and "51" in err
+
+
+def test_validation_decodes_and_selects_best_by_bleu(tmp_path):
+    """Validation BLEU during training: logged, chosen for best/, and equal to evaluate's."""
+    from transformer_tf.assembly import load_run
+    from transformer_tf.evaluation.evaluator import evaluate_run
+
+    stopping = {"metric": "bleu", "patience": 10}
+    raw = translation_config(
+        training={"steps": 30, "eval_every": 10, "early_stopping": stopping, "checkpoint_every": 10}
+    )
+    config = write_config(tmp_path / "bleu.yaml", raw)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    records = [
+        json.loads(line) for line in (run_dir / "validation_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records] == [10, 20, 30]
+    for record in records:
+        assert set(record) == {"step", "loss", "token_accuracy", "exact_match", "bleu", "chrf"}
+    best = max(records, key=lambda r: (r["bleu"], -r["step"]))  # the first of equal maxima
+    assert load_run(run_dir, checkpoint="best").step == best["step"]
+    # The validation's BLEU is the evaluate command's on the same checkpoint.
+    scores = evaluate_run(run_dir, split="validation", checkpoint=str(records[-1]["step"]))
+    assert scores["bleu"] == pytest.approx(records[-1]["bleu"], abs=1e-9)
+    assert scores["exact_match"] == pytest.approx(records[-1]["exact_match"], abs=1e-9)
+
+
+def test_validation_can_decode_greedily_a_few_sentences(tmp_path):
+    from transformer_tf.assembly import load_run
+    from transformer_tf.evaluation.evaluator import translation_scores
+
+    validation = {"beam_size": 1, "max_sentences": 5}
+    raw = translation_config(training={"steps": 10, "eval_every": 10, "validation": validation})
+    config = write_config(tmp_path / "greedy.yaml", raw)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    record = json.loads((run_dir / "validation_log.jsonl").read_text())
+    run = load_run(run_dir)
+    expected = translation_scores(run.task, run.model, "validation", beam_size=1, max_sentences=5)
+    assert record["bleu"] == pytest.approx(expected["bleu"], abs=1e-9)
+    assert record["chrf"] == pytest.approx(expected["chrf"], abs=1e-9)
+    # exact match over 5 sentences moves in steps of 1/5
+    assert round(record["exact_match"] * 5, 9) == round(record["exact_match"] * 5)
+
+
+def test_early_stopping_on_bleu_without_decoding_is_a_config_error(tmp_path, capsys):
+    raw = translation_config(
+        training={"early_stopping": {"metric": "bleu"}, "validation": {"decode": False}}
+    )
+    config = write_config(tmp_path / "nodecode.yaml", raw)
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "training.early_stopping.metric: expected a validation metric of task 'translation': "
+        in err
+    )
+    assert "(decoding scores need training.validation.decode: true), found 'bleu'" in err
+    assert not (tmp_path / "run").exists()

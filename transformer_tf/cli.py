@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--distributed", action="store_true", help="evaluate under the config's strategy"
     )
+    evaluate.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="average this run's probabilities with these runs or checkpoints (translation; "
+        "the same vocabularies)",
+    )
     _add_set(evaluate)
 
     translate = commands.add_parser("translate", help="translate sentences with a run")
@@ -186,6 +194,7 @@ def cmd_evaluate(args) -> int:
         overrides=args.overrides,
         beam_size=args.beam_size,
         distributed=args.distributed,
+        ensemble=args.ensemble,
     )
     print(format_table(result))
     write_json(result, args.output_json or args.run_dir / f"eval_{args.split}.json")

@@ -407,13 +407,14 @@ def test_truncate_known_answers(truncation: str, expected: list[list[int]]):
 
 
 def test_review_bucket_boundaries_known_answers():
-    # 8 wide, then ~25% apart, and the truncated reviews (exactly max_length) on their own.
-    assert review_bucket_boundaries(24) == [8, 16, 23, 24]
+    # ~25% apart (the buckets the IMDb recipe was tuned with), and the truncated reviews
+    # (exactly max_length) alone in the overflow bucket.
+    assert review_bucket_boundaries(24) == [7, 9, 11, 14, 18, 23]
     assert review_bucket_boundaries(256) == [
-        8, 16, 24, 32, 40, 50, 62, 78, 98, 122, 152, 190, 238, 255, 256
+        7, 9, 11, 14, 18, 23, 29, 37, 47, 59, 74, 93, 117, 147, 184, 230, 255
     ]  # fmt: skip
-    assert review_bucket_boundaries(8) == [7, 8]
-    assert review_bucket_boundaries(1) == [1]
+    assert review_bucket_boundaries(8) == [7]
+    assert review_bucket_boundaries(1) == []
 
 
 # --- make_classification_dataset -------------------------------------------------------------

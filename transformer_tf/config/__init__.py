@@ -50,6 +50,7 @@ from transformer_tf.config.schema import (
     DEFAULT_MODEL_NAMES,
     REGISTERED_MODEL_FIELDS,
     TASK_DATA_SOURCES,
+    TASK_VALIDATION_METRICS,
     Config,
     DataConfig,
     DecodingConfig,
@@ -62,6 +63,7 @@ from transformer_tf.config.schema import (
     TfdsData,
     ToyTranslationData,
     TrainingConfig,
+    ValidationConfig,
 )
 from transformer_tf.plugins import PluginError, import_plugins
 
@@ -84,7 +86,9 @@ __all__ = [
     "TASK_DATA_SOURCES",
     "TfdsData",
     "ToyTranslationData",
+    "TASK_VALIDATION_METRICS",
     "TrainingConfig",
+    "ValidationConfig",
     "check_registered_names",
     "config_from_dict",
     "load_config",

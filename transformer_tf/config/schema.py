@@ -55,7 +55,9 @@ __all__ = [
     "TASK_DATA_SOURCES",
     "TfdsData",
     "ToyTranslationData",
+    "TASK_VALIDATION_METRICS",
     "TrainingConfig",
+    "ValidationConfig",
 ]
 
 #: The data sources each task accepts; the first one is the default when ``data`` is absent.
@@ -336,15 +338,51 @@ DataConfig = Annotated[
 ]
 
 
+#: The validation metrics of each task, by name (``training.early_stopping.metric`` is one of
+#: them). Translation's decoding scores need ``training.validation.decode``.
+TASK_VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("loss", "accuracy"),
+    "translation": ("loss", "token_accuracy", "exact_match", "bleu", "chrf"),
+}
+DECODING_METRICS = ("exact_match", "bleu", "chrf")
+#: Metrics where lower is better; every other one is maximised.
+MINIMIZED_METRICS = ("loss",)
+
+
 class EarlyStopping(BaseModel):
-    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+    """Keep as ``best/`` the checkpoint with the best validation ``metric``, and stop when it has
+    not improved by ``min_delta`` for ``patience`` validations.
+
+    ``mode`` defaults to ``min`` for ``loss`` and ``max`` for every other metric (accuracy, BLEU).
+    """
 
     model_config = _STRICT
 
     metric: str = "loss"
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] | None = None
     patience: int = Field(3, ge=1)
     min_delta: Number = 0.0
+
+    @model_validator(mode="after")
+    def _default_mode(self) -> EarlyStopping:
+        if self.mode is None:
+            self.mode = "min" if self.metric in MINIMIZED_METRICS else "max"
+        return self
+
+
+class ValidationConfig(BaseModel):
+    """``training.validation``: what each validation measures besides the teacher-forced loss.
+
+    For translation, ``decode`` translates the validation split with the run's ``decoding``
+    settings and scores it (``bleu``, ``chrf``, ``exact_match``, sacreBLEU on detokenized text);
+    ``beam_size: 1`` decodes greedily (faster), ``max_sentences`` decodes only the first N.
+    """
+
+    model_config = _STRICT
+
+    decode: bool = True
+    beam_size: PositiveInt | None = None  # None: decoding.beam_size.
+    max_sentences: PositiveInt | None = None  # None: the whole split.
 
 
 class TrainingConfig(BaseModel):
@@ -380,6 +418,7 @@ class TrainingConfig(BaseModel):
     eval_every: PositiveInt | None = None  # None: every epoch.
     log_every: int = Field(50, gt=0)
     early_stopping: EarlyStopping | None = None
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     seed: int = 42
 
     @model_validator(mode="after")
@@ -462,6 +501,7 @@ class Config(BaseModel):
                 expected=f"one of {', '.join(repr(s) for s in allowed)} for task {self.task!r}",
                 found=repr(self.data.source),
             )
+        self._check_selection_metric()
         if self.training.batch_type == "tokens" and self.distribute.strategy == "tpu":
             # Token budgets give each length bucket its own batch size, so the batch dimension
             # is not static, which TPU input pipelines need.
@@ -471,6 +511,25 @@ class Config(BaseModel):
                 found="'tokens'",
             )
         return self
+
+    def _check_selection_metric(self) -> None:
+        """``training.early_stopping.metric`` must be a validation metric of this run."""
+        stopping = self.training.early_stopping
+        if stopping is None:
+            return
+        metrics = TASK_VALIDATION_METRICS[self.task]
+        if self.task == "translation" and not self.training.validation.decode:
+            metrics = tuple(m for m in metrics if m not in DECODING_METRICS)
+        if stopping.metric not in metrics:
+            hint = ""
+            if stopping.metric in DECODING_METRICS and self.task == "translation":
+                hint = " (decoding scores need training.validation.decode: true)"
+            raise Invalid(
+                ("training", "early_stopping", "metric"),
+                expected=f"a validation metric of task {self.task!r}: "
+                f"{', '.join(repr(m) for m in metrics)}{hint}",
+                found=repr(stopping.metric),
+            )
 
     def _check_classifier_keys(self) -> None:
         """Fill in ``model.pooling``/``model.num_classes`` for classification; reject them

@@ -37,7 +37,6 @@ import tensorflow as tf
 from transformer_tf.data.bucketing import (
     batch_by_length,
     bucket_batch_sizes,
-    bucket_boundaries,
     bucket_lengths,
 )
 from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
@@ -708,23 +707,27 @@ def review_bucket_boundaries(max_length: int) -> list[int]:
     """Inclusive bucket boundaries (:mod:`~transformer_tf.data.bucketing` convention) for
     reviews truncated to ``max_length`` tokens.
 
-    ``bucket_boundaries(max_length - 1, BUCKET_STEP, BUCKET_GROWTH)`` followed by
-    ``max_length`` itself: truncated reviews (often the majority) are all exactly
-    ``max_length`` long and get a bucket of their own, with no padding at all.
-    Example: ``review_bucket_boundaries(24)`` is ``[8, 16, 23, 24]``: lengths 1-8, 9-16, 17-23
-    and 24 (nothing is longer).
+    Buckets grow by about 25% (lengths 1-7, 8-9, 10-11, 12-14, 15-18, ...), so a batch pads each
+    example by at most about a quarter of its length; the last boundary is ``max_length - 1``,
+    so truncated reviews (often the majority, all exactly ``max_length`` long) get the overflow
+    bucket to themselves, with no padding at all. These are the buckets the IMDb recipe was
+    tuned with. Example: ``review_bucket_boundaries(24)`` is ``[7, 9, 11, 14, 18, 23]``.
 
     Args:
         max_length: int >= 1, the truncation length.
 
     Returns:
-        list[int], strictly increasing, ending with ``max_length``.
+        list[int], strictly increasing, ending with ``max_length - 1`` (empty for 1).
     """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
-    if max_length == 1:
-        return [1]
-    return [*bucket_boundaries(max_length - 1, BUCKET_STEP, BUCKET_GROWTH), max_length]
+    boundaries = []
+    bound = 8
+    while bound < max_length:
+        boundaries.append(bound - 1)
+        bound = max(bound + 1, round(bound * 1.25))
+    boundaries.append(max_length - 1)
+    return [b for b in dict.fromkeys(boundaries) if b >= 1]
 
 
 def _shuffle_seed(seed: int, epoch: int) -> int:
@@ -861,7 +864,7 @@ def make_classification_dataset(
     it is part of the order too.
 
     Batching: with ``bucket=True`` examples are grouped into length buckets
-    (:func:`review_bucket_boundaries`: 8 tokens wide, then ~25% apart, and one bucket for the
+    (:func:`review_bucket_boundaries`: about 25% apart, and one bucket for the
     reviews of exactly `max_length` tokens) and each batch is padded to its longest example, so
     padding stays small; batches then come out in bucket-fill order rather than input order, and
     the last batch of each bucket can be smaller. With ``bucket=False`` batches follow the

@@ -15,6 +15,7 @@ from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation import scorers
+from transformer_tf.inference.ensemble import Ensemble, load_members
 from transformer_tf.inference.translate import translate_with_task
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import Task, TranslationTask
@@ -72,16 +73,24 @@ class Evaluator:
 
 
 def translation_scores(
-    task: TranslationTask, model, split: str, *, beam_size: int | None = None
+    task: TranslationTask,
+    model,
+    split: str,
+    *,
+    beam_size: int | None = None,
+    max_sentences: int | None = None,
 ) -> dict:
     """Decode a split with the run's decoding settings and score it: exact match, BLEU, chrF.
+
+    ``beam_size`` overrides ``decoding.beam_size``; ``max_sentences`` scores only the first N
+    pairs of the split (validation during training, for speed).
 
     BLEU and chrF (sacreBLEU) compare the detokenized output with the raw references, as
     published scores do. Exact match compares like with like: each reference is written as the
     target tokenizer writes its output (:meth:`~transformer_tf.data.tokenizers.Tokenizer.normalize`:
     a word tokenizer's ``a , b .`` for ``a, b.``), or no sentence with punctuation could match.
     """
-    pairs = task.raw_splits[split]
+    pairs = task.raw_splits[split][:max_sentences]
     hypotheses = translate_with_task(task, model, [s for s, _ in pairs], beam_size=beam_size)
     references = [t for _, t in pairs]
     if getattr(task.config.data, "lowercase", False):
@@ -94,6 +103,25 @@ def translation_scores(
     }
 
 
+def validation_scores(evaluator: Evaluator, split: str = "validation") -> dict:
+    """What a validation during training reports: the teacher-forced metrics and, for
+    translation with ``training.validation.decode``, the decoding scores."""
+    scores = evaluator.run(split)
+    task = evaluator.task
+    settings = task.config.training.validation
+    if isinstance(task, TranslationTask) and settings.decode:
+        scores.update(
+            translation_scores(
+                task,
+                evaluator.model,
+                split,
+                beam_size=settings.beam_size,
+                max_sentences=settings.max_sentences,
+            )
+        )
+    return scores
+
+
 def evaluate_run(
     run_dir,
     *,
@@ -103,6 +131,7 @@ def evaluate_run(
     overrides=(),
     beam_size: int | None = None,
     distributed: bool = False,
+    ensemble: list[str] = (),
 ) -> dict:
     """Score a checkpoint of a run on ``split`` (``transformer-tf evaluate``).
 
@@ -118,6 +147,9 @@ def evaluate_run(
         overrides: ``key.path=value`` strings (data, decoding or distribute settings only).
         beam_size: int or None, overrides ``decoding.beam_size``.
         distributed: bool, evaluate under the config's strategy instead of one device.
+        ensemble: more translation runs or checkpoints (see
+            :func:`~transformer_tf.inference.ensemble.member_checkpoint`) whose probabilities are
+            averaged with this run's at every step, teacher-forced and decoding alike.
     """
     strategy = None
     if distributed:
@@ -135,10 +167,17 @@ def evaluate_run(
             f"split `{split}` is not available for this run; point it at data with "
             f"--set (for example --set data.splits.{split}.source=FILE for parallel text)"
         )
-    scores = Evaluator(run.strategy, run.model, run.task).run(split)
+    model = run.model
+    if ensemble:
+        members = load_members(run, list(ensemble), overrides)
+        model = Ensemble([run.model, *(m.model for m in members)])
+    scores = Evaluator(run.strategy, model, run.task).run(split)
     if isinstance(run.task, TranslationTask):
-        scores.update(translation_scores(run.task, run.model, split, beam_size=beam_size))
-    return {"split": split, "checkpoint": run.checkpoint, "step": run.step, **scores}
+        scores.update(translation_scores(run.task, model, split, beam_size=beam_size))
+    result = {"split": split, "checkpoint": run.checkpoint, "step": run.step}
+    if ensemble:
+        result["ensemble"] = [run.checkpoint, *(m.checkpoint for m in members)]
+    return {**result, **scores}
 
 
 def write_json(result: dict, path: Path) -> None:
@@ -150,6 +189,9 @@ def write_json(result: dict, path: Path) -> None:
 
 def format_table(result: dict) -> str:
     """A two-column table of the scores."""
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in result.items()]
+    rows = [
+        (k, f"{v:.4f}" if isinstance(v, float) else ", ".join(v) if isinstance(v, list) else str(v))
+        for k, v in result.items()
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

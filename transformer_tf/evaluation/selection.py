@@ -37,7 +37,7 @@ class CheckpointSelector:
 
     def update(self, scores: dict) -> tuple[bool, str | None]:
         """Record one validation: ``(is it the best so far, why to stop or None)``."""
-        if self.metric not in scores:
+        if self.metric not in scores:  # The config checks the name; this guards the task.
             available = ", ".join(k for k in scores if k != "step")
             raise UserError(
                 f"training.early_stopping.metric `{self.metric}` is not a validation metric of "

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
 from transformer_tf.distribute import Placement, build_strategy, distribute_dataset
-from transformer_tf.evaluation.evaluator import Evaluator
+from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
 from transformer_tf.run import RunDir
 from transformer_tf.training.checkpoints import (
@@ -309,7 +309,7 @@ class Trainer:
         """Validate, log, keep the best checkpoint; the reason to stop early, or None."""
         if not self.task.has_split("validation"):
             return None
-        scores = {**self.evaluate_split("validation"), "step": step}
+        scores = {**validation_scores(self.evaluator, "validation"), "step": step}
         result.validation.append(scores)
         self.logs.validation(step, scores)
         is_best, stop = self.selector.update(scores)

@@ -1,0 +1,105 @@
+"""Ensembles: probabilities averaged at every step, each member with its own cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.fixtures import translation_config, write_config
+from transformer_tf.assembly import load_run
+from transformer_tf.cli import main
+from transformer_tf.evaluation.evaluator import evaluate_run
+from transformer_tf.inference import beam_search, greedy_search
+from transformer_tf.inference.ensemble import Ensemble
+from transformer_tf.inference.translate import translate_with_task
+
+
+def _train(root, name, **training):
+    raw = translation_config(
+        training={"steps": 10, "eval_every": 1000, "checkpoint_every": 5, **training}
+    )
+    raw["training"]["validation"] = {"decode": False}
+    config = write_config(root / f"{name}.yaml", raw)
+    assert main(["train", str(config), "--run-dir", str(root / name), "--no-progress"]) == 0
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    return _train(root, "a", seed=1), _train(root, "b", seed=2)
+
+
+def _sources(run, count=8):
+    return [s for s, _ in run.task.raw_splits["test"][:count]]
+
+
+def test_an_ensemble_of_a_run_with_itself_translates_like_the_run(runs):
+    run = load_run(runs[0])
+    texts = _sources(run)
+    alone = translate_with_task(run.task, run.model, texts)
+    doubled = translate_with_task(run.task, Ensemble([run.model, run.model]), texts)
+    assert doubled == alone
+    ids = run.task.source_tokenizer.encode_batch(texts)
+    width = max(map(len, ids))
+    source = tf.constant([row + [0] * (width - len(row)) for row in ids])
+    expected = greedy_search(run.model, source, 12).numpy()
+    np.testing.assert_array_equal(greedy_search(Ensemble([run.model] * 2), source, 12), expected)
+
+
+def test_the_ensemble_averages_the_members_probabilities(runs):
+    a, b = load_run(runs[0]), load_run(runs[1])
+    inputs, _ = next(iter(a.task.dataset("test", training=False)))
+    p_a = tf.nn.softmax(a.model(inputs, training=False))
+    p_b = tf.nn.softmax(b.model(inputs, training=False))
+    assert not np.allclose(p_a, p_b, atol=1e-3)  # two different models
+    mixed = tf.exp(Ensemble([a.model, b.model])(inputs))
+    np.testing.assert_allclose(mixed, (p_a + p_b) / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_cached_ensemble_beam_equals_uncached_ensemble_decoding(runs):
+    a, b = load_run(runs[0]), load_run(runs[1])
+    ensemble = Ensemble([a.model, b.model])
+    ids = a.task.source_tokenizer.encode_batch(_sources(a, 5))
+    width = max(map(len, ids))
+    source = tf.constant([row + [0] * (width - len(row)) for row in ids])
+    cached, cached_scores = beam_search(ensemble, source, 10, beam_size=3)
+    # Uncached decoding by hand: the ensemble's teacher-forced log-probs of the beam's output
+    # give back its scores (length penalty 0.6, GNMT's).
+    encoder_outputs, mask = ensemble.encode(source)
+    target = np.concatenate([np.full((5, 1), 2), cached.numpy()], axis=1)[:, :-1]  # BOS first
+    log_probs = ensemble.decode(tf.constant(target, tf.int32), encoder_outputs, mask).numpy()
+    for row, hypothesis in enumerate(cached.numpy()):
+        length = next((i + 1 for i, t in enumerate(hypothesis) if t == 3), len(hypothesis))
+        total = sum(log_probs[row, i, hypothesis[i]] for i in range(length))
+        penalty = ((5.0 + length) / 6.0) ** 0.6
+        assert total / penalty == pytest.approx(float(cached_scores[row]), abs=2e-4)
+
+
+def test_evaluate_with_an_ensemble(runs, capsys):
+    alone = evaluate_run(runs[0], split="test")
+    doubled = evaluate_run(runs[0], split="test", ensemble=[str(runs[0])])
+    assert doubled["bleu"] == alone["bleu"] and doubled["exact_match"] == alone["exact_match"]
+    assert doubled["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+    assert doubled["ensemble"] == [alone["checkpoint"]] * 2
+    # A checkpoint of another run is a member too.
+    mixed = evaluate_run(runs[0], split="test", ensemble=[str(runs[1] / "checkpoints" / "ckpt-5")])
+    assert mixed["ensemble"][1] == str(runs[1] / "checkpoints" / "ckpt-5")
+    assert mixed["loss"] != pytest.approx(alone["loss"], rel=1e-3)
+
+
+def test_bad_members_exit_2(runs, tmp_path, capsys):
+    assert main(["evaluate", str(runs[0]), "--ensemble", str(tmp_path)]) == 2
+    assert f"--ensemble {tmp_path}: not a run directory" in capsys.readouterr().err
+    other = _train(tmp_path, "small", seed=1)
+    # A smaller corpus gives the toy task a smaller vocabulary.
+    raw = translation_config(training={"steps": 2, "eval_every": 1000})
+    raw["data"]["num_train"] = 30
+    raw["training"]["validation"] = {"decode": False}
+    config = write_config(tmp_path / "small_vocab.yaml", raw)
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "v"), "--no-progress"]) == 0
+    assert main(["evaluate", str(other), "--ensemble", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert f"--ensemble {tmp_path / 'v'}: its source vocabulary" in err
+    assert "Traceback" not in err

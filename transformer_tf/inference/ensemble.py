@@ -1,0 +1,164 @@
+"""Ensembles: several trained translation models decoding as one (fairseq's ``--path a:b``).
+
+At every step each model scores the next token with its own decoder cache, and the ensemble's
+log-probability is the log of the models' mean probability. The ensemble offers the interface
+that greedy and beam search use (``encode``, ``init_cache``, ``cache_reorder_flags``,
+``decode_step``, ``decode``) and the call that teacher-forced evaluation uses, so it decodes,
+scores and evaluates like one model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import tensorflow as tf
+
+from transformer_tf.assembly import LoadedRun, load_run
+from transformer_tf.errors import UserError
+from transformer_tf.run import RunDir
+
+__all__ = ["Ensemble", "check_same_vocabularies", "load_members", "member_checkpoint"]
+
+
+def _log_mean_exp(log_probs: list) -> tf.Tensor:
+    """``log(mean_i(exp(x_i)))`` over a list of equally shaped tensors, computed stably."""
+    stacked = tf.stack(log_probs, axis=0)  # (models, ...)
+    return tf.reduce_logsumexp(stacked, axis=0) - math.log(len(log_probs))
+
+
+class Ensemble:
+    """Average the next-token probabilities of ``models`` at every decoding step.
+
+    Args:
+        models: list of encoder-decoder models with the same source and target vocabularies
+            (see :func:`check_same_vocabularies`); each keeps its own cache.
+
+    The outputs that a model returns as logits are the ensemble's log-probabilities here
+    ``(..., target_vocab)`` float32: a softmax over them gives back the mean probabilities, so
+    searches and losses written for logits work unchanged.
+    """
+
+    def __init__(self, models: list):
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = list(models)
+        positions = [getattr(m, "max_length", None) for m in self.models]
+        self.max_length = min((p for p in positions if isinstance(p, int)), default=None)
+
+    def encode(self, source, training=None):
+        """Each model's final encoder output, and the (shared) source padding mask."""
+        outputs = []
+        for model in self.models:
+            encoder_output, source_mask = model.encode(source, training=training)
+            outputs.append(encoder_output)
+        return outputs, source_mask
+
+    def decode(self, target, encoder_outputs, source_mask, training=None):
+        """Teacher-forced log-probabilities ``(batch, target_length, vocab)``."""
+        return _log_mean_exp(
+            [
+                tf.nn.log_softmax(model.decode(target, out, source_mask, training=training))
+                for model, out in zip(self.models, encoder_outputs, strict=True)
+            ]
+        )
+
+    def __call__(self, inputs, training=False):
+        encoder_outputs, source_mask = self.encode(inputs["source"], training=training)
+        return self.decode(inputs["target"], encoder_outputs, source_mask, training=training)
+
+    def init_cache(self, encoder_outputs, max_length):
+        return [
+            model.init_cache(out, max_length)
+            for model, out in zip(self.models, encoder_outputs, strict=True)
+        ]
+
+    def cache_reorder_flags(self, cache):
+        return [
+            model.cache_reorder_flags(c)
+            if hasattr(model, "cache_reorder_flags")
+            else tf.nest.map_structure(lambda _: True, c)
+            for model, c in zip(self.models, cache, strict=True)
+        ]
+
+    def decode_step(self, token_ids, cache, index, source_mask):
+        """One step of every model: the ensemble's log-probabilities and the new caches."""
+        log_probs, new_cache = [], []
+        for model, model_cache in zip(self.models, cache, strict=True):
+            logits, updated = model.decode_step(token_ids, model_cache, index, source_mask)
+            log_probs.append(tf.nn.log_softmax(tf.cast(logits, tf.float32)))
+            new_cache.append(updated)
+        return _log_mean_exp(log_probs), new_cache
+
+
+def _vocabulary_key(tokenizer) -> tuple:
+    """What makes two tokenizers produce the same ids for the same text."""
+    if hasattr(tokenizer, "model_proto"):  # SentencePiece: the model itself.
+        return (tokenizer.kind, tokenizer.model_proto)
+    if hasattr(tokenizer, "vocab"):  # Word vocabularies and their splitting rules.
+        return (
+            tokenizer.kind,
+            tuple(tokenizer.vocab),
+            getattr(tokenizer, "lowercase", None),
+            getattr(tokenizer, "split_punctuation", None),
+        )
+    return (tokenizer.kind, tokenizer.vocab_size)
+
+
+def check_same_vocabularies(members: list) -> None:
+    """Refuse an ensemble whose members tokenize differently.
+
+    Args:
+        members: list of ``(name, task)`` pairs, the first being the reference; each task has
+            ``source_tokenizer`` and ``target_tokenizer``.
+
+    Raises:
+        UserError: naming the first member whose source or target vocabulary differs.
+    """
+    (first_name, first), *others = members
+    for name, task in others:
+        for side in ("source", "target"):
+            mine = getattr(task, f"{side}_tokenizer")
+            reference = getattr(first, f"{side}_tokenizer")
+            if _vocabulary_key(mine) != _vocabulary_key(reference):
+                raise UserError(
+                    f"--ensemble {name}: its {side} vocabulary ({mine.kind}, {mine.vocab_size} "
+                    f"entries) differs from that of {first_name} ({reference.kind}, "
+                    f"{reference.vocab_size} entries); an ensemble averages the probabilities of "
+                    "the same tokens, so every member must use the same vocabularies"
+                )
+
+
+def member_checkpoint(spec: str) -> tuple[RunDir, str]:
+    """An ``--ensemble`` member: a run directory (its latest checkpoint), a run's
+    ``checkpoints/best`` directory, or a checkpoint of a run (``RUN/checkpoints/ckpt-500``)."""
+    path = Path(spec)
+    if RunDir(path).is_run():
+        return RunDir(path), "latest"
+    if path.name == RunDir.BEST_DIR and RunDir(path.parent.parent).is_run():
+        return RunDir(path.parent.parent), "best"
+    step = re.fullmatch(r"ckpt-(\d+)(\.index)?", path.name)
+    if step and path.parent.name == RunDir.CHECKPOINT_DIR and RunDir(path.parent.parent).is_run():
+        return RunDir(path.parent.parent), step.group(1)
+    raise UserError(
+        f"--ensemble {spec}: not a run directory, nor a run's checkpoints/best or "
+        "checkpoints/ckpt-<step> (expected a directory written by transformer-tf train)"
+    )
+
+
+def load_members(first: LoadedRun, specs: list[str], overrides=()) -> list[LoadedRun]:
+    """Load the other members of an ensemble with ``first`` and check their vocabularies.
+
+    Each member keeps its own config and model; ``overrides`` (data, decoding) apply to all.
+    """
+    members = []
+    for spec in specs:
+        run, checkpoint = member_checkpoint(spec)
+        members.append((spec, load_run(run, checkpoint=checkpoint, overrides=overrides)))
+    if first.config.task != "translation" or any(
+        m.config.task != "translation" for _, m in members
+    ):
+        raise UserError("--ensemble needs translation runs")
+    check_same_vocabularies([(str(first.run), first.task)] + [(s, m.task) for s, m in members])
+    return [m for _, m in members]
