@@ -159,7 +159,9 @@ def load_run(
 
     Args:
         run_dir: str, PathLike or RunDir, a directory written by ``transformer-tf train``.
-        checkpoint: str, ``"latest"``, ``"best"`` or a step number. Defaults to ``"latest"``.
+        checkpoint: str, ``"latest"``, ``"best"`` or a step number. Defaults to ``"latest"``,
+            the newest checkpoint that reads back whole (a damaged newer one is named in a
+            warning); a damaged ``best`` or step is a DamagedCheckpointError (exit 2).
         average_last: int or None, average the weights of the last K checkpoints instead.
         overrides: ``key.path=value`` strings; they may repoint data, decoding or distribute
             settings, never change the model.
@@ -174,7 +176,15 @@ def load_run(
         loaded, step = f"average of steps {', '.join(map(str, steps))}", steps[-1]
     else:
         loaded = run.find_checkpoint(checkpoint)
-        restore_model(model, loaded)
+        try:
+            restore_model(model, loaded)
+        except tf.errors.NotFoundError:
+            if checkpoint != "latest":
+                raise
+            # A trainer still running removed it (keep_checkpoints) after it was found: its
+            # successor is complete by now, because the state file names only complete ones.
+            loaded = run.find_checkpoint(checkpoint)
+            restore_model(model, loaded)
         step = int(loaded.rsplit("-", 1)[-1])
     return LoadedRun(
         config,

@@ -1,7 +1,11 @@
 """``transformer-tf train|evaluate|translate|export``.
 
-Exit codes: 0 success, 2 bad user input (config, paths, data; a one-paragraph message and no
-traceback), 1 anything unexpected (or a run that diverged), 130 interrupted.
+Exit codes: 0 success, 2 bad user input (config, paths, data, a run directory in use by another
+trainer, a damaged checkpoint asked for by name; a one-paragraph message and no traceback), 1 a
+failed write (full disk, read-only or forbidden path: one line, no traceback unless ``-v``), a
+run that diverged or anything unexpected, 143 / 130 training stopped by SIGTERM / SIGINT after
+checkpointing its last step (128 + the signal, as if it had killed the process, so schedulers
+retry; rerunning the same command resumes there), 130 interrupted elsewhere.
 
 The command is quiet and quick to answer: ``--help`` and config errors come before TensorFlow is
 imported (the package defers its built-ins in this process; see ``transformer_tf``), and without
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 #: Lines TensorFlow's native code writes to stderr while it starts, dropped unless ``-v``. They
@@ -168,9 +175,18 @@ def cmd_train(args) -> int:
     # load_config could not check the registered names without the built-ins: check them now.
     check_registered_names(config, args.config, overrides=args.overrides)
     run_dir = args.run_dir or Path("runs") / args.config.stem
+    from transformer_tf.errors import RunWriteError
     from transformer_tf.training.trainer import train
 
-    result = train(config, run_dir, show_progress=not args.no_progress)
+    try:
+        result = train(config, run_dir, show_progress=not args.no_progress)
+    except RunWriteError as error:
+        command = ["transformer-tf", "train", str(args.config), "--run-dir", str(run_dir)]
+        for override in args.overrides:
+            command += ["--set", override]
+        resume = f"Free space or fix permissions, then resume with: {shlex.join(command)}"
+        error.hint = f"{error.hint}. {resume}" if error.hint else resume
+        raise
     # Epochs are counted when the loop sees the end of the data; a step budget that ends on an
     # epoch's last batch stops before that, so report steps, which are exact.
     print(f"{result.stop_reason} at step {result.step}; run directory: {run_dir}")
@@ -275,13 +291,21 @@ def main(argv=None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from transformer_tf.errors import UserError
+    from transformer_tf.errors import RunWriteError, UserError
 
     try:
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunWriteError as error:
+        return _write_failure(args, str(error))
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        # A write the run directory's own guards do not cover (a vocabulary, --output).
+        where = f" {error.filename}" if error.filename else ""
+        return _write_failure(args, f"cannot write{where}: {error.strerror}")
     except KeyboardInterrupt:
         print(
             "interrupted; rerun the same command to resume from the last checkpoint",
@@ -295,7 +319,22 @@ def main(argv=None) -> int:
         if trainer and isinstance(error, trainer.TrainingDivergedError | trainer.WorkerLostError):
             print(f"error: {error}", file=sys.stderr)
             return 1
+        if trainer and isinstance(error, trainer.TrainingPreempted):
+            print(error, file=sys.stderr)
+            return 128 + error.signum
         raise
+
+
+#: errno values of a failed write: no space or quota, a read-only file system, no permission.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _write_failure(args, message: str) -> int:
+    """Exit 1 with one line; the traceback too with ``-v``."""
+    if args.verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Exceptions that mean "the user gave us bad input" (exit code 2, no traceback)."""
+"""Exceptions the CLI maps to exit codes: user errors (2, no traceback) and write failures (1)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,36 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes.
         return str(self.args[0])
+
+
+class RunLockedError(UserError):
+    """The run directory is in use by another trainer (its lock is held)."""
+
+
+class DamagedCheckpointError(UserError):
+    """A checkpoint asked for by name (a step, or ``best``) cannot be read."""
+
+
+class RunWriteError(Exception):
+    """Writing the run directory or an export failed (no space, read-only, permission).
+
+    Not a UserError: the input was fine, the environment failed. The CLI prints the message on
+    one line and exits 1, without a traceback unless ``-v``. The message names what failed and
+    where; the trainer adds which checkpoint is intact and the command that resumes.
+
+    Args:
+        what: str, what was being written ("checkpoint ckpt-30", "train_log.jsonl", ...).
+        path: str or PathLike, where.
+        reason: str, the operating system's or TensorFlow's reason ("No space left on device").
+    """
+
+    def __init__(self, what: str, path, reason: str):
+        self.what = what
+        self.path = str(path)
+        self.reason = reason
+        self.hint = ""
+        super().__init__(what, self.path, reason)
+
+    def __str__(self) -> str:
+        message = f"cannot write {self.what} to {self.path}: {self.reason}"
+        return f"{message}. {self.hint}" if self.hint else message

@@ -12,17 +12,29 @@ A run directory is what ``transformer-tf train`` writes and what ``evaluate``, `
     RUN/train_log.jsonl         one record per logging window
     RUN/validation_log.jsonl    one record per validation
     RUN/model.keras             the final model, written when training ends
+    RUN/.lock                   held (``flock``) by the trainer using the directory
 
 Every other module asks :class:`RunDir` for a path instead of spelling it. Checkpoints store
 the model as the ordered list of its weights (:func:`make_checkpoint`), which is the format
 every reader here (resume, evaluation, averaging, export) shares.
+
+What the directory promises (see README, "What a run directory promises"): one trainer at a
+time (:meth:`RunDir.lock`); readers only ever load a complete checkpoint, and one that cannot be
+read is named and skipped (:meth:`RunDir.find_checkpoint`); a write that fails raises
+:class:`~transformer_tf.errors.RunWriteError` naming the file (:func:`writing_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import glob
 import json
+import logging
 import os
 import re
+import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +43,184 @@ import tensorflow as tf
 import yaml
 
 from transformer_tf.config import Config, load_config, model_affecting_differences, save_config
-from transformer_tf.errors import UserError
+from transformer_tf.errors import DamagedCheckpointError, RunLockedError, RunWriteError, UserError
 
-__all__ = ["RunDir", "make_checkpoint", "restore_model", "average_checkpoints"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the lock is then a no-op (see RunLock).
+    fcntl = None
+
+__all__ = [
+    "RunDir",
+    "RunLock",
+    "WRITE_ERRORS",
+    "make_checkpoint",
+    "restore_model",
+    "average_checkpoints",
+    "checkpoint_damage",
+    "writing_to",
+    "remove_partial_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+#: What a failed file write raises: the OS's errors, and TensorFlow's for its own writers
+#: (checkpoints, summaries, SavedModel): "No space left on device" is ResourceExhaustedError,
+#: a read-only or forbidden path PermissionDeniedError, FailedPreconditionError or UnknownError.
+WRITE_ERRORS = (
+    OSError,
+    tf.errors.ResourceExhaustedError,
+    tf.errors.PermissionDeniedError,
+    tf.errors.FailedPreconditionError,
+    tf.errors.UnknownError,
+    tf.errors.NotFoundError,
+)
+
+#: What reading a damaged checkpoint raises: TensorFlow's errors for a bad index (``not an
+#: sstable``) or a checksum mismatch, IndexError for a truncated data file (``Read less bytes
+#: than requested``).
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError)
+
+
+@contextlib.contextmanager
+def writing_to(what: str, path):
+    """Turn a failed write in the block into a :class:`RunWriteError` naming ``what`` and ``path``.
+
+    Args:
+        what: str, what is being written, for the message ("checkpoint ckpt-30").
+        path: str or PathLike, where it is written.
+    """
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except WRITE_ERRORS as error:
+        raise RunWriteError(what, path, _reason(error)) from error
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``flock`` on ``RUN/.lock``, held while training.
+
+    The operating system releases a ``flock`` when its process dies, however it dies, so a lock
+    left by a killed trainer is never in the way: the next trainer takes it over (and says so).
+    The file records who holds it (process, host, start time, command) for the refusal message.
+    Acquiring a held lock again is a no-op; :meth:`release` leaves the (emptied) file in place,
+    because removing a locked file lets two processes lock two different files.
+
+    Args:
+        path: Path, the lock file.
+        command: str, what holds it, for the message. Defaults to ``"transformer-tf train"``.
+    """
+
+    def __init__(self, path: Path, command: str = "transformer-tf train"):
+        self.path = Path(path)
+        self.command = command
+        self._file = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise RunLockedError naming its holder; returns self."""
+        if self._file is not None:
+            return self
+        with writing_to("the lock file", self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(handle)
+                handle.close()
+                raise RunLockedError(
+                    f"run directory {self.path.parent} is in use by {holder}; wait for it to "
+                    "finish or stop it, or train into another --run-dir"
+                ) from None
+        previous = _read_holder(handle, default=None)
+        if previous is not None:
+            log.warning(
+                "%s: taking over the lock left by %s, which is no longer running",
+                self.path.parent,
+                previous,
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": self.command,
+        }
+        with writing_to("the lock file", self.path):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        handle, self._file = self._file, None
+        if handle is None:
+            return
+        with contextlib.suppress(OSError):
+            # Emptied first: a record left behind would name a trainer that has finished.
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+        handle.close()  # closing the file releases the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(handle, default: str | None = "another process") -> str | None:
+    """``process P on host H since T (command)`` from a lock file's record, or ``default``."""
+    try:
+        handle.seek(0)
+        record = json.loads(handle.read() or "null")
+        return (
+            f"process {record['pid']} on host {record['host']} since {record['since']} "
+            f"({record['command']})"
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return default
+
+
+def checkpoint_damage(path: str) -> str | None:
+    """Why the checkpoint at prefix ``path`` cannot be read, naming the file; None if intact.
+
+    Reads every tensor (a read of the whole checkpoint): a truncated data file is only noticed
+    when the bytes past its end are asked for.
+    """
+    index = path + ".index"
+    if not tf.io.gfile.exists(index):
+        return f"{index} is missing"
+    data = sorted(glob.glob(glob.escape(path) + ".data-*"))
+    if not data:
+        return f"{path}.data-00000-of-00001 is missing"
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except _READ_ERRORS as error:
+        return f"{index} cannot be read ({_reason(error)})"
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except _READ_ERRORS as error:
+        return f"{', '.join(data)} cannot be read ({_reason(error)})"
+    return None
 
 
 class RunDir:
@@ -52,6 +239,7 @@ class RunDir:
     LOG_DIR = "logs"
     TRAIN_LOG = "train_log.jsonl"
     VALIDATION_LOG = "validation_log.jsonl"
+    LOCK_FILE = ".lock"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -100,6 +288,16 @@ class RunDir:
     def validation_log(self) -> Path:
         return self.path / self.VALIDATION_LOG
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / self.LOCK_FILE
+
+    def lock(self, command: str = "transformer-tf train") -> RunLock:
+        """The directory's exclusive lock (not yet taken): ``with run.lock(): ...`` or
+        ``run.lock().acquire()``. Taking it creates the directory. Only trainers take it;
+        ``evaluate``, ``translate`` and ``export`` read complete checkpoints and need none."""
+        return RunLock(self.lock_file, command)
+
     # -- the config record ---------------------------------------------------------------------
 
     def is_run(self) -> bool:
@@ -126,7 +324,8 @@ class RunDir:
         return config
 
     def write_config(self, config: Config) -> None:
-        save_config(config, self.config_file)
+        with writing_to("the config", self.config_file):
+            save_config(config, self.config_file)
 
     def recorded_plugins(self) -> list[str]:
         """The ``plugins:`` entries of ``config.yaml``, read without validating the rest (the
@@ -154,7 +353,7 @@ class RunDir:
         into it could overwrite someone's files.
         """
         if not self.is_run():
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != self.LOCK_FILE for p in self.path.iterdir()):
                 raise UserError(
                     f"run directory {self.path} is not empty and has no {self.CONFIG_FILE}: it "
                     "is not a transformer_tf run; choose another --run-dir"
@@ -194,37 +393,87 @@ class RunDir:
         return record
 
     def write_model_args(self, name: str, arguments: dict[str, Any]) -> None:
-        _write_atomic(
-            self.model_args_file,
-            json.dumps({"name": name, "arguments": arguments}, indent=2, sort_keys=True) + "\n",
-        )
+        with writing_to("the model record", self.model_args_file):
+            _write_atomic(
+                self.model_args_file,
+                json.dumps({"name": name, "arguments": arguments}, indent=2, sort_keys=True) + "\n",
+            )
+
+    def save_model(self, model) -> None:
+        """Write ``model.keras`` atomically: a temporary sibling, then a rename, so a failed
+        write (a full disk) leaves the previous file, or none, never half a zip."""
+        target = self.model_file
+        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # Keras wants `.keras`
+        with writing_to("the final model", target):
+            try:
+                model.save(tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
 
     # -- logs ----------------------------------------------------------------------------------
 
     def append_record(self, path: Path, record: dict) -> None:
         """Append one JSON line to ``path`` (``train_log`` or ``validation_log``)."""
-        with open(path, "a", encoding="utf-8") as f:
+        with writing_to("a log record", path), open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of the kept ``ckpt-<step>`` checkpoints, oldest first."""
-        state = tf.train.get_checkpoint_state(str(self.checkpoint_dir))
-        if state is None:
-            return []
-        return [_step_of(p) for p in state.all_model_checkpoint_paths]
+        return [_step_of(p) for p in self._recorded_checkpoints(self.checkpoint_dir)]
 
     def latest_checkpoint(self) -> str | None:
+        """The newest checkpoint the ``checkpoint`` state file names (unverified)."""
         return tf.train.latest_checkpoint(str(self.checkpoint_dir))
 
+    def latest_intact_checkpoint(self) -> str | None:
+        """The newest kept checkpoint that reads back whole, warning about each newer one that
+        does not; None if the run has no checkpoint. Raises DamagedCheckpointError when every
+        kept checkpoint is damaged.
+
+        Only checkpoints the ``checkpoint`` state file names are candidates: TensorFlow
+        rewrites that file (atomically) after a checkpoint's files are complete, so a
+        checkpoint being written by a running trainer is never read here.
+        """
+        recorded = self._recorded_checkpoints(self.checkpoint_dir)
+        damaged = []
+        for path in reversed(recorded):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                for skipped in damaged:
+                    log.warning(
+                        "checkpoint %s is damaged: %s; using %s, the newest intact one",
+                        Path(skipped[0]).name,
+                        skipped[1],
+                        Path(path).name,
+                    )
+                return path
+            damaged.append((path, damage))
+        if damaged:
+            raise DamagedCheckpointError(
+                f"every checkpoint in {self.checkpoint_dir} is damaged: "
+                + "; ".join(damage for _, damage in damaged)
+                + f". Move {self.checkpoint_dir} away to train from scratch"
+            )
+        return None
+
     def find_checkpoint(self, which: str = "latest") -> str:
-        """Path prefix of the ``latest``, ``best`` or ``<step>`` checkpoint."""
+        """Path prefix of the ``latest`` (newest intact), ``best`` or ``<step>`` checkpoint.
+
+        A damaged ``latest`` falls back, with a warning, to the newest intact checkpoint; a
+        damaged ``best`` or ``<step>`` (asked for by name) raises DamagedCheckpointError naming
+        the file.
+        """
         directory = self.checkpoint_dir
         if which == "latest":
-            path = self.latest_checkpoint()
+            path = self.latest_intact_checkpoint()
         elif which == "best":
-            path = tf.train.latest_checkpoint(str(self.best_dir))
+            recorded = self._recorded_checkpoints(self.best_dir)
+            path = recorded[-1] if recorded else None
         elif re.fullmatch(r"\d+", which):
             path = str(directory / f"ckpt-{which}")
             if not tf.io.gfile.exists(path + ".index"):
@@ -238,7 +487,36 @@ class RunDir:
             raise UserError(
                 f"no {which} checkpoint in {directory}: train first (transformer-tf train)"
             )
+        if which != "latest":
+            self.require_intact(path, f"the {which} checkpoint" if which == "best" else None)
         return path
+
+    def require_intact(self, path: str, name: str | None = None) -> None:
+        """Raise DamagedCheckpointError (naming the file and the intact steps) unless the
+        checkpoint at prefix ``path`` reads back whole; ``name`` says what it is for."""
+        damage = checkpoint_damage(path)
+        if damage is not None:
+            intact = [
+                step
+                for step in self.checkpoint_steps()
+                if checkpoint_damage(self.checkpoint_path(step)) is None
+            ]
+            raise DamagedCheckpointError(
+                f"{name or 'checkpoint ' + Path(path).name} cannot be used: {damage}. Intact "
+                f"checkpoints: {', '.join(map(str, intact)) or 'none'} (--checkpoint latest "
+                "takes the newest of them)"
+            )
+
+    @staticmethod
+    def _recorded_checkpoints(directory: Path) -> list[str]:
+        """The checkpoint prefixes the ``checkpoint`` state file in ``directory`` lists."""
+        state = tf.train.get_checkpoint_state(str(directory))
+        if state is None:
+            return []
+        paths = list(state.all_model_checkpoint_paths)
+        if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+            paths.append(state.model_checkpoint_path)
+        return paths
 
     def checkpoint_path(self, step: int) -> str:
         return str(self.checkpoint_dir / f"ckpt-{step}")
@@ -276,6 +554,8 @@ def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
             "training.keep_checkpoints for future runs"
         )
     chosen = steps[-last:]
+    for step in chosen:
+        run.require_intact(run.checkpoint_path(step))
     total = [np.zeros(w.shape, "float64") for w in model.weights]
     for step in chosen:
         restore_model(model, run.checkpoint_path(step))
@@ -293,5 +573,17 @@ def _step_of(path: str) -> int:
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def remove_partial_checkpoint(prefix: str) -> None:
+    """Remove what a failed save of the checkpoint ``prefix`` left (TensorFlow's ``_temp``
+    directory), so nothing half-written sits next to the intact checkpoints."""
+    for leftover in glob.glob(glob.escape(prefix) + "_temp*"):
+        shutil.rmtree(leftover, ignore_errors=True)

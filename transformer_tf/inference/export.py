@@ -47,6 +47,7 @@ from transformer_tf.data.imdb import truncate
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
+from transformer_tf.run import writing_to
 
 log = logging.getLogger(__name__)
 
@@ -280,18 +281,21 @@ def _save_atomically(module: tf.Module, export_dir: Path, provenance: dict) -> N
     failure the temporary directory is removed and ``export_dir`` is left as it was.
     """
     parent = export_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp", dir=parent))
+    with writing_to("the SavedModel", export_dir):
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp", dir=parent))
     try:
-        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
-        extra = tmp / PROVENANCE_DIR
-        extra.mkdir()
-        (extra / PROVENANCE_FILE).write_text(
-            json.dumps(provenance, indent=2) + "\n", encoding="utf-8"
-        )
-        # mkdtemp makes the directory 0700 (private while incomplete); an export is meant to be
-        # read by a server running as another user.
-        os.chmod(tmp, 0o755)
+        # A full disk or a read-only parent: one line naming the export (RunWriteError).
+        with writing_to("the SavedModel", export_dir):
+            tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
+            extra = tmp / PROVENANCE_DIR
+            extra.mkdir()
+            (extra / PROVENANCE_FILE).write_text(
+                json.dumps(provenance, indent=2) + "\n", encoding="utf-8"
+            )
+            # mkdtemp makes the directory 0700 (private while incomplete); an export is meant
+            # to be read by a server running as another user.
+            os.chmod(tmp, 0o755)
         # Checked again right before the rename: the export may have taken minutes. os.rename
         # replaces an empty directory and fails on a non-empty one, so a late writer is safe.
         _check_export_dir(export_dir)

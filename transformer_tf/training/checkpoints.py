@@ -6,7 +6,9 @@ Layout (see :class:`~transformer_tf.run.RunDir`)::
     checkpoints/best/best-<step>.*  the best on validation
 
 TensorFlow writes the data files first and then atomically replaces the small ``checkpoint``
-state file, so a run killed mid-save still has a readable latest checkpoint.
+state file, so a run killed mid-save still has a readable latest checkpoint. A save that fails
+(a full disk, a read-only directory) raises :class:`~transformer_tf.errors.RunWriteError` naming
+the checkpoint and removes what it left, and the state file still names the last complete one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from transformer_tf.run import RunDir, make_checkpoint
+from transformer_tf.run import RunDir, make_checkpoint, remove_partial_checkpoint, writing_to
 
 
 class TrainingState:
@@ -68,7 +70,13 @@ class CheckpointWriter:
 
     def save(self, step: int, best: bool = False) -> str:
         manager = self.best if best else self.latest
-        path = manager.save(checkpoint_number=step)
+        prefix = f"{manager.directory}/{'best' if best else 'ckpt'}-{step}"
+        try:
+            with writing_to(f"checkpoint {Path(prefix).name}", manager.directory):
+                path = manager.save(checkpoint_number=step)
+        except BaseException:
+            remove_partial_checkpoint(prefix)
+            raise
         if not self.is_chief:
             shutil.rmtree(self.base, ignore_errors=True)
         return path

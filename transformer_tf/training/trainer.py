@@ -8,6 +8,10 @@ best checkpoint and early stopping are decided by a
 
 The loop is ``strategy.run`` inside a ``tf.function`` (not ``Model.fit``, which fails under
 MultiWorkerMirroredStrategy in Keras 3), on CPU, GPUs, several hosts or a TPU alike.
+
+The trainer holds the run directory's lock (:meth:`~transformer_tf.run.RunDir.lock`) from
+:func:`build_trainer` until :meth:`Trainer.train` returns, and turns SIGTERM or SIGINT into a
+checkpoint at the end of the current step and a :class:`TrainingPreempted` error.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +32,10 @@ from tqdm.auto import tqdm
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
 from transformer_tf.distribute import Placement, build_strategy, distribute_dataset
+from transformer_tf.errors import RunWriteError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
-from transformer_tf.run import RunDir
+from transformer_tf.run import RunDir, RunLock, writing_to
 from transformer_tf.training.checkpoints import (
     CheckpointWriter,
     TrainingState,
@@ -46,6 +53,33 @@ class TrainingDivergedError(RuntimeError):
 
 class WorkerLostError(RuntimeError):
     """Another worker of a multi-worker run stopped; this one stops too (no hanging)."""
+
+
+class TrainingPreempted(RuntimeError):
+    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint of that step.
+
+    Rerunning the same command resumes there and loses no step. The CLI exits with
+    ``128 + signum`` (143 for SIGTERM, 130 for SIGINT), as if the signal had killed it, so a
+    scheduler sees a preempted job, not a finished one.
+
+    Attributes:
+        step: int, the step checkpointed.
+        signum: int, the signal received.
+    """
+
+    def __init__(self, step: int, signum: int, checkpoint: str | None):
+        self.step = step
+        self.signum = signum
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at step {step}: checkpoint written ({checkpoint}); rerun the "
+            "same command to resume"
+        )
+
+
+#: Signals that stop training at the next step boundary with a checkpoint.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 # What collective operations raise when a peer worker dies or stops answering.
@@ -142,8 +176,9 @@ class TrainingLogs:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.close()
-        self.train_writer.flush()
-        self.validation_writer.flush()
+        with writing_to("TensorBoard logs", self.run.path / RunDir.LOG_DIR):
+            self.train_writer.flush()
+            self.validation_writer.flush()
 
 
 class Trainer:
@@ -156,6 +191,8 @@ class Trainer:
         optimizer: keras optimizer, built on the model's trainable variables.
         total_steps: int or None, where the run ends (None: at ``training.epochs``).
         show_progress: bool, draw a progress bar (chief only). Defaults to True.
+        lock: RunLock or None, the run directory's lock, taken again by :meth:`train` if it
+            was released, and released when it returns (None on non-chief workers).
     """
 
     def __init__(
@@ -166,6 +203,7 @@ class Trainer:
         *,
         total_steps: int | None,
         show_progress: bool = True,
+        lock: RunLock | None = None,
     ):
         self.config: Config = assembly.config
         self.run = assembly.run
@@ -194,10 +232,16 @@ class Trainer:
             unit=self.task.count_unit,
         )
         self._train_step = None
+        self.lock = lock
+        self._stop_signal: int | None = None
 
     def restore_latest(self) -> str | None:
-        """Restore the latest checkpoint of the run, if there is one; returns its path."""
-        latest = self.run.latest_checkpoint()
+        """Restore the newest intact checkpoint of the run, if there is one; returns its path.
+
+        A damaged newer checkpoint (truncated or corrupted) is named in a warning and skipped;
+        if every checkpoint is damaged a DamagedCheckpointError (exit 2) says so.
+        """
+        latest = self.run.latest_intact_checkpoint()
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             log.info("resumed from %s at step %d", latest, int(self.state.step.numpy()))
@@ -219,7 +263,77 @@ class Trainer:
         return self.evaluator.run(split)
 
     def train(self) -> TrainResult:
-        """Run until the step or epoch budget, early stopping, or divergence."""
+        """Run until the step or epoch budget, early stopping, divergence or a stop signal.
+
+        Holds the run directory's lock throughout. SIGTERM or SIGINT (in the main thread of a
+        single-process run) finish the current step, write its checkpoint and raise
+        :class:`TrainingPreempted`; a second signal acts at once. A failed write raises
+        :class:`~transformer_tf.errors.RunWriteError` saying which checkpoint is intact.
+        """
+        if self.lock is not None:
+            self.lock.acquire()
+        previous = self._catch_stop_signals()
+        try:
+            return self._train_loop()
+        except RunWriteError as error:
+            error.hint = self._intact_checkpoint_hint()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self.lock is not None:
+                self.lock.release()
+
+    def _catch_stop_signals(self) -> dict:
+        """Install the stop-signal handlers; returns the ones they replace.
+
+        Not under multi-worker: saving there is collective, so every worker would have to
+        agree on the step to stop at; a signalled worker dies as before and the others stop
+        with WorkerLostError (resume from the last periodic checkpoint). Not outside the main
+        thread either, where Python cannot install handlers.
+        """
+        if self.placement.kind == "multi_worker":
+            return {}
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        self._stop_signal = None
+        # getsignal gives None for a handler installed outside Python: restored as the default.
+        previous = {
+            signum: signal.getsignal(signum) or signal.SIG_DFL for signum in PREEMPTION_SIGNALS
+        }
+
+        def on_signal(signum, frame):
+            self._stop_signal = signum
+            # A second signal acts at once (the usual handler again).
+            signal.signal(signum, previous[signum])
+            os.write(
+                2,
+                f"\nreceived {signal.Signals(signum).name}: stopping after this step with a "
+                "checkpoint (send it again to stop at once)\n".encode(),
+            )
+
+        for signum in PREEMPTION_SIGNALS:
+            signal.signal(signum, on_signal)
+        return previous
+
+    def _intact_checkpoint_hint(self) -> str:
+        try:
+            latest = self.run.latest_intact_checkpoint()
+        except Exception:  # A hint must not hide the write error it explains.
+            latest = None
+        if latest is None:
+            return "No checkpoint was written yet"
+        return (
+            f"The last complete checkpoint, step {latest.rsplit('-', 1)[-1]} ({latest}), is intact"
+        )
+
+    def _preempt(self, step: int) -> None:
+        """Checkpoint ``step`` (again if it was just saved: validation may have changed the
+        best-checkpoint state) and raise TrainingPreempted."""
+        path = self.writer.save(step)
+        raise TrainingPreempted(step, self._stop_signal, path)
+
+    def _train_loop(self) -> TrainResult:
         training = self.config.training
         state = self.state
         step = int(state.step.numpy())
@@ -227,6 +341,8 @@ class Trainer:
         result = TrainResult(self.run.path, step, epoch, "completed")
         if self.total_steps is not None and step >= self.total_steps:
             result.stop_reason = "already complete"
+            if self.is_chief and not self.run.model_file.exists():  # its write had failed
+                self.run.save_model(self.model)
             return result
 
         self.logs.open_progress(self.total_steps, step)
@@ -272,6 +388,8 @@ class Trainer:
                     if self.total_steps is not None and step >= self.total_steps:
                         stop = "completed"
                         break
+                    if self._stop_signal is not None:
+                        self._preempt(step)
                 else:
                     epoch += 1
                     state.epoch.assign(epoch)
@@ -300,7 +418,7 @@ class Trainer:
         finally:
             self.logs.close()
         if self.is_chief:
-            self.model.save(self.run.model_file)
+            self.run.save_model(self.model)
         self.writer.close()
         result.step, result.epoch, result.stop_reason = step, epoch, stop
         return result
@@ -348,7 +466,21 @@ def build_trainer(
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     # The strategy first: multi-worker collectives must be set up before other TF work.
     placement = placement or build_strategy(config.distribute)
-    # Only the chief judges (and writes) the run directory; other workers would race it.
+    # Only the chief locks, judges and writes the run directory; other workers would race it.
+    # The lock comes before the judgement: of two trainers started on an empty directory, the
+    # second is refused for the lock, not for the files the first has begun to write.
+    lock = run.lock() if placement.is_chief else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _build_locked(config, run, placement, lock, show_progress)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     if placement.is_chief:
         run.check_compatible(config)
     training = config.training
@@ -368,7 +500,12 @@ def build_trainer(
     if placement.is_chief:
         run.write_config(config)
     trainer = Trainer(
-        assembly, placement, optimizer, total_steps=total_steps, show_progress=show_progress
+        assembly,
+        placement,
+        optimizer,
+        total_steps=total_steps,
+        show_progress=show_progress,
+        lock=lock,
     )
     trainer.restore_latest()
     return trainer
