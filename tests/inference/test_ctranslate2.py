@@ -180,7 +180,6 @@ def test_pre_norm_learned_positions_gelu_untied(root):
             "activation": "gelu",
             "tie_embeddings": False,
             "layer_norm_epsilon": 1e-5,
-            "num_layers": 2,
         },
     )
     export_dir = root / "prenorm_ct2"
