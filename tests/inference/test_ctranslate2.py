@@ -1,7 +1,7 @@
 """CTranslate2 export: CTranslate2 translates with the same tokens as our greedy and beam search.
 
 Runs are trained in process through the CLI (a toy run with word tokenizers for 60 steps; the
-variants for 2 steps: equality of the two engines' outputs is what is tested, not quality), then
+variant for 2 steps: equality of the two engines' outputs is what is tested, not quality), then
 exported with ``transformer-tf export --format ctranslate2`` and decoded by
 ``ctranslate2.Translator`` in float32 with the same maximum length. Beams are compared with
 length penalty 0 on both sides (CTranslate2 divides by length^alpha, we by GNMT's
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import keras
 import numpy as np
@@ -169,25 +170,6 @@ def test_text_round_trip_and_int8(toy_run, toy_export, root, capsys):
     assert saved >= 2.5 * matrices  # less one float32 scale per row
 
 
-def test_pre_norm_learned_positions_gelu_untied(root):
-    run_dir = _train(
-        root,
-        "prenorm",
-        2,
-        model={
-            "normalize_first": True,
-            "positional_encoding": "learned",
-            "activation": "gelu",
-            "tie_embeddings": False,
-            "layer_norm_epsilon": 1e-5,
-        },
-    )
-    export_dir = root / "prenorm_ct2"
-    assert _export(run_dir, export_dir) == 0
-    assert json.loads((export_dir / "config.json").read_text())["layer_norm_epsilon"] == 1e-5
-    _assert_same_translations(run_dir, export_dir)
-
-
 def _parallel_files(root):
     rng = random.Random(0)
     words = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]
@@ -211,19 +193,33 @@ def _parallel_files(root):
     }
 
 
-def test_sentencepiece_shared_vocabulary(root):
+def test_sentencepiece_pre_norm_learned_positions_gelu_shared_untied(root):
+    """The other side of every option the toy run (post-norm, sinusoidal, relu, separate
+    embeddings tied to the output, word tokenizers) takes."""
     run_dir = _train(
         root,
         "spm",
         2,
         data=_parallel_files(root),
-        # One embedding for both sides; the tied projection is covered by the toy run.
-        model={"share_embeddings": True, "tie_embeddings": False},
+        model={
+            "normalize_first": True,
+            "positional_encoding": "learned",
+            "activation": "gelu",
+            "layer_norm_epsilon": 1e-5,
+            "share_embeddings": True,
+            "tie_embeddings": False,
+            "num_decoder_layers": 2,
+        },
     )
     export_dir = root / "spm_ct2"
     assert _export(run_dir, export_dir) == 0
+    assert json.loads((export_dir / "config.json").read_text())["layer_norm_epsilon"] == 1e-5
     assert (export_dir / "sentencepiece.model").exists()
     assert (export_dir / "shared_vocabulary.json").exists()
+    assert (
+        'sp_src = sp_tgt = spm.SentencePieceProcessor("sentencepiece.model")'
+        in (export_dir / "README.md").read_text()
+    )
     _assert_same_translations(run_dir, export_dir)
 
 
@@ -248,3 +244,11 @@ def test_unconvertible_run_is_refused_and_writes_nothing(root, capsys):
     assert "model.normalization `ct2_test.scaled_norm`" in err
     assert not export_dir.exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".plugin_ct2")]
+
+
+def test_without_ctranslate2_the_command_says_how_to_install_it(toy_run, root, capsys):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
+        assert _export(toy_run, root / "no_ct2") == 2
+    assert "pip install 'transformer_tf[ctranslate2]'" in capsys.readouterr().err
+    assert not (root / "no_ct2").exists()

@@ -436,10 +436,16 @@ def _readme(info: dict, source, files: dict[str, list[str]]) -> str:
     )
     if isinstance(source, SentencePieceTokenizer):
         src, tgt = files["source"][0], files["target"][0]
+        if src == tgt:
+            processors = f'sp_src = sp_tgt = spm.SentencePieceProcessor("{src}")'
+        else:
+            processors = (
+                f'sp_src, sp_tgt = spm.SentencePieceProcessor("{src}"), '
+                f'spm.SentencePieceProcessor("{tgt}")'
+            )
         code = (
             "import ctranslate2, sentencepiece as spm\n"
-            f'translator, sp_src, sp_tgt = ctranslate2.Translator("."), '
-            f'spm.SentencePieceProcessor("{src}"), spm.SentencePieceProcessor("{tgt}")\n'
+            f'translator = ctranslate2.Translator("."); {processors}\n'
             f"result = translator.translate_batch([sp_src.encode(text, out_type=str)], {options})\n"
             "print(sp_tgt.decode(result[0].hypotheses[0]))\n"
         )
@@ -463,7 +469,9 @@ def _readme(info: dict, source, files: dict[str, list[str]]) -> str:
         f"{info['step']}), weights {info['quantization']}. The model reads {tokens}; sources get "
         "no BOS/EOS. Translate (in this directory, `pip install ctranslate2 sentencepiece`):\n\n"
         f"```python\n{code}```\n\n"
-        "`length_penalty` differs from transformer_tf's: CTranslate2 divides a score by "
-        "length^alpha, transformer_tf by ((5 + length) / 6)^alpha (GNMT); with 0 both rank "
-        "hypotheses by their log-probability. Provenance: `transformer_tf_export.json`.\n"
+        "`length_penalty` (CTranslate2's default is 1) differs from transformer_tf's "
+        f"(`decoding.length_penalty: {info['length_penalty_gnmt']}`): CTranslate2 divides a "
+        "score by length^alpha, transformer_tf by ((5 + length) / 6)^alpha (GNMT); with "
+        "`length_penalty=0` both give the same translations. Provenance: "
+        "`transformer_tf_export.json`.\n"
     )
