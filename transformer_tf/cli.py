@@ -156,12 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--average-last", type=int, metavar="K")
     _add_set(translate)
 
-    export = commands.add_parser("export", help="export a run as a TensorFlow SavedModel")
+    export = commands.add_parser(
+        "export", help="export a run as a TensorFlow SavedModel or a CTranslate2 model"
+    )
     export.add_argument("run_dir", type=Path)
     export.add_argument("export_dir", type=Path)
     export.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     export.add_argument("--average-last", type=int, metavar="K")
-    export.add_argument("--beam-size", type=int, help="beam size baked into the export")
+    export.add_argument(
+        "--format",
+        choices=("savedmodel", "ctranslate2"),
+        default="savedmodel",
+        help="savedmodel (TensorFlow Serving; default) or ctranslate2 (fast CPU/GPU inference)",
+    )
+    export.add_argument(
+        "--beam-size", type=int, help="beam size baked into the export (savedmodel only)"
+    )
+    export.add_argument(
+        "--quantization",
+        choices=("int8", "int8_float32", "int16", "float16"),
+        help="weight type of a ctranslate2 export (default: float32)",
+    )
     return parser
 
 
@@ -255,6 +270,28 @@ def cmd_translate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from transformer_tf.errors import UserError
+
+    if args.format == "ctranslate2":
+        if args.beam_size is not None:
+            raise UserError(
+                "--beam-size is a savedmodel option: a CTranslate2 model takes the beam size "
+                "when it translates (translate_batch(..., beam_size=K))"
+            )
+        _load_builtins(args)
+        from transformer_tf.inference.ctranslate2_export import export_ctranslate2
+
+        path = export_ctranslate2(
+            args.run_dir,
+            args.export_dir,
+            checkpoint=args.checkpoint,
+            average_last=args.average_last,
+            quantization=args.quantization,
+        )
+        print(f"exported CTranslate2 model to {path}")
+        return 0
+    if args.quantization is not None:
+        raise UserError("--quantization is a ctranslate2 option (--format ctranslate2)")
     _load_builtins(args)
     from transformer_tf.inference.export import export_run
 
