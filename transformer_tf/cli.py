@@ -1,4 +1,4 @@
-"""``transformer-tf train|evaluate|translate|export``.
+"""``transformer-tf train|evaluate|translate|score|export``.
 
 Exit codes: 0 success, 2 bad user input (config, paths, data; a one-paragraph message and no
 traceback), 1 anything unexpected (or a run that diverged), 130 interrupted.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import re
@@ -139,7 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--beam-size", type=int, help="beam size (default: decoding.beam_size)")
     translate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     translate.add_argument("--average-last", type=int, metavar="K")
+    translate.add_argument(
+        "--n-best", type=int, default=1, metavar="N",
+        help="print the N best hypotheses per input, best first (N <= beam size; default 1)",
+    )  # fmt: skip
+    translate.add_argument(
+        "--with-scores", action="store_true", help="prefix each hypothesis with `SCORE ||| `"
+    )
+    translate.add_argument(
+        "--format", choices=("text", "jsonl"), default="text",
+        help="text: one hypothesis a line; jsonl: one JSON object per input with every "
+        "hypothesis' text, tokens and score",
+    )  # fmt: skip
+    translate.add_argument(
+        "--no-truncate", action="store_true",
+        help="refuse inputs longer than data.max_length - 1 tokens instead of cutting them",
+    )  # fmt: skip
     _add_set(translate)
+
+    score = commands.add_parser(
+        "score", help="score given translations: log-probability of each target under a run"
+    )
+    score.add_argument("run_dir", type=Path)
+    score.add_argument("--source", type=Path, required=True, help="source sentences, one a line")
+    score.add_argument("--target", type=Path, required=True, help="their translations, one a line")
+    score.add_argument("--output", type=Path, help="write `SCORE ||| TARGET` lines here")
+    score.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    score.add_argument("--average-last", type=int, metavar="K")
+    _add_set(score)
 
     export = commands.add_parser("export", help="export a run as a TensorFlow SavedModel")
     export.add_argument("run_dir", type=Path)
@@ -147,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     export.add_argument("--average-last", type=int, metavar="K")
     export.add_argument("--beam-size", type=int, help="beam size baked into the export")
+    export.add_argument(
+        "--n-best", type=int, metavar="N",
+        help="also return the N best translations and their scores (N <= beam size)",
+    )  # fmt: skip
     return parser
 
 
@@ -192,24 +224,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_translate(args) -> int:
+def _read_lines(path: Path, option: str) -> list[str]:
+    """The lines of a UTF-8 text file given as ``option``; a UserError naming both if unreadable."""
+    from transformer_tf.errors import UserError
+
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read {option} {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{option} {path} is not UTF-8 ({error.reason})") from error
+
+
+def _load_translation_run(args, command: str):
     from transformer_tf.assembly import load_run
     from transformer_tf.errors import UserError
 
-    _load_builtins(args)
-    from transformer_tf.inference.translate import translate_with_task
-
-    if args.text:
-        texts = args.text
-    elif args.input:
-        try:
-            texts = args.input.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise UserError(f"cannot read --input {args.input}: {error.strerror}") from error
-        except UnicodeDecodeError as error:
-            raise UserError(f"--input {args.input} is not UTF-8 ({error.reason})") from error
-    else:
-        texts = sys.stdin.read().splitlines()
     run = load_run(
         args.run_dir,
         checkpoint=args.checkpoint,
@@ -218,14 +248,98 @@ def cmd_translate(args) -> int:
     )
     if run.config.task != "translation":
         raise UserError(
-            f"{args.run_dir} is a {run.config.task} run; translate needs a translation run"
+            f"{args.run_dir} is a {run.config.task} run; {command} needs a translation run"
         )
-    translations = translate_with_task(run.task, run.model, texts, beam_size=args.beam_size)
-    output = "\n".join(translations) + ("\n" if translations else "")
-    if args.output:
-        args.output.write_text(output, encoding="utf-8")
+    return run
+
+
+def _write_output(text: str, path: Path | None) -> None:
+    if path:
+        path.write_text(text, encoding="utf-8")
     else:
-        sys.stdout.write(output)
+        sys.stdout.write(text)
+
+
+def cmd_translate(args) -> int:
+    from transformer_tf.errors import UserError
+
+    if args.n_best < 1:
+        raise UserError(f"--n-best must be >= 1, got {args.n_best}")
+    if args.text:
+        texts = args.text
+    elif args.input:
+        texts = _read_lines(args.input, "--input")
+    else:
+        texts = sys.stdin.read().splitlines()
+    _load_builtins(args)
+    from transformer_tf.inference.translate import translate_nbest_with_task, translate_with_task
+
+    run = _load_translation_run(args, "translate")
+    truncate = not args.no_truncate
+    if args.n_best == 1 and not args.with_scores and args.format == "text":
+        lines = translate_with_task(
+            run.task, run.model, texts, beam_size=args.beam_size, truncate=truncate
+        )
+    else:
+        nbest = translate_nbest_with_task(
+            run.task,
+            run.model,
+            texts,
+            n_best=args.n_best,
+            beam_size=args.beam_size,
+            truncate=truncate,
+        )
+        if args.format == "jsonl":
+            lines = [
+                json.dumps(
+                    {"source": text, "hypotheses": [h.as_dict() for h in hypotheses]},
+                    ensure_ascii=False,
+                )
+                for text, hypotheses in zip(texts, nbest, strict=True)
+            ]
+        else:
+            lines = [
+                f"{h.score:.6f} ||| {h.text}" if args.with_scores else h.text
+                for hypotheses in nbest
+                for h in hypotheses
+            ]
+    _write_output("\n".join(lines) + ("\n" if lines else ""), args.output)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from transformer_tf.errors import UserError
+
+    # Checked before TensorFlow starts: a bad file should be refused at once.
+    sources = _read_lines(args.source, "--source")
+    targets = _read_lines(args.target, "--target")
+    if len(sources) != len(targets):
+        raise UserError(
+            f"--source {args.source} has {len(sources)} lines but --target {args.target} has "
+            f"{len(targets)}; each target line must translate the source line at the same place"
+        )
+    _load_builtins(args)
+    from transformer_tf.inference.scoring import score_texts
+    from transformer_tf.inference.translate import examples_per_batch
+
+    run = _load_translation_run(args, "score")
+    result = score_texts(
+        run.model,
+        run.task.source_tokenizer,
+        run.task.target_tokenizer,
+        sources,
+        targets,
+        max_input_length=run.config.data.max_length,
+        batch_size=examples_per_batch(run.config),
+    )
+    lines = [f"{s:.6f} ||| {t}" for s, t in zip(result.scores, targets, strict=True)]
+    _write_output("\n".join(lines) + ("\n" if lines else ""), args.output)
+    print(
+        f"scored {len(targets)} pairs, {result.total_tokens} tokens (EOS included): "
+        f"mean negative log-likelihood {result.mean_nll:.4f} nats/token, "
+        f"perplexity {result.perplexity:.4f}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -239,6 +353,7 @@ def cmd_export(args) -> int:
         checkpoint=args.checkpoint,
         average_last=args.average_last,
         beam_size=args.beam_size,
+        n_best=args.n_best,
     )
     print(f"exported SavedModel to {path}")
     return 0
@@ -248,6 +363,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "translate": cmd_translate,
+    "score": cmd_score,
     "export": cmd_export,
 }
 
