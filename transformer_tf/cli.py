@@ -274,6 +274,10 @@ def cmd_translate(args) -> int:
     _load_builtins(args)
     from transformer_tf.inference.translate import translate_nbest_with_task, translate_with_task
 
+    if args.beam_size is not None:
+        # As an override, so that the config is validated with it (sampling needs beam 1:
+        # `--beam-size 1 --set decoding.sampling_topk=0` on a beam-search run is consistent).
+        args.overrides = [*args.overrides, f"decoding.beam_size={args.beam_size}"]
     run = _load_translation_run(args, "translate")
     truncate = not args.no_truncate
     if args.n_best == 1 and not args.with_scores and args.format == "text":
