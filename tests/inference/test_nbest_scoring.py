@@ -264,3 +264,10 @@ def test_translation_module_returns_scores_nbest_and_truncation(model):
     np.testing.assert_array_equal(plain["translation"].numpy(), outputs["translation"])
     assert plain["translation"].shape == (4,)
     assert module.serve(tf.constant([], tf.string))["translations"].shape == (0, 2)
+
+
+def test_tokens_are_the_vocabulary_entries_up_to_eos():
+    tokenizer = WordTokenizer([*SPECIAL_TOKENS, "w0", "w1"])
+    assert tokenizer.tokens([4, BOS_ID, 5, EOS_ID, 4]) == ["w0", "w1"]
+    assert tokenizer.tokens([99]) == [SPECIAL_TOKENS[1]]  # out of the vocabulary: UNK
+    assert tokenizer.id_to_token(5) == "w1"
