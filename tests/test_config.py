@@ -304,12 +304,13 @@ def test_unknown_key_did_you_mean(tmp_path):
 
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
-    path = write(tmp_path, "task: translation\ndecoding:\n  temperature: 0.7\ntrainng: {}\n")
+    path = write(tmp_path, "task: translation\ndecoding:\n  nucleus: 0.7\ntrainng: {}\n")
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
-    assert line_for(excinfo, "decoding.temperature") == (
-        f"{path}:3: unknown key `decoding.temperature`; valid keys of `decoding`: "
-        "beam_size, length_penalty, max_length"
+    assert line_for(excinfo, "decoding.nucleus") == (
+        f"{path}:3: unknown key `decoding.nucleus`; valid keys of `decoding`: "
+        "beam_size, length_penalty, max_length, sampling_topk, sampling_topp, "
+        "sampling_temperature, seed"
     )
     assert line_for(excinfo, "trainng") == (
         f"{path}:4: unknown key `trainng`; did you mean `training`?"

@@ -1,4 +1,4 @@
-"""``transformer-tf train|evaluate|translate|export``.
+"""``transformer-tf train|evaluate|translate|score|export``.
 
 Exit codes: 0 success, 2 bad user input (config, paths, data, a run directory in use by another
 trainer, a damaged checkpoint asked for by name; a one-paragraph message and no traceback), 1 a
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -154,7 +155,42 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--beam-size", type=int, help="beam size (default: decoding.beam_size)")
     translate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     translate.add_argument("--average-last", type=int, metavar="K")
+    translate.add_argument(
+        "--n-best", type=int, default=1, metavar="N",
+        help="print the N best hypotheses per input, best first (N <= beam size; default 1)",
+    )  # fmt: skip
+    translate.add_argument(
+        "--with-scores", action="store_true", help="prefix each hypothesis with `SCORE ||| `"
+    )
+    translate.add_argument(
+        "--format", choices=("text", "jsonl"), default="text",
+        help="text: one hypothesis a line; jsonl: one JSON object per input with every "
+        "hypothesis' text, tokens and score",
+    )  # fmt: skip
+    translate.add_argument(
+        "--no-truncate", action="store_true",
+        help="refuse inputs longer than data.max_length - 1 tokens instead of cutting them",
+    )  # fmt: skip
+    translate.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="average the probabilities of these runs or checkpoints with this run's at every "
+        "step (the same vocabularies); sentences go before this option, or use --input",
+    )
     _add_set(translate)
+
+    score = commands.add_parser(
+        "score", help="score given translations: log-probability of each target under a run"
+    )
+    score.add_argument("run_dir", type=Path)
+    score.add_argument("--source", type=Path, required=True, help="source sentences, one a line")
+    score.add_argument("--target", type=Path, required=True, help="their translations, one a line")
+    score.add_argument("--output", type=Path, help="write `SCORE ||| TARGET` lines here")
+    score.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    score.add_argument("--average-last", type=int, metavar="K")
+    _add_set(score)
 
     export = commands.add_parser(
         "export", help="export a run as a TensorFlow SavedModel or a CTranslate2 model"
@@ -172,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--beam-size", type=int, help="beam size baked into the export (savedmodel only)"
     )
+    export.add_argument(
+        "--n-best", type=int, metavar="N",
+        help="savedmodel: also return the N best translations and their scores (N <= beam size)",
+    )  # fmt: skip
     export.add_argument(
         "--quantization",
         choices=("int8", "int8_float32", "int16", "float16"),
@@ -232,24 +272,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_translate(args) -> int:
+def _read_lines(path: Path, option: str) -> list[str]:
+    """The lines of a UTF-8 text file given as ``option``; a UserError naming both if unreadable."""
+    from transformer_tf.errors import UserError
+
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read {option} {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{option} {path} is not UTF-8 ({error.reason})") from error
+
+
+def _load_translation_run(args, command: str):
     from transformer_tf.assembly import load_run
     from transformer_tf.errors import UserError
 
-    _load_builtins(args)
-    from transformer_tf.inference.translate import translate_with_task
-
-    if args.text:
-        texts = args.text
-    elif args.input:
-        try:
-            texts = args.input.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise UserError(f"cannot read --input {args.input}: {error.strerror}") from error
-        except UnicodeDecodeError as error:
-            raise UserError(f"--input {args.input} is not UTF-8 ({error.reason})") from error
-    else:
-        texts = sys.stdin.read().splitlines()
     run = load_run(
         args.run_dir,
         checkpoint=args.checkpoint,
@@ -258,14 +296,108 @@ def cmd_translate(args) -> int:
     )
     if run.config.task != "translation":
         raise UserError(
-            f"{args.run_dir} is a {run.config.task} run; translate needs a translation run"
+            f"{args.run_dir} is a {run.config.task} run; {command} needs a translation run"
         )
-    translations = translate_with_task(run.task, run.model, texts, beam_size=args.beam_size)
-    output = "\n".join(translations) + ("\n" if translations else "")
-    if args.output:
-        args.output.write_text(output, encoding="utf-8")
+    return run
+
+
+def _write_output(text: str, path: Path | None) -> None:
+    if path:
+        path.write_text(text, encoding="utf-8")
     else:
-        sys.stdout.write(output)
+        sys.stdout.write(text)
+
+
+def cmd_translate(args) -> int:
+    from transformer_tf.errors import UserError
+
+    if args.n_best < 1:
+        raise UserError(f"--n-best must be >= 1, got {args.n_best}")
+    if args.text:
+        texts = args.text
+    elif args.input:
+        texts = _read_lines(args.input, "--input")
+    else:
+        texts = sys.stdin.read().splitlines()
+    _load_builtins(args)
+    from transformer_tf.inference.translate import translate_nbest_with_task, translate_with_task
+
+    if args.beam_size is not None:
+        # As an override, so that the config is validated with it (sampling needs beam 1:
+        # `--beam-size 1 --set decoding.sampling_topk=0` on a beam-search run is consistent).
+        args.overrides = [*args.overrides, f"decoding.beam_size={args.beam_size}"]
+    run = _load_translation_run(args, "translate")
+    model = run.model
+    if args.ensemble:
+        from transformer_tf.inference.ensemble import Ensemble, load_members
+
+        members = load_members(run, args.ensemble, args.overrides)
+        model = Ensemble([run.model, *(m.model for m in members)])
+    truncate = not args.no_truncate
+    if args.n_best == 1 and not args.with_scores and args.format == "text":
+        lines = translate_with_task(
+            run.task, model, texts, beam_size=args.beam_size, truncate=truncate
+        )
+    else:
+        nbest = translate_nbest_with_task(
+            run.task,
+            model,
+            texts,
+            n_best=args.n_best,
+            beam_size=args.beam_size,
+            truncate=truncate,
+        )
+        if args.format == "jsonl":
+            lines = [
+                json.dumps(
+                    {"source": text, "hypotheses": [h.as_dict() for h in hypotheses]},
+                    ensure_ascii=False,
+                )
+                for text, hypotheses in zip(texts, nbest, strict=True)
+            ]
+        else:
+            lines = [
+                f"{h.score:.6f} ||| {h.text}" if args.with_scores else h.text
+                for hypotheses in nbest
+                for h in hypotheses
+            ]
+    _write_output("\n".join(lines) + ("\n" if lines else ""), args.output)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from transformer_tf.errors import UserError
+
+    # Checked before TensorFlow starts: a bad file should be refused at once.
+    sources = _read_lines(args.source, "--source")
+    targets = _read_lines(args.target, "--target")
+    if len(sources) != len(targets):
+        raise UserError(
+            f"--source {args.source} has {len(sources)} lines but --target {args.target} has "
+            f"{len(targets)}; each target line must translate the source line at the same place"
+        )
+    _load_builtins(args)
+    from transformer_tf.inference.scoring import score_texts
+    from transformer_tf.inference.translate import examples_per_batch
+
+    run = _load_translation_run(args, "score")
+    result = score_texts(
+        run.model,
+        run.task.source_tokenizer,
+        run.task.target_tokenizer,
+        sources,
+        targets,
+        max_input_length=run.config.data.max_length,
+        batch_size=examples_per_batch(run.config),
+    )
+    lines = [f"{s:.6f} ||| {t}" for s, t in zip(result.scores, targets, strict=True)]
+    _write_output("\n".join(lines) + ("\n" if lines else ""), args.output)
+    print(
+        f"scored {len(targets)} pairs, {result.total_tokens} tokens (EOS included): "
+        f"mean negative log-likelihood {result.mean_nll:.4f} nats/token, "
+        f"perplexity {result.perplexity:.4f}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -273,6 +405,11 @@ def cmd_export(args) -> int:
     from transformer_tf.errors import UserError
 
     if args.format == "ctranslate2":
+        if args.n_best is not None:
+            raise UserError(
+                "--n-best is a savedmodel option: a CTranslate2 model returns n-best lists when "
+                "it translates (translate_batch(..., num_hypotheses=N, return_scores=True))"
+            )
         if args.beam_size is not None:
             raise UserError(
                 "--beam-size is a savedmodel option: a CTranslate2 model takes the beam size "
@@ -301,6 +438,7 @@ def cmd_export(args) -> int:
         checkpoint=args.checkpoint,
         average_last=args.average_last,
         beam_size=args.beam_size,
+        n_best=args.n_best,
     )
     print(f"exported SavedModel to {path}")
     return 0
@@ -310,6 +448,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "translate": cmd_translate,
+    "score": cmd_score,
     "export": cmd_export,
 }
 

@@ -103,3 +103,14 @@ def test_bad_members_exit_2(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--ensemble {tmp_path / 'v'}: its source vocabulary" in err
     assert "Traceback" not in err
+
+
+def test_translate_with_an_ensemble_through_the_cli(runs, capsys):
+    run = load_run(runs[0])
+    texts = _sources(run, 4)
+    assert main(["translate", str(runs[0]), *texts]) == 0
+    alone = capsys.readouterr().out
+    assert main(["translate", str(runs[0]), *texts, "--ensemble", str(runs[0])]) == 0
+    assert capsys.readouterr().out == alone
+    assert main(["translate", str(runs[0]), *texts, "--ensemble", str(runs[1])]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4

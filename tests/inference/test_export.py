@@ -238,6 +238,9 @@ def test_sentencepiece_export_translates_like_translate_texts(served, sentencepi
 def test_long_input_is_truncated_in_graph(served):
     long, prefix, extended = served["word"]["outputs"]["translation"][-3:]
     assert long == prefix == extended
+    # The `truncated` output says which inputs were cut: LONG and the one a word too long.
+    assert served["word"]["outputs"]["truncated"] == [False] * 6 + [True, False, True]
+    assert len(served["word"]["outputs"]["scores"]) == len(WORD_TEXTS)
 
 
 def test_classification_export_matches_the_model(served, classification_run):

@@ -440,13 +440,40 @@ class DistributeConfig(BaseModel):
 
 
 class DecodingConfig(BaseModel):
-    """The ``decoding:`` section: beam search for translation."""
+    """The ``decoding:`` section: beam search or sampling for translation.
+
+    Sampling (OpenNMT-tf's convention) is on when ``beam_size`` is 1 and ``sampling_topk`` is
+    not 1 or ``sampling_topp`` is below 1: each token is drawn from the model's distribution
+    divided by ``sampling_temperature``, among the ``sampling_topk`` most probable tokens (0: the
+    whole vocabulary) and within the top-p nucleus; ``seed`` makes it reproducible. The defaults
+    are greedy (beam 1) or beam search.
+    """
 
     model_config = _STRICT
 
     beam_size: int = Field(4, ge=1)
     length_penalty: Number = Field(0.6, ge=0)
     max_length: int = Field(128, gt=0)
+    sampling_topk: int = Field(1, ge=0)
+    sampling_topp: Number = Field(1.0, gt=0, le=1)
+    sampling_temperature: Number = Field(1.0, gt=0)
+    seed: int = Field(0, ge=0)
+
+    @property
+    def sampling(self) -> bool:
+        """bool, whether the settings ask for sampling rather than greedy or beam search."""
+        return self.sampling_topk != 1 or self.sampling_topp < 1
+
+    @model_validator(mode="after")
+    def _check_sampling(self) -> DecodingConfig:
+        if self.sampling and self.beam_size != 1:
+            key = "sampling_topk" if self.sampling_topk != 1 else "sampling_topp"
+            raise Invalid(
+                (key,),
+                message=f"`decoding.{key}` ({getattr(self, key)}) asks for sampling, which "
+                f"needs `decoding.beam_size: 1` (found {self.beam_size})",
+            )
+        return self
 
 
 _SECTIONS = ("model", "training", "distribute", "decoding")

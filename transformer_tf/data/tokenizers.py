@@ -126,6 +126,19 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: stops at the first EOS, skips PAD and BOS; unknown ids are UNK."""
 
+    def id_to_token(self, token_id: int) -> str:
+        """The token string of one id (a word, a SentencePiece piece such as ``"▁the"``).
+
+        The default decodes the id alone; subclasses with a vocabulary return its entry.
+        Ids outside the vocabulary give the UNK token's string.
+        """
+        return self.decode([token_id])
+
+    def tokens(self, ids: Iterable[int]) -> list[str]:
+        """The token strings of the ids :meth:`decode` turns into text (up to the first EOS,
+        without PAD and BOS), e.g. to show the tokens of a translation."""
+        return [self.id_to_token(i) for i in _ids_to_decode(ids, self.vocab_size)]
+
     def normalize(self, text: str) -> str:
         """``text`` written as :meth:`decode` writes text, without the vocabulary's limits.
 
@@ -256,6 +269,10 @@ class WordTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.vocab[i] for i in _ids_to_decode(ids, self.vocab_size))
+
+    def id_to_token(self, token_id: int) -> str:
+        token_id = int(token_id)
+        return self.vocab[token_id if 0 <= token_id < self.vocab_size else UNK_ID]
 
     def normalize(self, text: str) -> str:
         return " ".join(self.split(text))
@@ -427,6 +444,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._processor.decode(_ids_to_decode(ids, self.vocab_size))
+
+    def id_to_token(self, token_id: int) -> str:
+        token_id = int(token_id)
+        return self._processor.id_to_piece(token_id if 0 <= token_id < self.vocab_size else UNK_ID)
 
     def save(self, directory: str | os.PathLike, prefix: str) -> list[Path]:
         """Write ``{prefix}.model`` (the serialized model, loadable by any SentencePiece tool)."""

@@ -3,11 +3,17 @@
 The SavedModel has one signature, ``serving_default``, that takes raw text and does everything
 in graph, so that it can be served (TF Serving, ``tf.saved_model.load``) without this package:
 
-* translation runs: ``text`` ``(batch,)`` tf.string -> ``{"translation": (batch,) tf.string}``:
-  source tokenization, truncation to ``data.max_length - 1`` tokens (the source EOS is
-  implicit), padding, greedy or beam search with the run's decoding settings, detokenization.
-  The translations are those of :func:`~transformer_tf.inference.translate.translate_texts`
-  on the same checkpoint (batched differently, so only floating-point noise could differ).
+* translation runs: ``text`` ``(batch,)`` tf.string -> ``{"translation": (batch,) tf.string,
+  "scores": (batch,) float32, "truncated": (batch,) bool}``: source tokenization, truncation to
+  ``data.max_length - 1`` tokens (the source EOS is implicit; ``truncated`` says which inputs
+  were cut), padding, greedy or beam search (or sampling) with the run's decoding settings,
+  detokenization. ``scores`` is the search's score of each translation (beam search: summed
+  log-probability over the GNMT length penalty; greedy and sampling: summed log-probability).
+  Exported with ``n_best=N`` (``export --n-best N``) it also returns ``"translations"`` ``(batch,
+  N)`` tf.string and ``"all_scores"`` ``(batch, N)`` float32, best first (``translation`` is
+  their first column). The translations are those of
+  :func:`~transformer_tf.inference.translate.translate_texts` on the same checkpoint (batched
+  differently, so only floating-point noise could differ).
 * classification runs: ``text`` ``(batch,)`` tf.string -> ``{"probabilities": (batch,
   num_classes) float32, "label": (batch,) int32}``: the run's
   :class:`~transformer_tf.data.imdb.ReviewTokenizer` in graph (``tf_encode``: cleaning, words
@@ -47,6 +53,7 @@ from transformer_tf.data.imdb import truncate
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
+from transformer_tf.inference.translate import decoding_options
 from transformer_tf.run import writing_to
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,7 @@ def export_run(
     checkpoint: str = "latest",
     average_last: int | None = None,
     beam_size: int | None = None,
+    n_best: int | None = None,
 ) -> Path:
     """Export a checkpoint of a run as a SavedModel with a text-in, text-out signature.
 
@@ -77,19 +85,23 @@ def export_run(
         average_last: export the average of the last K checkpoints instead.
         beam_size: beam size baked into a translation export (1 is greedy search); None uses
             the run's ``decoding.beam_size``. Ignored (with a warning) for classification.
+        n_best: int in ``1 .. beam_size`` or None: also return the n-best lists
+            (``translations``, ``all_scores``). Translation only.
 
     Returns:
         Path, ``export_dir``.
 
     Raises:
-        UserError: ``export_dir`` is a file or a non-empty directory, ``beam_size < 1``, or the
-            run cannot be loaded (see :func:`~transformer_tf.assembly.load_run`).
+        UserError: ``export_dir`` is a file or a non-empty directory, ``beam_size < 1``,
+            ``n_best`` outside ``1 .. beam_size``, or the run cannot be loaded (see :func:`~transformer_tf.assembly.load_run`).
     """
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     # Checked before loading the run: refusing should be instant and touch nothing.
     _check_export_dir(export_dir)
     if beam_size is not None and beam_size < 1:
         raise UserError(f"--beam-size must be >= 1, got {beam_size}")
+    if n_best is not None and n_best < 1:
+        raise UserError(f"--n-best must be >= 1, got {n_best}")
 
     run = load_run(run_dir, checkpoint=checkpoint, average_last=average_last)
     config = run.config
@@ -103,8 +115,17 @@ def export_run(
         "signature": SIGNATURE_NAME,
     }
     if config.task == "translation":
-        if beam_size is None:
-            beam_size = config.decoding.beam_size
+        options = decoding_options(config, beam_size)
+        beam_size = options["beam_size"]
+        if n_best is not None and n_best > beam_size:
+            raise UserError(
+                f"--n-best {n_best} must be between 1 and the beam size, {beam_size} "
+                "(--beam-size or decoding.beam_size)"
+            )
+        sampling = {
+            key: options[key]
+            for key in ("sampling_topk", "sampling_topp", "sampling_temperature", "seed")
+        }
         source, target = run.task.source_tokenizer, run.task.target_tokenizer
         module = build_translation_module(
             run.model,
@@ -114,11 +135,23 @@ def export_run(
             max_output_length=config.decoding.max_length,
             beam_size=beam_size,
             length_penalty=float(config.decoding.length_penalty),
+            n_best=n_best,
+            **sampling,
         )
+        outputs = {
+            "translation": "(batch,) string",
+            "scores": "(batch,) float32, the search's score of each translation",
+            "truncated": "(batch,) bool, whether the input was cut to max_input_length - 1",
+        }
+        if n_best is not None:
+            outputs["translations"] = f"(batch, {n_best}) string, best first"
+            outputs["all_scores"] = f"(batch, {n_best}) float32"
         provenance.update(
             inputs={"text": "(batch,) string, raw source sentences"},
-            outputs={"translation": "(batch,) string"},
+            outputs=outputs,
             beam_size=beam_size,
+            n_best=n_best,
+            sampling=sampling if config.decoding.sampling and beam_size == 1 else None,
             length_penalty=float(config.decoding.length_penalty),
             max_input_length=config.data.max_length,
             max_output_length=config.decoding.max_length,
@@ -134,6 +167,8 @@ def export_run(
     elif config.task == "classification":
         if beam_size is not None:
             log.warning("--beam-size has no effect on a classification export")
+        if n_best is not None:
+            log.warning("--n-best has no effect on a classification export")
         data = config.data
         module = build_classification_module(
             run.model,
@@ -169,11 +204,18 @@ def build_translation_module(
     max_output_length: int,
     beam_size: int,
     length_penalty: float,
+    n_best: int | None = None,
+    sampling_topk: int = 1,
+    sampling_topp: float = 1.0,
+    sampling_temperature: float = 1.0,
+    seed: int = 0,
 ) -> tf.Module:
     """A ``tf.Module`` whose ``serve(text)`` translates a ``(batch,)`` string tensor in graph.
 
-    ``serve`` returns ``{"translation": (batch,) tf.string}``, the same strings as
-    :func:`~transformer_tf.inference.translate.translate_texts` with the same arguments.
+    ``serve`` returns ``{"translation": (batch,) tf.string, "scores": (batch,) float32,
+    "truncated": (batch,) bool}``, the same strings as
+    :func:`~transformer_tf.inference.translate.translate_texts` with the same arguments, and
+    with ``n_best=N`` also ``"translations"`` ``(batch, N)`` and ``"all_scores"`` ``(batch, N)``.
 
     Args:
         model: a decoding model (``Seq2SeqTransformer``), built and restored.
@@ -183,9 +225,21 @@ def build_translation_module(
         max_output_length: int, the most generated tokens (``decoding.max_length``).
         beam_size: int >= 1 (1 is greedy search).
         length_penalty: float, GNMT length-penalty exponent (beam search only).
+        n_best: int in ``1 .. beam_size`` or None (the default): no n-best outputs.
+        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (beam 1;
+            see :func:`~transformer_tf.inference.search.make_decoder`). The defaults do not
+            sample.
     """
     decoder = make_decoder(
-        model, max_length=max_output_length, beam_size=beam_size, length_penalty=length_penalty
+        model,
+        max_length=max_output_length,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        num_hypotheses=n_best or 1,
+        sampling_topk=sampling_topk,
+        sampling_topp=sampling_topp,
+        sampling_temperature=sampling_temperature,
+        seed=seed,
     )
     keep = int(max_input_length) - 1
     module = tf.Module(name="transformer_tf_translation")
@@ -197,10 +251,22 @@ def build_translation_module(
 
     @tf.function(input_signature=[_TEXT_SPEC])
     def serve(text):
-        source_ids = source_tokenizer.tf_encode(text)[:, :keep]  # ragged (batch, <= keep)
-        source_ids = _pad_to_dense(source_ids)
-        translation = target_tokenizer.tf_decode(decoder(source_ids))
-        return {"translation": tf.ensure_shape(translation, [None])}
+        encoded = source_tokenizer.tf_encode(text)  # ragged (batch, tokens)
+        truncated = encoded.row_lengths() > keep
+        source_ids = _pad_to_dense(encoded[:, :keep])  # (batch, <= keep)
+        ids, scores = decoder(source_ids)  # (batch, N, length), (batch, N)
+        shape = tf.shape(ids)
+        texts = target_tokenizer.tf_decode(tf.reshape(ids, [shape[0] * shape[1], shape[2]]))
+        texts = tf.reshape(texts, shape[:2])  # (batch, N)
+        outputs = {
+            "translation": tf.ensure_shape(texts[:, 0], [None]),
+            "scores": tf.ensure_shape(scores[:, 0], [None]),
+            "truncated": tf.ensure_shape(truncated, [None]),
+        }
+        if n_best is not None:
+            outputs["translations"] = tf.ensure_shape(texts, [None, n_best])
+            outputs["all_scores"] = tf.ensure_shape(scores, [None, n_best])
+        return outputs
 
     module.serve = serve
     return module

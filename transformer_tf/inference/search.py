@@ -21,7 +21,18 @@ Conventions shared by both searches:
 - ``PAD_ID`` is never generated (its log-probability is masked out, not renormalized), so the
   scores are the model's own log-probabilities of the chosen tokens.
 - Outputs are ``(batch, length)`` int32 with ``length <= max_length`` the longest row: a row
-  holds its tokens, then EOS (if it finished), then ``PAD_ID``. BOS is not included.
+  holds its tokens, then EOS (if it finished), then ``PAD_ID``. BOS is not included. n-best
+  outputs are ``(batch, N, length)``, formatted the same way per hypothesis.
+- Scores: beam search scores a hypothesis by its summed log-probability divided by the GNMT
+  length penalty ``((5 + length) / 6) ** length_penalty`` (``length`` counts the generated
+  tokens, EOS included); greedy search and sampling score it by its summed log-probability
+  (the model's, before any temperature or top-k/top-p filtering).
+
+Sampling (``beam_size=1`` with ``sampling_topk != 1`` or ``sampling_topp < 1``) draws each token
+from the model's distribution divided by ``sampling_temperature`` and restricted to the ``topk``
+most probable tokens (0: all) and to the nucleus of cumulative probability ``topp``. It uses
+stateless random ops seeded by ``(seed, step)``, so the same seed gives the same tokens on every
+call, inside a ``tf.function`` as outside.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SOURCE_SPEC = tf.TensorSpec([None, None], tf.int32, name="source_ids")
 
 
-def greedy_search(model, source_ids, max_length: int, *, use_cache: bool = True) -> tf.Tensor:
+def greedy_search(
+    model, source_ids, max_length: int, *, use_cache: bool = True, with_scores: bool = False
+):
     """Greedy decoding: the most probable next token at every step.
 
     Args:
@@ -54,16 +67,60 @@ def greedy_search(model, source_ids, max_length: int, *, use_cache: bool = True)
         use_cache: bool, decode incrementally with the decoder cache (one position per step).
             False recomputes the whole prefix with ``model.decode`` at every step (the slow
             baseline; same tokens).
+        with_scores: bool, also return each row's summed log-probability. Defaults to False.
 
     Returns:
         ``(batch, length)`` int32, ``length <= max_length``: each row's tokens, its EOS if it
         produced one, then ``PAD_ID``. The loop stops as soon as every row has produced EOS.
+        With ``with_scores``, the pair ``(ids, scores (batch,) float32)``.
     """
     fn = _compiled(
         model, max_length=max_length, beam_size=1, length_penalty=0.0, use_cache=use_cache,
         algorithm="greedy",
     )  # fmt: skip
-    return fn(_as_source(source_ids))
+    ids, scores = fn(_as_source(source_ids))
+    return (ids[:, 0], scores[:, 0]) if with_scores else ids[:, 0]
+
+
+def sample_search(
+    model,
+    source_ids,
+    max_length: int,
+    *,
+    topk: int = 0,
+    topp: float = 1.0,
+    temperature: float = 1.0,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random sampling: each token drawn from the model's (filtered, tempered) distribution.
+
+    With ``topk=1`` (and ``topp=1``) this is greedy search. See the module docstring.
+
+    Args:
+        model: a decoding model (see the module docstring).
+        source_ids: ``(batch, source_length)`` int source ids, right-padded with ``PAD_ID``.
+        max_length: int, the most tokens to generate per row (EOS included).
+        topk: int >= 0, sample among the ``topk`` most probable tokens (ties at the k-th
+            probability are all kept); 0 samples from the whole vocabulary. Defaults to 0.
+        topp: float in (0, 1], sample from the smallest set of most probable tokens whose
+            probability (after the temperature) reaches ``topp``. Defaults to 1.0 (no limit).
+        temperature: float > 0, logits are divided by it: below 1 sharpens the distribution,
+            above 1 flattens it. Defaults to 1.0.
+        seed: int, the random seed; the same seed gives the same output. Defaults to 0.
+        use_cache: bool, incremental decoding with the decoder cache.
+
+    Returns:
+        ``ids`` ``(batch, length)`` int32 formatted like :func:`greedy_search`, and ``scores``
+        ``(batch,)`` float32, each row's summed log-probability under the model (no temperature,
+        no filtering).
+    """
+    fn = _compiled(
+        model, max_length=max_length, beam_size=1, length_penalty=0.0, use_cache=use_cache,
+        algorithm="greedy", sampling=_sampling_key(topk, topp, temperature, seed),
+    )  # fmt: skip
+    ids, scores = fn(_as_source(source_ids))
+    return ids[:, 0], scores[:, 0]
 
 
 def beam_search(
@@ -74,8 +131,10 @@ def beam_search(
     beam_size: int = 4,
     length_penalty: float = 0.6,
     use_cache: bool = True,
+    num_hypotheses: int | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Batched beam search; returns the best hypothesis per source.
+    """Batched beam search; returns the best hypothesis per source (or the ``num_hypotheses``
+    best).
 
     Each step extends the ``beam_size`` alive hypotheses of every row, takes the
     ``2 * beam_size`` best candidates (so that candidates ending in EOS cannot starve the alive
@@ -86,7 +145,8 @@ def beam_search(
     generated tokens, EOS included). The loop stops when, in every row, no alive hypothesis
     can beat the worst finished one any more, or after ``max_length`` steps; hypotheses still
     alive then compete, truncated, with the finished ones (so a row that never produces EOS
-    returns its best alive hypothesis).
+    returns its best alive hypothesis). The n-best list is the ``num_hypotheses`` best of the
+    finished hypotheses and (after ``max_length`` steps) the alive ones, best first.
 
     With ``beam_size=1`` and ``length_penalty=0`` this is exactly greedy search.
 
@@ -99,17 +159,23 @@ def beam_search(
             larger values favour longer outputs.
         use_cache: bool, decode incrementally with the decoder cache, reordered by beam at each
             step. False recomputes every prefix with ``model.decode`` (same results).
+        num_hypotheses: int in ``1 .. beam_size`` or None: return the n-best lists. None (the
+            default) returns the best hypothesis only, without the hypothesis axis.
 
     Returns:
         ``ids``: ``(batch, length)`` int32, ``length <= max_length``, formatted like
         :func:`greedy_search`; ``scores``: ``(batch,)`` float32, the length-penalized
-        log-probability of each returned hypothesis.
+        log-probability of each returned hypothesis. With ``num_hypotheses=N``: ``ids``
+        ``(batch, N, length)`` and ``scores`` ``(batch, N)``, best first.
     """
     fn = _compiled(
         model, max_length=max_length, beam_size=beam_size, length_penalty=length_penalty,
-        use_cache=use_cache, algorithm="beam",
+        use_cache=use_cache, algorithm="beam", num_hypotheses=num_hypotheses or 1,
     )  # fmt: skip
-    return fn(_as_source(source_ids))
+    ids, scores = fn(_as_source(source_ids))
+    if num_hypotheses is None:
+        return ids[:, 0], scores[:, 0]
+    return ids, scores
 
 
 def make_decoder(
@@ -119,13 +185,19 @@ def make_decoder(
     beam_size: int = 1,
     length_penalty: float = 0.6,
     use_cache: bool = True,
-) -> Callable[[tf.Tensor], tf.Tensor]:
+    num_hypotheses: int | None = None,
+    sampling_topk: int = 1,
+    sampling_topp: float = 1.0,
+    sampling_temperature: float = 1.0,
+    seed: int = 0,
+) -> Callable[[tf.Tensor], tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
     """A compiled decoder ``source_ids (batch, source_length) int32 -> ids (batch, length)``.
 
-    ``beam_size=1`` gives :func:`greedy_search`, larger values :func:`beam_search` (ids only).
-    The result is a ``tf.function`` with input signature ``(None, None) int32``: it is traced
-    once, whatever the batch size and source length, and can be exported (attach it and the
-    model to a ``tf.Module``). Repeated calls with the same arguments return the same function.
+    ``beam_size=1`` gives :func:`greedy_search` (or :func:`sample_search` when sampling is on:
+    ``sampling_topk != 1`` or ``sampling_topp < 1``), larger values :func:`beam_search`. The
+    result is a ``tf.function`` with input signature ``(None, None) int32``: it is traced once,
+    whatever the batch size and source length, and can be exported (attach it and the model to
+    a ``tf.Module``). Repeated calls with the same arguments return the same function.
 
     Args:
         model: a decoding model, e.g. ``Seq2SeqTransformer``.
@@ -133,35 +205,89 @@ def make_decoder(
         beam_size: int >= 1.
         length_penalty: float, GNMT length-penalty exponent (beam search only).
         use_cache: bool, incremental decoding with the decoder cache.
+        num_hypotheses: int in ``1 .. beam_size`` or None. None (the default): the decoder
+            returns the best ids ``(batch, length)`` only. N: it returns ``(ids (batch, N,
+            length), scores (batch, N))``, best first (see the module docstring for scores).
+        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (see
+            :func:`sample_search`); they apply with ``beam_size=1`` only. The defaults (1, 1.0,
+            1.0, 0) are greedy search.
+
+    Raises:
+        ValueError: a bad length, beam size, ``num_hypotheses`` or sampling setting, or
+            sampling asked for with ``beam_size > 1``.
     """
     greedy = beam_size == 1
-    return _compiled(
+    sampling = _sampling_key(sampling_topk, sampling_topp, sampling_temperature, seed)
+    if sampling is not None and not greedy:
+        raise ValueError(f"sampling needs beam_size=1, got beam_size={beam_size}")
+    fn = _compiled(
         model,
         max_length=max_length,
         beam_size=beam_size,
         length_penalty=0.0 if greedy else length_penalty,
         use_cache=use_cache,
-        algorithm="greedy" if greedy else "beam_ids",
+        algorithm="greedy" if greedy else "beam",
+        num_hypotheses=num_hypotheses or 1,
+        sampling=sampling,
+        ids_only=num_hypotheses is None,
     )
+    return fn
+
+
+def _sampling_key(topk, topp, temperature, seed):
+    """Validated sampling settings as a hashable tuple, or None when they mean greedy search."""
+    topk, topp, temperature, seed = int(topk), float(topp), float(temperature), int(seed)
+    if topk < 0:
+        raise ValueError(f"sampling_topk must be >= 0, got {topk}")
+    if not 0.0 < topp <= 1.0:
+        raise ValueError(f"sampling_topp must be in (0, 1], got {topp}")
+    if not temperature > 0.0:
+        raise ValueError(f"sampling_temperature must be > 0, got {temperature}")
+    if topk == 1 and topp >= 1.0:
+        return None
+    return (topk, topp, temperature, seed)
 
 
 def _as_source(source_ids) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(source_ids), tf.int32)
 
 
-def _compiled(model, *, max_length, beam_size, length_penalty, use_cache, algorithm):
-    """The cached ``tf.function`` for one (model, decoding configuration)."""
+def _compiled(
+    model,
+    *,
+    max_length,
+    beam_size,
+    length_penalty,
+    use_cache,
+    algorithm,
+    num_hypotheses=1,
+    sampling=None,
+    ids_only=False,
+):
+    """The cached ``tf.function`` for one (model, decoding configuration).
+
+    It returns ``(ids (batch, N, length), scores (batch, N))``, or ``ids (batch, length)``
+    (the best hypothesis) when ``ids_only``.
+    """
     max_length, beam_size = int(max_length), int(beam_size)
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    num_hypotheses = int(num_hypotheses)
+    if not 1 <= num_hypotheses <= beam_size:
+        raise ValueError(
+            f"num_hypotheses must be in 1 .. beam_size={beam_size}, got {num_hypotheses}"
+        )
     model_positions = getattr(model, "max_length", None)
     if isinstance(model_positions, int) and max_length > model_positions:
         raise ValueError(
             f"max_length={max_length} exceeds the model's {model_positions} target positions"
         )
-    key = (algorithm, max_length, beam_size, float(length_penalty), bool(use_cache))
+    key = (
+        algorithm, max_length, beam_size, float(length_penalty), bool(use_cache),
+        num_hypotheses, sampling, bool(ids_only),
+    )  # fmt: skip
     functions = _FUNCTIONS.setdefault(model, {})
     if key not in functions:
         # A weak reference: the function is stored under the model, so a strong one would keep
@@ -171,11 +297,13 @@ def _compiled(model, *, max_length, beam_size, length_penalty, use_cache, algori
         def decode(source_ids):
             decoding_model = model_ref()
             if algorithm == "greedy":
-                return _greedy(decoding_model, source_ids, max_length, use_cache)
-            ids, scores = _beam(
-                decoding_model, source_ids, max_length, beam_size, length_penalty, use_cache
-            )
-            return (ids, scores) if algorithm == "beam" else ids
+                ids, scores = _greedy(decoding_model, source_ids, max_length, use_cache, sampling)
+            else:
+                ids, scores = _beam(
+                    decoding_model, source_ids, max_length, beam_size, length_penalty,
+                    use_cache, num_hypotheses,
+                )  # fmt: skip
+            return ids[:, 0] if ids_only else (ids, scores)
 
         functions[key] = tf.function(decode, input_signature=[_SOURCE_SPEC])
     return functions[key]
@@ -203,16 +331,37 @@ def _keep_shapes(new_cache, old_cache):
 
 
 def _trim(ids):
-    """Drop the columns after the longest row: ``(batch, length)`` -> ``(batch, <= length)``.
+    """Drop the columns after the longest row: ``(..., length)`` -> ``(..., <= length)``.
 
     Rows are contiguous (PAD is never generated), so a row's length is its non-PAD count.
     """
-    lengths = tf.math.count_nonzero(tf.not_equal(ids, PAD_ID), axis=1, dtype=tf.int32)
-    return ids[:, : tf.reduce_max(lengths)]
+    lengths = tf.math.count_nonzero(tf.not_equal(ids, PAD_ID), axis=-1, dtype=tf.int32)
+    return ids[..., : tf.reduce_max(lengths)]
 
 
-def _greedy(model, source_ids, max_length, use_cache):
-    """The greedy loop (traced inside a ``tf.function``). See :func:`greedy_search`."""
+def _filtered_logits(log_probs, topk, topp, temperature):
+    """Sampling logits ``(batch, vocab)``: tempered, then outside the top-k and the top-p nucleus
+    set to ``_NEG`` (masked tokens such as PAD stay masked)."""
+    logits = log_probs / temperature
+    vocab = tf.shape(logits)[-1]
+    if topk > 0:
+        kth = tf.math.top_k(logits, k=tf.minimum(topk, vocab)).values[:, -1:]  # (batch, 1)
+        logits = tf.where(logits >= kth, logits, _NEG)
+    if topp < 1.0:
+        ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
+        # Probability mass before each token in order; a token is in the nucleus while the mass
+        # before it is below topp (the most probable token always is).
+        before = tf.math.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
+        in_nucleus = before < topp
+        smallest = tf.reduce_min(tf.where(in_nucleus, ordered, -_NEG), axis=-1, keepdims=True)
+        logits = tf.where(logits >= smallest, logits, _NEG)
+    return logits
+
+
+def _greedy(model, source_ids, max_length, use_cache, sampling=None):
+    """The greedy (or sampling) loop, traced inside a ``tf.function``; see
+    :func:`greedy_search` and :func:`sample_search`. Returns ``(ids (batch, 1, length), scores
+    (batch, 1))``."""
     batch = tf.shape(source_ids)[0]
     encoder_output, source_mask = model.encode(source_ids, training=False)
     # Column 0 holds BOS, column t + 1 the token generated at step t: (batch, max_length + 1).
@@ -220,6 +369,7 @@ def _greedy(model, source_ids, max_length, use_cache):
         [tf.fill([batch, 1], BOS_ID), tf.zeros([batch, max_length], tf.int32)], axis=1
     )
     finished = tf.zeros([batch], tf.bool)
+    scores = tf.zeros([batch], tf.float32)
     # The uncached loop carries an empty cache so both share one loop.
     cache = model.init_cache(encoder_output, max_length) if use_cache else ()
 
@@ -233,22 +383,37 @@ def _greedy(model, source_ids, max_length, use_cache):
         logits = model.decode(tokens[:, :max_length], encoder_output, source_mask, training=False)
         return logits[:, step, :], cache  # (batch, vocab)
 
-    def condition(step, tokens, finished, cache):
+    def condition(step, tokens, finished, scores, cache):
         return tf.logical_and(step < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(step, tokens, finished, cache):
+    def body(step, tokens, finished, scores, cache):
         logits, cache = next_logits(step, tokens, cache)
-        next_tokens = tf.argmax(_next_log_probs(logits), axis=-1, output_type=tf.int32)
+        log_probs = _next_log_probs(logits)  # (batch, vocab)
+        if sampling is None:
+            next_tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        else:
+            topk, topp, temperature, seed = sampling
+            filtered = _filtered_logits(log_probs, topk, topp, temperature)
+            # A seed per step: reproducible, and each step draws fresh numbers.
+            step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+            next_tokens = tf.random.stateless_categorical(
+                filtered, 1, seed=step_seed, dtype=tf.int32
+            )[:, 0]
+        token_log_probs = tf.gather(log_probs, next_tokens, batch_dims=1)  # (batch,)
+        scores += tf.where(finished, 0.0, token_log_probs)
         # Finished rows only append padding.
         next_tokens = tf.where(finished, PAD_ID, next_tokens)  # (batch,)
         tokens = _write_column(tokens, step + 1, next_tokens)
         finished = tf.logical_or(finished, tf.equal(next_tokens, EOS_ID))
-        return step + 1, tokens, finished, cache
+        return step + 1, tokens, finished, scores, cache
 
-    _, tokens, _, _ = tf.while_loop(
-        condition, body, (tf.constant(0), tokens, finished, cache), maximum_iterations=max_length
+    _, tokens, _, scores, _ = tf.while_loop(
+        condition,
+        body,
+        (tf.constant(0), tokens, finished, scores, cache),
+        maximum_iterations=max_length,
     )
-    return _trim(tokens[:, 1:])  # drop BOS
+    return _trim(tokens[:, None, 1:]), scores[:, None]  # drop BOS
 
 
 def _length_penalty(length, alpha):
@@ -272,8 +437,9 @@ def _reorder_cache(cache, indices, flags):
     )
 
 
-def _beam(model, source_ids, max_length, beam_size, alpha, use_cache):
+def _beam(model, source_ids, max_length, beam_size, alpha, use_cache, num_hypotheses=1):
     """The beam search loop (traced inside a ``tf.function``). See :func:`beam_search`.
+    Returns ``(ids (batch, num_hypotheses, length), scores (batch, num_hypotheses))``.
 
     Shapes: B = batch, K = beam_size, V = vocabulary, L = max_length. Flattened beams are rows
     ``b * K + k`` of ``(B * K, ...)`` tensors.
@@ -379,11 +545,13 @@ def _beam(model, source_ids, max_length, beam_size, alpha, use_cache):
     )
 
     # Hypotheses alive after max_length steps compete, truncated, with the finished ones. (After
-    # an early stop they cannot win, and they are incomplete: leave them out.)
-    alive_scores = alive_log_probs[:, 0] / _length_penalty(step, alpha)  # (B,)
+    # an early stop they cannot win, and they are incomplete: leave them out.) The finished ones
+    # come first so that they win ties (top_k keeps the lower index first).
+    alive_scores = alive_log_probs / _length_penalty(step, alpha)  # (B, K)
     alive_scores = tf.where(step >= L, alive_scores, _NEG)
-    best_finished = tf.where(fin_flags[:, 0], fin_scores[:, 0], _NEG)  # (B,)
-    use_finished = tf.logical_and(fin_flags[:, 0], best_finished >= alive_scores)  # (B,)
-    ids = tf.where(use_finished[:, None], fin_seq[:, 0], alive_seq[:, 0])  # (B, L + 1)
-    scores = tf.where(use_finished, best_finished, alive_scores)
-    return _trim(ids[:, 1:]), scores  # drop BOS
+    finished_scores = tf.where(fin_flags, fin_scores, _NEG)  # (B, K)
+    scores, best = tf.math.top_k(
+        tf.concat([finished_scores, alive_scores], axis=1), k=num_hypotheses
+    )  # (B, N)
+    ids = tf.gather(tf.concat([fin_seq, alive_seq], axis=1), best, batch_dims=1)  # (B, N, L + 1)
+    return _trim(ids[:, :, 1:]), scores  # drop BOS

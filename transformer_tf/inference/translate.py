@@ -1,30 +1,142 @@
-"""Translate text with a trained model: batching, tokenization and the run's decoding settings."""
+"""Translate text with a trained model: batching, tokenization and the run's decoding settings.
+
+Sources longer than ``data.max_length - 1`` tokens (the source EOS is implicit) are cut to that
+length with a warning that counts them, or refused (``truncate=False``, ``translate
+--no-truncate``) with :class:`OverlongInputError`.
+
+Scores (``translate --with-scores``, :func:`translate_nbest`): beam search gives each hypothesis
+its summed natural-log probability divided by the GNMT length penalty ``((5 + length) / 6) **
+decoding.length_penalty`` (``length`` counts the generated tokens, EOS included); greedy search
+and sampling give the summed log-probability.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import logging
 
 import numpy as np
 import tensorflow as tf
 
 from transformer_tf.data.special_tokens import EOS_ID, PAD_ID
+from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
 
+log = logging.getLogger(__name__)
 
-def translate_ids(source_ids: list[list[int]], *, batch_size: int, decoder) -> list[list[int]]:
-    """Decode lists of source ids in length-sorted batches; returns ids in input order.
+
+class OverlongInputError(UserError):
+    """A source is longer than the model takes and truncation was turned off.
+
+    Attributes:
+        line: int, the 1-based position of the first over-long input.
+        length: int, its token count.
+        limit: int, the most tokens a source may have (``data.max_length - 1``).
+    """
+
+    def __init__(self, line: int, length: int, limit: int):
+        self.line, self.length, self.limit = line, length, limit
+        super().__init__(
+            f"input line {line} has {length} tokens, more than the {limit} a source may have "
+            "(data.max_length - 1); shorten it, or allow truncation"
+        )
+
+
+@dataclasses.dataclass
+class Translation:
+    """One hypothesis for one source.
+
+    Attributes:
+        text: str, the detokenized translation.
+        tokens: list[str], the target tokenizer's token strings (EOS excluded).
+        ids: list[int], the target ids (EOS and padding excluded).
+        score: float, the search's score (see the module docstring).
+    """
+
+    text: str
+    tokens: list[str]
+    ids: list[int]
+    score: float
+
+    def as_dict(self) -> dict:
+        """``{"text", "tokens", "score"}``, the JSON form of ``translate --format jsonl``."""
+        return {"text": self.text, "tokens": self.tokens, "score": self.score}
+
+
+def encode_sources(
+    tokenizer, texts: list[str], max_input_length: int, *, truncate: bool = True
+) -> tuple[list[list[int]], list[bool]]:
+    """Tokenize sources and cut those over ``max_input_length - 1`` tokens.
+
+    Args:
+        tokenizer: the source :class:`~transformer_tf.data.tokenizers.Tokenizer`.
+        texts: list[str], the sources.
+        max_input_length: int, ``data.max_length``; a source keeps ``max_input_length - 1``
+            tokens (its EOS is implicit).
+        truncate: bool, cut over-long sources with a warning (True, the default) or raise.
+
+    Returns:
+        The ids of each source and whether it was cut.
+
+    Raises:
+        OverlongInputError: ``truncate`` is False and a source is too long (the first one).
+    """
+    keep = max_input_length - 1
+    encoded = tokenizer.encode_batch(texts)
+    cut = [len(ids) > keep for ids in encoded]
+    if any(cut):
+        first = cut.index(True)
+        if not truncate:
+            raise OverlongInputError(first + 1, len(encoded[first]), keep)
+        log.warning(
+            "%d of %d inputs are longer than %d tokens (data.max_length - 1) and were cut to "
+            "%d tokens (the first is input line %d, %d tokens)",
+            sum(cut), len(texts), keep, keep, first + 1, len(encoded[first]),
+        )  # fmt: skip
+    return [ids[:keep] for ids in encoded], cut
+
+
+def _batches(source_ids: list[list[int]], batch_size: int):
+    """Length-sorted batches: ``(input indices, (batch, longest) int32 padded ids)``.
 
     Sorting by length keeps padding (and so wasted decoding work) small.
     """
     order = np.argsort([len(ids) for ids in source_ids], kind="stable")
-    outputs: list[list[int] | None] = [None] * len(source_ids)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         longest = max(1, max(len(source_ids[i]) for i in chunk))
         batch = np.zeros((len(chunk), longest), "int32")
         for row, i in enumerate(chunk):
             batch[row, : len(source_ids[i])] = source_ids[i]
-        decoded = decoder(tf.constant(batch)).numpy()
+        yield chunk, tf.constant(batch)
+
+
+def translate_ids(source_ids: list[list[int]], *, batch_size: int, decoder) -> list[list[int]]:
+    """Decode lists of source ids in length-sorted batches; returns ids in input order.
+
+    ``decoder`` maps ``(batch, length)`` source ids to ``(batch, length)`` output ids (see
+    :func:`~transformer_tf.inference.search.make_decoder`).
+    """
+    outputs: list[list[int] | None] = [None] * len(source_ids)
+    for chunk, batch in _batches(source_ids, batch_size):
+        decoded = decoder(batch).numpy()
         for row, i in enumerate(chunk):
             outputs[i] = _strip(decoded[row])
+    return outputs
+
+
+def translate_ids_nbest(
+    source_ids: list[list[int]], *, batch_size: int, decoder
+) -> list[list[tuple[list[int], float]]]:
+    """Like :func:`translate_ids` with an n-best decoder (``make_decoder(...,
+    num_hypotheses=N)``: ``(ids (batch, N, length), scores (batch, N))``); returns, in input
+    order, the ``(ids, score)`` pairs of each source, best first."""
+    outputs: list = [None] * len(source_ids)
+    for chunk, batch in _batches(source_ids, batch_size):
+        ids, scores = decoder(batch)
+        ids, scores = ids.numpy(), scores.numpy()
+        for row, i in enumerate(chunk):
+            outputs[i] = [(_strip(h), float(s)) for h, s in zip(ids[row], scores[row], strict=True)]
     return outputs
 
 
@@ -51,33 +163,161 @@ def translate_texts(
     beam_size: int = 4,
     length_penalty: float = 0.6,
     batch_size: int = 64,
+    sampling_topk: int = 1,
+    sampling_topp: float = 1.0,
+    sampling_temperature: float = 1.0,
+    seed: int = 0,
+    truncate: bool = True,
 ) -> list[str]:
-    """Source sentences -> detokenized translations."""
+    """Source sentences -> detokenized translations (the best hypothesis of each).
+
+    Args:
+        model: a decoding model (see :mod:`transformer_tf.inference.search`).
+        source_tokenizer, target_tokenizer: the run's tokenizers.
+        texts: list[str], the sources.
+        max_input_length: int, ``data.max_length`` (see :func:`encode_sources`).
+        max_output_length: int, the most generated tokens (``decoding.max_length``).
+        beam_size: int >= 1 (1: greedy search or sampling). Defaults to 4.
+        length_penalty: float, GNMT length-penalty exponent. Defaults to 0.6.
+        batch_size: int, sentences per decoding batch. Defaults to 64.
+        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (see
+            :class:`~transformer_tf.config.schema.DecodingConfig`); the defaults do not sample.
+        truncate: bool, cut over-long sources with a warning, or raise
+            :class:`OverlongInputError`. Defaults to True.
+    """
     decoder = make_decoder(
-        model, max_length=max_output_length, beam_size=beam_size, length_penalty=length_penalty
+        model,
+        max_length=max_output_length,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        sampling_topk=sampling_topk,
+        sampling_topp=sampling_topp,
+        sampling_temperature=sampling_temperature,
+        seed=seed,
     )
-    # Inputs longer than the model was trained for are truncated (EOS of the source is implicit).
-    source_ids = [source_tokenizer.encode(t)[: max_input_length - 1] for t in texts]
+    source_ids, _ = encode_sources(source_tokenizer, texts, max_input_length, truncate=truncate)
     decoded = translate_ids(source_ids, batch_size=batch_size, decoder=decoder)
     return [target_tokenizer.decode(ids) for ids in decoded]
 
 
+def translate_nbest(
+    model,
+    source_tokenizer,
+    target_tokenizer,
+    texts: list[str],
+    *,
+    max_input_length: int,
+    max_output_length: int,
+    n_best: int = 1,
+    beam_size: int = 4,
+    length_penalty: float = 0.6,
+    batch_size: int = 64,
+    sampling_topk: int = 1,
+    sampling_topp: float = 1.0,
+    sampling_temperature: float = 1.0,
+    seed: int = 0,
+    truncate: bool = True,
+) -> list[list[Translation]]:
+    """Source sentences -> the ``n_best`` best :class:`Translation` of each, best first, with
+    their scores and tokens. Arguments as :func:`translate_texts`, and:
+
+    Args:
+        n_best: int in ``1 .. beam_size``, hypotheses per source. Defaults to 1.
+
+    Raises:
+        UserError: ``n_best`` is not in ``1 .. beam_size``.
+        OverlongInputError: see ``truncate``.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise UserError(
+            f"--n-best {n_best} must be between 1 and the beam size, {beam_size} "
+            "(--beam-size or decoding.beam_size)"
+        )
+    decoder = make_decoder(
+        model,
+        max_length=max_output_length,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        num_hypotheses=n_best,
+        sampling_topk=sampling_topk,
+        sampling_topp=sampling_topp,
+        sampling_temperature=sampling_temperature,
+        seed=seed,
+    )
+    source_ids, _ = encode_sources(source_tokenizer, texts, max_input_length, truncate=truncate)
+    decoded = translate_ids_nbest(source_ids, batch_size=batch_size, decoder=decoder)
+    return [
+        [
+            Translation(target_tokenizer.decode(ids), target_tokenizer.tokens(ids), ids, score)
+            for ids, score in hypotheses
+        ]
+        for hypotheses in decoded
+    ]
+
+
+def decoding_options(config, beam_size: int | None = None) -> dict:
+    """The keyword arguments of :func:`translate_texts` from a config's ``data`` and
+    ``decoding`` sections and ``training`` batch size; ``beam_size`` overrides
+    ``decoding.beam_size``.
+
+    Raises:
+        UserError: ``beam_size < 1``, or ``beam_size > 1`` while the config samples.
+    """
+    decoding = config.decoding
+    if beam_size is not None and beam_size < 1:
+        raise UserError(f"--beam-size must be >= 1, got {beam_size}")
+    if beam_size is not None and beam_size > 1 and decoding.sampling:
+        raise UserError(
+            f"--beam-size {beam_size}: the run's decoding settings sample (decoding."
+            f"sampling_topk={decoding.sampling_topk}, sampling_topp={decoding.sampling_topp}), "
+            "which needs beam size 1; drop --beam-size or --set decoding.sampling_topk=1"
+        )
+    return {
+        "max_input_length": config.data.max_length,
+        "max_output_length": decoding.max_length,
+        "beam_size": decoding.beam_size if beam_size is None else beam_size,
+        "length_penalty": decoding.length_penalty,
+        "batch_size": examples_per_batch(config),
+        "sampling_topk": decoding.sampling_topk,
+        "sampling_topp": decoding.sampling_topp,
+        "sampling_temperature": decoding.sampling_temperature,
+        "seed": decoding.seed,
+    }
+
+
 def translate_with_task(
-    task, model, texts: list[str], *, beam_size: int | None = None
+    task, model, texts: list[str], *, beam_size: int | None = None, truncate: bool = True
 ) -> list[str]:
     """Translate with a translation task's tokenizers and its config's decoding settings
-    (``decoding.beam_size`` unless ``beam_size`` is given)."""
-    config = task.config
+    (``decoding.beam_size`` unless ``beam_size`` is given; see :func:`decoding_options`)."""
     return translate_texts(
         model,
         task.source_tokenizer,
         task.target_tokenizer,
         texts,
-        max_input_length=config.data.max_length,
-        max_output_length=config.decoding.max_length,
-        beam_size=config.decoding.beam_size if beam_size is None else beam_size,
-        length_penalty=config.decoding.length_penalty,
-        batch_size=examples_per_batch(config),
+        truncate=truncate,
+        **decoding_options(task.config, beam_size),
+    )
+
+
+def translate_nbest_with_task(
+    task,
+    model,
+    texts: list[str],
+    *,
+    n_best: int = 1,
+    beam_size: int | None = None,
+    truncate: bool = True,
+) -> list[list[Translation]]:
+    """:func:`translate_nbest` with a translation task's tokenizers and decoding settings."""
+    return translate_nbest(
+        model,
+        task.source_tokenizer,
+        task.target_tokenizer,
+        texts,
+        n_best=n_best,
+        truncate=truncate,
+        **decoding_options(task.config, beam_size),
     )
 
 
