@@ -66,8 +66,10 @@ def build_train_loop(strategy, model, optimizer, task: Task, training: TrainingC
         # Dense gradients: an embedding's IndexedSlices from several replicas concatenate in
         # the all-reduce, and the optimizer's sparse path then treats rows seen by both
         # replicas differently from one replica's slices.
+        # The variable's static shape (a kernel's gradient can lose it): the all-reduce packs
+        # tensors of known size.
         grads = [
-            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            tf.zeros_like(v) if g is None else tf.reshape(tf.convert_to_tensor(g), v.shape)
             for g, v in zip(grads, variables, strict=True)
         ]
         return tf.cast(loss_sum, tf.float32), tf.cast(count, tf.float32), grads
@@ -101,7 +103,8 @@ def build_train_loop(strategy, model, optimizer, task: Task, training: TrainingC
         def finite_update():
             apply_update(strategy, grads)
             grow = tf.equal(optimizer.step_counter, optimizer.dynamic_growth_steps - 1)
-            optimizer.step_counter.assign(tf.where(grow, 0, optimizer.step_counter + 1))
+            counter = optimizer.step_counter
+            optimizer.step_counter.assign(tf.where(grow, tf.zeros_like(counter), counter + 1))
             optimizer.dynamic_scale.assign(
                 tf.where(grow, optimizer.dynamic_scale * 2.0, optimizer.dynamic_scale)
             )
