@@ -7,7 +7,7 @@ as its own ``tf.function`` on that batch (median of ``--steps`` calls after warm
 
 - ``forward``: ``model(inputs, training=True)`` + the task loss;
 - ``forward+backward``: the same under a ``GradientTape`` plus ``tape.gradient``;
-- ``engine step``: the engine's compiled ``_train_step`` (all-reduce, clipping, Adam update);
+- ``engine step``: one update of the engine's compiled train loop (all-reduce, clipping, Adam update);
 - ``engine loop``: ``Trainer.train()`` wall time per step, measured by run.py separately.
 
 It also times the output projection + loss alone, and the same forward/backward of the
@@ -72,11 +72,17 @@ def main() -> None:
         batches = [b for b in dataset.take(40) if int(tf.shape(b[1])[0]) == full][:20]
         batches.sort(key=lambda b: int(tf.shape(b[1])[1]))
         inputs, labels = batches[len(batches) // 2]
-        distributed = distribute_dataset(trainer.strategy, dataset)
-        step = trainer.make_train_step(distributed.element_spec)
-        batch = next(iter(distributed))
-        # Time the engine step on a batch of the same shape as the others (the one above).
+        # Time the engine's update on a batch of the same shape as the others (the one above):
+        # its compiled loop, one update per call, reading that batch again and again.
         batch = (inputs, labels)
+        loop = trainer.make_train_loop()
+        repeated = iter(
+            distribute_dataset(trainer.strategy, tf.data.Dataset.from_tensors(batch).repeat())
+        )
+        one = tf.constant(1, tf.int32)
+
+        def step(_batch):
+            return loop(repeated, one)["loss_sum"]
 
         @tf.function(jit_compile=args.jit or None)
         def forward(inputs, labels):

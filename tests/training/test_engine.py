@@ -215,23 +215,30 @@ def test_mixed_bfloat16_trains_with_float32_logits(imdb, tmp_path):
 
 
 def test_gradient_accumulation_updates_every_n_batches(imdb, tmp_path):
+    import tensorflow as tf
+
     trainer = build_trainer(
         _config(imdb, steps=4, eval_every=None, gradient_accumulation=2, log_every=1),
         tmp_path / "run",
         show_progress=False,
     )
-    dataset = distribute_dataset(trainer.strategy, trainer.task.dataset("train", training=True))
-    step = trainer.make_train_step(dataset.element_spec)
-    batches = iter(dataset)
-    snapshots = [[w.numpy().copy() for w in trainer.model.trainable_weights]]
-    for _ in range(4):
-        step(next(batches))
-        snapshots.append([w.numpy().copy() for w in trainer.model.trainable_weights])
+    dataset = trainer.task.dataset("train", training=True).take(5)
+    iterator = iter(distribute_dataset(trainer.strategy, dataset))
+    loop = trainer.make_train_loop()
 
     def moved(a, b):
         return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
-    assert [moved(snapshots[i], snapshots[i + 1]) for i in range(4)] == [False, True, False, True]
+    # One update per call: two batches each, then the last (odd) batch alone, then nothing left.
+    calls = []
+    for _ in range(4):
+        before = [w.numpy().copy() for w in trainer.model.trainable_weights]
+        out = loop(iterator, tf.constant(1, tf.int32))
+        after = [w.numpy().copy() for w in trainer.model.trainable_weights]
+        calls.append((int(out["steps"]), int(out["batches"]), bool(out["end_of_input"])))
+        assert moved(before, after) == (int(out["steps"]) == 1)
+    assert calls == [(1, 2, False), (1, 2, False), (1, 1, True), (0, 0, True)]
+    assert int(trainer.optimizer.iterations.numpy()) == 3  # the schedule counts updates
 
 
 def test_the_last_epoch_is_validated_and_can_be_best(imdb, tmp_path):

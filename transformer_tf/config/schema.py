@@ -410,7 +410,12 @@ class TrainingConfig(BaseModel):
     warmup_steps: int = Field(1000, ge=0)
     label_smoothing: Number = Field(0.1, ge=0, lt=1)
     clip_norm: Annotated[Number, Field(gt=0)] | None = 1.0
+    # One step is one update: `gradient_accumulation` micro-batches of `batch_size` summed
+    # (fewer at the end of an epoch), so `steps`, `warmup_steps` and the `*_every` count updates.
     gradient_accumulation: int = Field(1, ge=1)
+    # Updates per tf.function call, without a host sync between them; a call also ends at the next
+    # log, checkpoint or validation step and at the end of the run, so those need not divide it.
+    steps_per_loop: int = Field(10, ge=1)
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
     jit_compile: bool = False
     checkpoint_every: int = Field(500, gt=0)

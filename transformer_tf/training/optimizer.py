@@ -7,12 +7,16 @@ import keras
 from transformer_tf.config import TrainingConfig
 from transformer_tf.training.schedules import WarmupSchedule
 
+# Variables whose names contain one of these get no weight decay: biases, norms, position tables.
+NO_WEIGHT_DECAY = ("bias", "gamma", "beta", "position")
+
 
 def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.optimizers.Optimizer:
     """Adam or AdamW on the warmup schedule, with loss scaling under ``mixed_float16``.
 
-    Gradient clipping is done by the update step after the cross-replica reduction (Keras clips
-    per replica, before it), so it is not set here.
+    Gradient clipping and accumulation are the update's (:mod:`.step`: one all-reduce per
+    update, then the clip on the global gradient), so neither is set here. The schedule counts
+    ``optimizer.iterations``: updates, whatever ``training.gradient_accumulation``.
 
     Args:
         training: TrainingConfig, the ``training:`` section.
@@ -29,14 +33,11 @@ def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.o
         beta_1=training.beta_1,
         beta_2=training.beta_2,
         epsilon=training.epsilon,
-        gradient_accumulation_steps=(
-            training.gradient_accumulation if training.gradient_accumulation > 1 else None
-        ),
     )
     if training.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(weight_decay=training.weight_decay, **kwargs)
         # Decay matrices only: not biases, norms or position tables.
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "position"])
+        optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     else:
         optimizer = keras.optimizers.Adam(**kwargs)
     if training.mixed_precision == "mixed_float16":

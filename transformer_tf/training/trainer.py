@@ -7,17 +7,20 @@ best checkpoint and early stopping are decided by a
 :class:`~transformer_tf.evaluation.selection.CheckpointSelector`.
 
 The loop is ``strategy.run`` inside a ``tf.function`` (not ``Model.fit``, which fails under
-MultiWorkerMirroredStrategy in Keras 3), on CPU, GPUs, several hosts or a TPU alike.
+MultiWorkerMirroredStrategy in Keras 3), on CPU, GPUs, several hosts or a TPU alike. Each call
+runs up to ``training.steps_per_loop`` updates on the device (:mod:`.step`) and stops at the next
+log, checkpoint or validation step, so the host syncs once per call, and those happen exactly
+where they would with one update per call.
 
 The trainer holds the run directory's lock (:meth:`~transformer_tf.run.RunDir.lock`) from
 :func:`build_trainer` until :meth:`Trainer.train` returns, and turns SIGTERM or SIGINT into a
-checkpoint at the end of the current step and a :class:`TrainingPreempted` error.
+checkpoint at the end of the current call (at most ``steps_per_loop`` updates) and a
+:class:`TrainingPreempted` error.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import threading
@@ -42,7 +45,7 @@ from transformer_tf.training.checkpoints import (
     make_training_checkpoint,
 )
 from transformer_tf.training.optimizer import make_optimizer
-from transformer_tf.training.step import build_train_step
+from transformer_tf.training.step import build_train_loop
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,8 @@ class TrainingLogs:
             dynamic_ncols=True,
         )
 
-    def advance(self) -> None:
-        self.progress.update(1)
+    def advance(self, steps: int = 1) -> None:
+        self.progress.update(steps)
 
     def train(
         self, step: int, loss: float, learning_rate: float, count: float, seconds: float
@@ -231,7 +234,7 @@ class Trainer:
             show_progress=show_progress,
             unit=self.task.count_unit,
         )
-        self._train_step = None
+        self._compiled_loop = None
         self.lock = lock
         self._stop_signal: int | None = None
 
@@ -247,16 +250,23 @@ class Trainer:
             log.info("resumed from %s at step %d", latest, int(self.state.step.numpy()))
         return latest
 
-    def make_train_step(self, element_spec):
-        """The compiled update step for batches of ``element_spec`` (see :mod:`.step`)."""
-        return build_train_step(
-            self.strategy,
-            self.model,
-            self.optimizer,
-            self.task,
-            self.config.training,
-            element_spec,
+    def make_train_loop(self):
+        """The compiled ``loop(iterator, max_steps)`` of updates (see :mod:`.step`)."""
+        return build_train_loop(
+            self.strategy, self.model, self.optimizer, self.task, self.config.training
         )
+
+    def _loop_length(self, step: int) -> int:
+        """Updates in the next call: ``steps_per_loop``, cut at the next log, checkpoint or
+        validation step and at the end of the run."""
+        training = self.config.training
+        length = training.steps_per_loop
+        for every in (training.log_every, training.checkpoint_every, training.eval_every):
+            if every:
+                length = min(length, every - step % every)
+        if self.total_steps is not None:
+            length = min(length, self.total_steps - step)
+        return length
 
     def evaluate_split(self, split: str) -> dict:
         """Unsmoothed loss and the task's metrics on ``split`` (teacher forcing)."""
@@ -353,21 +363,28 @@ class Trainer:
             while stop is None:
                 skip = int(state.batch_in_epoch.numpy())
                 dataset = self.task.dataset("train", training=True, epoch=epoch).skip(skip)
-                distributed = distribute_dataset(self.strategy, dataset)
-                if self._train_step is None:
-                    self._train_step = self.make_train_step(distributed.element_spec)
-                for batch in distributed:
-                    loss_sum, count = self._train_step(batch)
-                    loss_sum, count = float(loss_sum), float(count)
-                    step += 1
+                iterator = iter(distribute_dataset(self.strategy, dataset))
+                if self._compiled_loop is None:
+                    self._compiled_loop = self.make_train_loop()
+                end_of_epoch = False
+                while not end_of_epoch:
+                    out = self._compiled_loop(
+                        iterator, tf.constant(self._loop_length(step), tf.int32)
+                    )
+                    out = {name: value.numpy() for name, value in out.items()}  # one host sync
+                    ran, end_of_epoch = int(out["steps"]), bool(out["end_of_input"])
+                    step += ran
                     state.step.assign(step)
-                    state.batch_in_epoch.assign_add(1)
-                    loss = loss_sum / max(count, 1.0)
-                    if not math.isfinite(loss):
+                    state.batch_in_epoch.assign_add(int(out["batches"]))
+                    loss_sum, count = float(out["loss_sum"]), float(out["count"])
+                    if out["diverged_at"] >= 0:
+                        loss = loss_sum / max(count, 1.0)
                         raise TrainingDivergedError(_diverged_message(step, loss, last_saved))
+                    if ran == 0:
+                        continue
                     window_loss += loss_sum
                     window_count += count
-                    self.logs.advance()
+                    self.logs.advance(ran)
                     if step % training.log_every == 0 or step == self.total_steps:
                         result.train_loss = window_loss / max(window_count, 1.0)
                         self.logs.train(
@@ -390,7 +407,7 @@ class Trainer:
                         break
                     if self._stop_signal is not None:
                         self._preempt(step)
-                else:
+                if stop is None:  # the epoch's batches ran out
                     epoch += 1
                     state.epoch.assign(epoch)
                     state.batch_in_epoch.assign(0)
@@ -411,7 +428,7 @@ class Trainer:
                 raise
             first_line = str(error).strip().splitlines()[0]
             raise WorkerLostError(
-                f"another worker stopped during step {step + 1} ({first_line}). Restart every "
+                f"another worker stopped after step {step} ({first_line}). Restart every "
                 f"worker with the same command to resume from the last checkpoint (step "
                 f"{last_saved})."
             ) from error
@@ -491,7 +508,9 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     )
     total_steps = training.steps
     if training.epochs is not None:
-        epoch_steps = training.epochs * assembly.task.train_batches_per_epoch()
+        # An update reads `gradient_accumulation` batches; an epoch's last one may read fewer.
+        updates = -(-assembly.task.train_batches_per_epoch() // training.gradient_accumulation)
+        epoch_steps = training.epochs * updates
         total_steps = min(total_steps or epoch_steps, epoch_steps)
     with placement.strategy.scope():
         optimizer = make_optimizer(training, total_steps)
