@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -224,3 +225,44 @@ def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
         for process in processes:
             process.kill()
     assert f"ckpt-{saved + 5}" in state.read_text()
+
+
+def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
+    # checkpoint_every 1000: any checkpoint in the run is the preemption's, not a periodic one.
+    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=1000)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    chief, worker = _start_workers(config, run_dir, scratch)
+    log = run_dir / "train_log.jsonl"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.1)
+        assert log.exists(), "no training step logged before the deadline"
+        worker.send_signal(signal.SIGTERM)  # the non-chief: the chief must hear of it
+        outputs = [p.communicate(timeout=120)[1] for p in (chief, worker)]
+    finally:
+        chief.kill()
+        worker.kill()
+    assert chief.returncode == worker.returncode == 143, outputs
+    assert "stopped by SIGTERM to another worker at step" in outputs[0]
+    assert "stopped by SIGTERM at step" in outputs[1]
+    steps = {int(re.search(r"at step (\d+)", err).group(1)) for err in outputs}
+    assert len(steps) == 1  # both stopped at the same step
+    (stopped,) = steps
+    state = (run_dir / "checkpoints" / "checkpoint").read_text()
+    assert f"ckpt-{stopped}" in state and 0 < stopped < 400
+    assert "Traceback" not in outputs[0] + outputs[1]
+
+    # Both restarted: training continues from that step, losing none.
+    config = _multi_worker_config(tmp_path, steps=stopped + 5, checkpoint_every=1000)
+    processes = _start_workers(config, run_dir, scratch)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert f"resumed from {run_dir}/checkpoints/ckpt-{stopped} at step {stopped}" in err
+    finally:
+        for process in processes:
+            process.kill()

@@ -63,21 +63,25 @@ class TrainingPreempted(RuntimeError):
 
     Rerunning the same command resumes there and loses no step. The CLI exits with
     ``128 + signum`` (143 for SIGTERM, 130 for SIGINT), as if the signal had killed it, so a
-    scheduler sees a preempted job, not a finished one.
+    scheduler sees a preempted job, not a finished one. Under multi-worker every worker stops
+    so, the signalled one and the others.
 
     Attributes:
         step: int, the step checkpointed.
-        signum: int, the signal received.
+        signum: int, the signal received (by this worker or, under multi-worker, another).
+        checkpoint: str or None, the checkpoint written (None on non-chief workers).
     """
 
-    def __init__(self, step: int, signum: int, checkpoint: str | None):
+    def __init__(self, step: int, signum: int, checkpoint: str | None, elsewhere: bool = False):
         self.step = step
         self.signum = signum
         self.checkpoint = checkpoint
         name = signal.Signals(signum).name
+        by = f"{name} to another worker" if elsewhere else name
+        written = f" ({checkpoint})" if checkpoint else " (by the chief)"
         super().__init__(
-            f"stopped by {name} at step {step}: checkpoint written ({checkpoint}); rerun the "
-            "same command to resume"
+            f"stopped by {by} at step {step}: checkpoint written{written}; rerun the same "
+            "command to resume"
         )
 
 
@@ -237,6 +241,8 @@ class Trainer:
         self._compiled_loop = None
         self.lock = lock
         self._stop_signal: int | None = None
+        self._signal_elsewhere = False  # multi-worker: another worker was signalled
+        self._agree = None  # multi-worker: the compiled "was any worker signalled?" reduction
 
     def restore_latest(self) -> str | None:
         """Restore the newest intact checkpoint of the run, if there is one; returns its path.
@@ -297,13 +303,11 @@ class Trainer:
     def _catch_stop_signals(self) -> dict:
         """Install the stop-signal handlers; returns the ones they replace.
 
-        Not under multi-worker: saving there is collective, so every worker would have to
-        agree on the step to stop at; a signalled worker dies as before and the others stop
-        with WorkerLostError (resume from the last periodic checkpoint). Not outside the main
-        thread either, where Python cannot install handlers.
+        Under multi-worker every worker installs them, and the workers agree at each loop
+        boundary whether any of them was signalled (:meth:`_stop_requested`), so that all save
+        the same step, collectively, and stop together. Not outside the main thread, where
+        Python cannot install handlers.
         """
-        if self.placement.kind == "multi_worker":
-            return {}
         if threading.current_thread() is not threading.main_thread():
             return {}
         self._stop_signal = None
@@ -337,11 +341,43 @@ class Trainer:
             f"The last complete checkpoint, step {latest.rsplit('-', 1)[-1]} ({latest}), is intact"
         )
 
+    def _stop_requested(self) -> bool:
+        """Whether this process, or under multi-worker any worker, was sent a stop signal.
+
+        Every worker calls this at the same loop boundaries (their loops run the same number
+        of steps per call), so the one scalar all-reduce here pairs up across workers.
+        """
+        if self.placement.kind != "multi_worker":
+            return self._stop_signal is not None
+        if self._agree is None:
+            strategy = self.strategy
+
+            def any_worker(flag):
+                def replica_fn(value):
+                    context = tf.distribute.get_replica_context()
+                    # identity: a tensor made on this replica's device (the collective needs one)
+                    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
+
+                summed = strategy.run(replica_fn, args=(flag,))
+                return strategy.experimental_local_results(summed)[0]
+
+            self._agree = tf.function(any_worker)
+        # float32: the collective implementations all reduce floats.
+        flag = tf.constant(0.0 if self._stop_signal is None else 1.0, tf.float32)
+        signalled = float(self._agree(flag).numpy()) > 0
+        if signalled and self._stop_signal is None:
+            # Another worker's signal, which one is not sent: schedulers preempt with SIGTERM.
+            self._stop_signal = signal.SIGTERM
+            self._signal_elsewhere = True
+        return signalled
+
     def _preempt(self, step: int) -> None:
         """Checkpoint ``step`` (again if it was just saved: validation may have changed the
         best-checkpoint state) and raise TrainingPreempted."""
         path = self.writer.save(step)
-        raise TrainingPreempted(step, self._stop_signal, path)
+        raise TrainingPreempted(
+            step, self._stop_signal, path if self.is_chief else None, self._signal_elsewhere
+        )
 
     def _train_loop(self) -> TrainResult:
         training = self.config.training
@@ -405,7 +441,7 @@ class Trainer:
                     if self.total_steps is not None and step >= self.total_steps:
                         stop = "completed"
                         break
-                    if self._stop_signal is not None:
+                    if self._stop_requested():
                         self._preempt(step)
                 if stop is None:  # the epoch's batches ran out
                     epoch += 1
