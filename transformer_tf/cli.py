@@ -179,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the probabilities of these runs or checkpoints with this run's at every "
         "step (the same vocabularies); sentences go before this option, or use --input",
     )
+    translate.add_argument(
+        "--alignment", action="store_true",
+        help="append ` ||| ` and the Pharaoh alignment (SOURCE-TARGET token indices, from the "
+        "last decoder layer's cross-attention averaged over heads); jsonl: an \"alignment\" key",
+    )  # fmt: skip
+    translate.add_argument(
+        "--attention-plot", type=Path, metavar="FILE.png",
+        help="draw the cross-attention heatmap of the best translation of the one SENTENCE given "
+        "on the command line (needs matplotlib: pip install 'transformer-tf[plot]')",
+    )  # fmt: skip
     _add_set(translate)
 
     score = commands.add_parser(
@@ -313,6 +323,8 @@ def cmd_translate(args) -> int:
 
     if args.n_best < 1:
         raise UserError(f"--n-best must be >= 1, got {args.n_best}")
+    if args.attention_plot is not None:
+        _check_attention_plot(args)
     if args.text:
         texts = args.text
     elif args.input:
@@ -334,7 +346,8 @@ def cmd_translate(args) -> int:
         members = load_members(run, args.ensemble, args.overrides)
         model = Ensemble([run.model, *(m.model for m in members)])
     truncate = not args.no_truncate
-    if args.n_best == 1 and not args.with_scores and args.format == "text":
+    align = args.alignment or args.attention_plot is not None
+    if args.n_best == 1 and not args.with_scores and args.format == "text" and not align:
         lines = translate_with_task(
             run.task, model, texts, beam_size=args.beam_size, truncate=truncate
         )
@@ -346,7 +359,17 @@ def cmd_translate(args) -> int:
             n_best=args.n_best,
             beam_size=args.beam_size,
             truncate=truncate,
+            alignment=align,
         )
+        if args.attention_plot is not None:
+            from transformer_tf.inference.translate import plot_attention
+
+            best = nbest[0][0]
+            plot_attention(args.attention_plot, best.attention, best.source_tokens, best.tokens)
+        if not args.alignment:
+            for hypotheses in nbest:
+                for h in hypotheses:
+                    h.alignment = None  # computed for the plot only: not printed
         if args.format == "jsonl":
             lines = [
                 json.dumps(
@@ -357,12 +380,43 @@ def cmd_translate(args) -> int:
             ]
         else:
             lines = [
-                f"{h.score:.6f} ||| {h.text}" if args.with_scores else h.text
+                (f"{h.score:.6f} ||| {h.text}" if args.with_scores else h.text)
+                + (f" ||| {h.alignment}" if args.alignment else "")
                 for hypotheses in nbest
                 for h in hypotheses
             ]
     _write_output("\n".join(lines) + ("\n" if lines else ""), args.output)
     return 0
+
+
+def _check_attention_plot(args) -> None:
+    """Refuse a bad ``--attention-plot`` before any model is loaded: it needs exactly one
+    sentence on the command line, a writable ``.png`` path and matplotlib."""
+    from transformer_tf.errors import UserError
+
+    path = args.attention_plot
+    if len(args.text) != 1 or args.input is not None:
+        raise UserError(
+            f"--attention-plot draws one translation: give exactly one SENTENCE on the command "
+            f"line (got {len(args.text)} sentences{' and --input' if args.input else ''})"
+        )
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--attention-plot {path}: expected a .png file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(
+            f"--attention-plot {path}: cannot write there (the folder {parent} does not exist "
+            "or is not writable, or the path is a folder)"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"--attention-plot {path}: the file exists and is not writable")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise UserError(
+            "--attention-plot needs matplotlib: pip install 'transformer-tf[plot]' "
+            "(or pip install 'matplotlib>=3.8,<4')"
+        ) from error
 
 
 def cmd_score(args) -> int:

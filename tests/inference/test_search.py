@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.inference import beam_search, greedy_search, make_decoder
+from transformer_tf.inference.search import cache_position_axes, segment_ends
 from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 24
@@ -366,3 +367,60 @@ def test_the_model_flags_self_attention_entries_only(model):
     for block_flags in flags:
         assert set(tf.nest.flatten(block_flags["self"])) == {True}
         assert set(tf.nest.flatten(block_flags["cross"])) == {False}
+
+
+# --- cached decoding in segments (the cache grows with the steps) ------------------------------
+
+
+def testsegment_ends_cover_the_length_in_at_most_eight_segments():
+    assert segment_ends(8) == [8]
+    assert segment_ends(40) == [16, 32, 40]
+    assert segment_ends(128) == [16, 32, 48, 64, 80, 96, 112, 128]
+    assert segment_ends(256) == [32, 64, 96, 128, 160, 192, 224, 256]
+
+
+def test_cache_position_axes_of_the_transformer(model):
+    encoded, _ = model.encode(_sources(0))
+    axes = cache_position_axes(model, encoded, 40)
+    layer = {"self": {"key": 2, "value": 2}, "cross": {"key": None, "value": None}}
+    assert axes == [layer, layer]
+
+
+@pytest.fixture(scope="module")
+def endless_model():
+    """A random tiny model that never picks EOS, so every row decodes the full length and
+    crosses several segments."""
+    keras.utils.set_random_seed(5)
+    model = Seq2SeqTransformer(
+        VOCAB, VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
+        tie_embeddings=False, max_length=48,
+    )  # fmt: skip
+    model.build()
+    bias = model.output_projection.bias.numpy()
+    bias[EOS_ID] = -1e4
+    model.output_projection.bias.assign(bias)
+    return model
+
+
+def test_segmented_cached_decoding_equals_uncached(endless_model):
+    length = 40  # segments end at 16, 32, 40
+    source = _sources(4)
+    cached, cached_scores = greedy_search(endless_model, source, length, with_scores=True)
+    uncached, uncached_scores = greedy_search(
+        endless_model, source, length, use_cache=False, with_scores=True
+    )
+    assert cached.shape == (6, length)
+    np.testing.assert_array_equal(cached.numpy(), uncached.numpy())
+    np.testing.assert_allclose(cached_scores.numpy(), uncached_scores.numpy(), atol=1e-4)
+    ids, scores = beam_search(endless_model, source, length, beam_size=3, num_hypotheses=3)
+    ids_u, scores_u = beam_search(
+        endless_model, source, length, beam_size=3, num_hypotheses=3, use_cache=False
+    )
+    assert ids.shape == (6, 3, length)
+    np.testing.assert_array_equal(ids.numpy(), ids_u.numpy())
+    np.testing.assert_allclose(scores.numpy(), scores_u.numpy(), atol=1e-4)
+    # And the beam's scores are the model's own log-probabilities of its hypotheses.
+    best = ids.numpy()[:, 0]
+    np.testing.assert_allclose(
+        scores.numpy()[:, 0], _sequence_scores(endless_model, source, best, 0.6), atol=1e-3
+    )

@@ -82,6 +82,12 @@ class Ensemble:
             for model, c in zip(self.models, cache, strict=True)
         ]
 
+    def cross_attention(self, source, target):
+        """The first member's cross-attention weights (``translate --alignment`` with an
+        ensemble aligns with the first model: averaging attention across models that learned
+        different heads would mean nothing). See ``Seq2SeqTransformer.cross_attention``."""
+        return self.models[0].cross_attention(source, target)
+
     def decode_step(self, token_ids, cache, index, source_mask):
         """One step of every model: the ensemble's log-probabilities and the new caches."""
         log_probs, new_cache = [], []

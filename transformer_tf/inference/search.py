@@ -358,6 +358,106 @@ def _filtered_logits(log_probs, topk, topp, temperature):
     return logits
 
 
+#: Cached decoding runs in segments of this many steps (more for long outputs: at most
+#: ``_MAX_SEGMENTS`` segments, which bounds the traced graph); see :func:`_decoding_loop`.
+_SEGMENT_STEPS = 16
+_MAX_SEGMENTS = 8
+
+
+def segment_ends(max_length: int) -> list[int]:
+    """The last step (exclusive) of each decoding segment: ``[16, 32, ..., max_length]``."""
+    size = max(_SEGMENT_STEPS, -(-max_length // _MAX_SEGMENTS))
+    return [*range(size, max_length, size), max_length]
+
+
+def cache_position_axes(model, encoder_output, max_length: int):
+    """Which axis of each cache entry has one slot per target position, found by building the
+    cache eagerly for ``max_length - 1`` and ``max_length`` positions on a one-token dummy
+    encoder output and comparing the shapes (so any model's cache works, whatever its layout).
+
+    Args:
+        model: a decoding model.
+        encoder_output: its encoder output (a nested structure of tensors, batch first); only
+            the static shapes and dtypes are used.
+        max_length: int >= 2, the cache's number of positions.
+
+    Returns:
+        The cache's structure with, per entry, the int axis whose size follows the number of
+        positions or None (an entry of fixed size, such as the cross-attention keys), or None
+        when it cannot be told (an entry with more than one such axis).
+    """
+
+    def dummy(t):
+        return tf.zeros([1 if d is None else d for d in t.shape], t.dtype)
+
+    with tf.init_scope():  # eager even while a tf.function traces
+        dummies = tf.nest.map_structure(dummy, encoder_output)
+        shorter = model.init_cache(dummies, max_length - 1)
+        longer = model.init_cache(dummies, max_length)
+
+    ambiguous = []
+
+    def axis(a, b):
+        differ = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
+        if differ and (len(differ) > 1 or b.shape[differ[0]] != max_length):
+            ambiguous.append(differ)
+        return differ[0] if differ else None
+
+    axes = tf.nest.map_structure(axis, shorter, longer)
+    return None if ambiguous else axes
+
+
+def _positions(t, axis, start, end):
+    """``t[..., start:end, ...]`` along ``axis``."""
+    return t[(slice(None),) * axis + (slice(start, end),)]
+
+
+def _decoding_loop(model, condition, body, loop_vars, max_length, encoder_output):
+    """``tf.while_loop(condition, body, loop_vars)`` for at most ``max_length`` steps, where
+    ``loop_vars`` is ``(step, ..., cache)``.
+
+    With a cache (``encoder_output`` not None), the loop runs in segments of steps
+    (:func:`segment_ends`), and during the segment that ends at step ``E`` the cache holds only
+    its first ``E`` positions: later positions are still empty (attention masks them), so the
+    results are the same, while each step's attention, cache write and beam reordering cost
+    ``O(E)`` instead of ``O(max_length)``. Between segments the cache grows by the initial
+    (empty) slots of the next positions. Each segment is its own ``tf.while_loop`` (the shapes
+    in a loop are fixed); once ``condition`` is False the later segments run no step.
+    """
+    ends = segment_ends(max_length)
+    axes = None
+    if encoder_output is not None and len(ends) > 1:
+        axes = cache_position_axes(model, encoder_output, max_length)
+    if axes is None or not any(a is not None for a in tf.nest.flatten(axes)):
+        return tf.while_loop(condition, body, loop_vars, maximum_iterations=max_length)
+
+    empty = loop_vars[-1]  # the initial cache, every position empty
+    start = 0
+    cache = tf.nest.map_structure(
+        lambda t, a: t if a is None else _positions(t, a, 0, ends[0]), empty, axes
+    )
+    for end in ends:
+        if start:
+            cache = tf.nest.map_structure(
+                lambda t, e, a, start=start, end=end: (
+                    t if a is None else tf.concat([t, _positions(e, a, start, end)], axis=a)
+                ),
+                cache,
+                empty,
+                axes,
+            )
+
+        def in_segment(*state, end=end):
+            return tf.logical_and(state[0] < end, condition(*state))
+
+        loop_vars = tf.while_loop(
+            in_segment, body, (*loop_vars[:-1], cache), maximum_iterations=end - start
+        )
+        cache = loop_vars[-1]
+        start = end
+    return loop_vars
+
+
 def _greedy(model, source_ids, max_length, use_cache, sampling=None):
     """The greedy (or sampling) loop, traced inside a ``tf.function``; see
     :func:`greedy_search` and :func:`sample_search`. Returns ``(ids (batch, 1, length), scores
@@ -407,11 +507,13 @@ def _greedy(model, source_ids, max_length, use_cache, sampling=None):
         finished = tf.logical_or(finished, tf.equal(next_tokens, EOS_ID))
         return step + 1, tokens, finished, scores, cache
 
-    _, tokens, _, scores, _ = tf.while_loop(
+    _, tokens, _, scores, _ = _decoding_loop(
+        model,
         condition,
         body,
         (tf.constant(0), tokens, finished, scores, cache),
-        maximum_iterations=max_length,
+        max_length,
+        encoder_output if use_cache else None,
     )
     return _trim(tokens[:, None, 1:]), scores[:, None]  # drop BOS
 
@@ -529,7 +631,8 @@ def _beam(model, source_ids, max_length, beam_size, alpha, use_cache, num_hypoth
             cache = _reorder_cache(cache, rows, reorder_flags)
         return step + 1, alive_seq, alive_log_probs, fin_seq, fin_scores, fin_flags, cache
 
-    step, alive_seq, alive_log_probs, fin_seq, fin_scores, fin_flags, _ = tf.while_loop(
+    step, alive_seq, alive_log_probs, fin_seq, fin_scores, fin_flags, _ = _decoding_loop(
+        model,
         condition,
         body,
         (
@@ -541,7 +644,8 @@ def _beam(model, source_ids, max_length, beam_size, alpha, use_cache, num_hypoth
             finished_flags,
             cache,
         ),
-        maximum_iterations=L,
+        L,
+        encoder_output if use_cache else None,
     )
 
     # Hypotheses alive after max_length steps compete, truncated, with the finished ones. (After

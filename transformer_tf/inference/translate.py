@@ -8,6 +8,14 @@ Scores (``translate --with-scores``, :func:`translate_nbest`): beam search gives
 its summed natural-log probability divided by the GNMT length penalty ``((5 + length) / 6) **
 decoding.length_penalty`` (``length`` counts the generated tokens, EOS included); greedy search
 and sampling give the summed log-probability.
+
+Alignments (``translate --alignment``, ``translate_nbest(..., alignment=True)``): after decoding,
+one teacher-forced pass of the decoder over each hypothesis (BOS + its tokens) gives the last
+decoder block's cross-attention, averaged over heads: a ``(target tokens, source tokens)`` matrix
+on the tokens the tokenizers made (source padding and target EOS excluded). Each target token is
+aligned with its most attended source token, written in Pharaoh format ``SOURCE-TARGET``
+(``0-0 2-1 1-2``: 0-based indices, one pair per target token in target order). An ensemble aligns
+with its first model's attention.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from transformer_tf.data.special_tokens import EOS_ID, PAD_ID
+from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
 
@@ -51,16 +59,27 @@ class Translation:
         tokens: list[str], the target tokenizer's token strings (EOS excluded).
         ids: list[int], the target ids (EOS and padding excluded).
         score: float, the search's score (see the module docstring).
+        alignment: str or None, the Pharaoh alignment (see the module docstring) when asked for.
+        attention: ``(len(tokens), len(source_tokens))`` float32 array or None, the averaged
+            cross-attention the alignment comes from (each row sums to 1).
+        source_tokens: list[str] or None, the source tokenizer's tokens (with ``attention``).
     """
 
     text: str
     tokens: list[str]
     ids: list[int]
     score: float
+    alignment: str | None = None
+    attention: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    source_tokens: list[str] | None = None
 
     def as_dict(self) -> dict:
-        """``{"text", "tokens", "score"}``, the JSON form of ``translate --format jsonl``."""
-        return {"text": self.text, "tokens": self.tokens, "score": self.score}
+        """``{"text", "tokens", "score"}`` (and ``"alignment"`` when computed), the JSON form of
+        ``translate --format jsonl``."""
+        result = {"text": self.text, "tokens": self.tokens, "score": self.score}
+        if self.alignment is not None:
+            result["alignment"] = self.alignment
+        return result
 
 
 def encode_sources(
@@ -140,6 +159,58 @@ def translate_ids_nbest(
     return outputs
 
 
+def attention_matrices(
+    model, sources: list[list[int]], targets: list[list[int]], *, batch_size: int
+) -> list[np.ndarray]:
+    """The last decoder block's cross-attention, averaged over heads, of each (source, target).
+
+    Args:
+        model: a model with ``cross_attention(source, target)`` (``Seq2SeqTransformer``, or an
+            ``Ensemble``: its first model).
+        sources: source ids per pair (no padding).
+        targets: the hypotheses' target ids per pair (EOS and padding excluded).
+        batch_size: int, pairs per teacher-forced pass.
+
+    Returns:
+        Per pair a float32 ``(len(target), len(source))`` array; row ``t`` is the attention of
+        the step that produced target token ``t`` (it sums to 1 when the source is not empty).
+
+    Raises:
+        UserError: the model's decoder layer does not return attention weights.
+    """
+    if not hasattr(model, "cross_attention"):
+        raise UserError(
+            f"--alignment: {type(model).__name__} does not expose its cross-attention "
+            "(a cross_attention(source, target) method)"
+        )
+    matrices: list = []
+    for start in range(0, len(sources), batch_size):
+        chunk = range(start, min(start + batch_size, len(sources)))
+        source = np.zeros((len(chunk), max(1, *(len(sources[i]) for i in chunk))), "int32")
+        target = np.zeros((len(chunk), 1 + max(len(targets[i]) for i in chunk)), "int32")
+        for row, i in enumerate(chunk):
+            source[row, : len(sources[i])] = sources[i]
+            target[row, 0] = BOS_ID
+            target[row, 1 : 1 + len(targets[i])] = targets[i]
+        try:
+            weights = model.cross_attention(tf.constant(source), tf.constant(target))
+        except NotImplementedError as error:
+            raise UserError(f"--alignment: {error}") from error
+        weights = np.asarray(weights, "float32").mean(axis=1)  # (batch, target, source)
+        for row, i in enumerate(chunk):
+            matrices.append(weights[row, : len(targets[i]), : len(sources[i])])
+    return matrices
+
+
+def pharaoh(attention: np.ndarray) -> str:
+    """``(target, source)`` weights -> ``"s0-0 s1-1 ..."``: for each target token ``t`` its most
+    attended source position ``s_t`` (Pharaoh ``SOURCE-TARGET`` pairs, target order); empty
+    when either side is empty."""
+    if attention.size == 0:
+        return ""
+    return " ".join(f"{s}-{t}" for t, s in enumerate(np.argmax(attention, axis=1)))
+
+
 def _strip(ids) -> list[int]:
     """Ids up to (not including) EOS, without padding."""
     result = []
@@ -217,15 +288,19 @@ def translate_nbest(
     sampling_temperature: float = 1.0,
     seed: int = 0,
     truncate: bool = True,
+    alignment: bool = False,
 ) -> list[list[Translation]]:
     """Source sentences -> the ``n_best`` best :class:`Translation` of each, best first, with
     their scores and tokens. Arguments as :func:`translate_texts`, and:
 
     Args:
         n_best: int in ``1 .. beam_size``, hypotheses per source. Defaults to 1.
+        alignment: bool, also fill each translation's ``alignment``, ``attention`` and
+            ``source_tokens`` (see the module docstring). Defaults to False.
 
     Raises:
-        UserError: ``n_best`` is not in ``1 .. beam_size``.
+        UserError: ``n_best`` is not in ``1 .. beam_size``, or ``alignment`` with a decoder
+            layer that does not return attention weights.
         OverlongInputError: see ``truncate``.
     """
     if not 1 <= n_best <= beam_size:
@@ -246,13 +321,75 @@ def translate_nbest(
     )
     source_ids, _ = encode_sources(source_tokenizer, texts, max_input_length, truncate=truncate)
     decoded = translate_ids_nbest(source_ids, batch_size=batch_size, decoder=decoder)
-    return [
+    results = [
         [
             Translation(target_tokenizer.decode(ids), target_tokenizer.tokens(ids), ids, score)
             for ids, score in hypotheses
         ]
         for hypotheses in decoded
     ]
+    if alignment:
+        pairs = [(i, h) for i, hypotheses in enumerate(results) for h in hypotheses]
+        matrices = attention_matrices(
+            model,
+            [source_ids[i] for i, _ in pairs],
+            [h.ids for _, h in pairs],
+            batch_size=batch_size,
+        )
+        for (i, h), matrix in zip(pairs, matrices, strict=True):
+            h.attention, h.alignment = matrix, pharaoh(matrix)
+            h.source_tokens = source_tokenizer.tokens(source_ids[i])
+    return results
+
+
+#: Resolution of :func:`plot_attention`'s PNG; sizes in inches are multiples of 1/4, so the
+#: pixel sizes are exact (see :func:`attention_plot_size`).
+PLOT_DPI = 100
+
+
+def attention_plot_size(num_source: int, num_target: int) -> tuple[int, int]:
+    """The ``(width, height)`` in pixels of :func:`plot_attention`'s PNG: 50 pixels per token
+    plus room for the labels and the colour bar."""
+    width = 2.5 + 0.5 * max(num_source, 1)
+    height = 2.0 + 0.5 * max(num_target, 1)
+    return round(width * PLOT_DPI), round(height * PLOT_DPI)
+
+
+def plot_attention(path, attention: np.ndarray, source_tokens, target_tokens) -> None:
+    """Draw a cross-attention heatmap as a PNG (matplotlib, no display needed).
+
+    Args:
+        path: str or Path, the PNG to write.
+        attention: ``(len(target_tokens), len(source_tokens))`` weights in [0, 1].
+        source_tokens: list[str], the x-axis labels.
+        target_tokens: list[str], the y-axis labels.
+
+    Raises:
+        UserError: matplotlib is not installed, or a side is empty.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise UserError(
+            "--attention-plot needs matplotlib: pip install 'transformer-tf[plot]' "
+            "(or pip install 'matplotlib>=3.8,<4')"
+        ) from error
+    if attention.size == 0:
+        raise UserError("--attention-plot: the source or the translation is empty, nothing to draw")
+    width, height = attention_plot_size(len(source_tokens), len(target_tokens))
+    # A Figure with its own Agg canvas, not pyplot: no global backend state, no display.
+    figure = Figure(figsize=(width / PLOT_DPI, height / PLOT_DPI), dpi=PLOT_DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(attention, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axes.set_xticks(range(len(source_tokens)), labels=source_tokens, rotation=90)
+    axes.set_yticks(range(len(target_tokens)), labels=target_tokens)
+    axes.set_xlabel("source")
+    axes.set_ylabel("target")
+    figure.colorbar(image, ax=axes)
+    figure.tight_layout()  # moves the axes inside the figure; the size stays
+    figure.savefig(path, format="png", dpi=PLOT_DPI)
 
 
 def decoding_options(config, beam_size: int | None = None) -> dict:
@@ -308,6 +445,7 @@ def translate_nbest_with_task(
     n_best: int = 1,
     beam_size: int | None = None,
     truncate: bool = True,
+    alignment: bool = False,
 ) -> list[list[Translation]]:
     """:func:`translate_nbest` with a translation task's tokenizers and decoding settings."""
     return translate_nbest(
@@ -317,6 +455,7 @@ def translate_nbest_with_task(
         texts,
         n_best=n_best,
         truncate=truncate,
+        alignment=alignment,
         **decoding_options(task.config, beam_size),
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from transformer_tf.layers.encoder import TransformerStack
@@ -51,6 +53,54 @@ class TransformerDecoder(TransformerStack):
             else keras.tree.map_structure(lambda _: True, block_cache)
             for block, block_cache in zip(self.blocks, cache, strict=True)
         ]
+
+    def supports_attention_scores(self) -> bool:
+        """Whether the last block's call takes ``return_attention_scores`` (see
+        :meth:`cross_attention_weights`); a plugin block may not."""
+        parameters = inspect.signature(self.blocks[-1].call).parameters
+        return "return_attention_scores" in parameters
+
+    def cross_attention_weights(
+        self, x, encoder_output, source_padding_mask=None, target_padding_mask=None
+    ):
+        """The last block's cross-attention weights, teacher-forced (no dropout).
+
+        Args:
+            x: ``(batch, target_length, d_model)`` target embeddings.
+            encoder_output: ``(batch, source_length, d_model)``, the final encoder output.
+            source_padding_mask: ``(batch, source_length)`` bool, True at real source tokens.
+            target_padding_mask: ``(batch, target_length)`` bool, optional.
+
+        Returns:
+            ``(batch, heads, target_length, source_length)``: per head and target position, the
+            softmax over the source (0 at padded positions).
+
+        Raises:
+            NotImplementedError: the last block's class does not return attention weights.
+        """
+        last = self.blocks[-1]
+        if not self.supports_attention_scores():
+            raise NotImplementedError(
+                f"the decoder layer {type(last).__name__} does not return its cross-attention "
+                "weights (its call has no return_attention_scores argument)"
+            )
+        for block in self.blocks[:-1]:
+            x = block(
+                x,
+                encoder_output,
+                source_padding_mask=source_padding_mask,
+                target_padding_mask=target_padding_mask,
+                training=False,
+            )
+        _, weights = last(
+            x,
+            encoder_output,
+            source_padding_mask=source_padding_mask,
+            target_padding_mask=target_padding_mask,
+            training=False,
+            return_attention_scores=True,
+        )
+        return weights
 
     def call(
         self,

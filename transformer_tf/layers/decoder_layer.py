@@ -3,7 +3,9 @@
 Interface of the slot: the constructor arguments of :class:`TransformerDecoderLayer`,
 ``call(x, encoder_output, source_padding_mask=None, target_padding_mask=None, cache=None,
 cache_index=None, training=None)`` and ``init_cache(batch_size, max_length, encoder_output)``.
-With a ``cache`` the call returns ``(x, cache)``.
+With a ``cache`` the call returns ``(x, cache)``. Optional: a ``return_attention_scores`` call
+argument that appends the cross-attention weights ``(batch, heads, target_length,
+source_length)`` to the outputs (``translate --alignment`` needs it in the last block).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class TransformerDecoderLayer(TransformerBlockBase):
             :meth:`init_cache`, for incremental decoding; ``x`` then holds the tokens at
             ``cache_index ..``. Returns ``(x, new_cache)``.
         cache_index: int scalar tensor, the position of the first token of ``x``.
+        return_attention_scores: bool, also return the cross-attention weights ``(batch,
+            heads, target_length, source_length)`` (softmax over the source; 0 at padded
+            source positions), appended to the outputs: ``(x, weights)`` or ``(x, cache,
+            weights)``. Defaults to False.
     """
 
     def __init__(self, d_model, num_heads, d_ff, **kwargs):
@@ -88,6 +94,7 @@ class TransformerDecoderLayer(TransformerBlockBase):
         cache=None,
         cache_index=None,
         training=None,
+        return_attention_scores=False,
     ):
         def self_attention(h):
             if cache is None:
@@ -100,19 +107,25 @@ class TransformerDecoderLayer(TransformerBlockBase):
             )
 
         def cross_attention(h):
+            # The weights ride along as the sublayer's extra output (None unless asked for).
             if cache is None:
                 out = self.cross_attention(
-                    h, encoder_output, key_padding_mask=source_padding_mask, training=training
+                    h,
+                    encoder_output,
+                    key_padding_mask=source_padding_mask,
+                    return_attention_scores=return_attention_scores,
+                    training=training,
                 )
-                return out, None
-            out, _ = self.cross_attention(
+                return out if return_attention_scores else (out, None)
+            outputs = self.cross_attention(
                 h,
                 None,
                 key_padding_mask=source_padding_mask,
                 cache=cache["cross"],
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
-            return out, None
+            return outputs[0], (outputs[2] if return_attention_scores else None)
 
         x, self_cache = residual(
             x,
@@ -122,7 +135,7 @@ class TransformerDecoderLayer(TransformerBlockBase):
             self.normalize_first,
             training,
         )
-        x, _ = residual(
+        x, weights = residual(
             x,
             cross_attention,
             self.cross_attention_norm,
@@ -131,6 +144,7 @@ class TransformerDecoderLayer(TransformerBlockBase):
             training,
         )
         x = self._feed_forward_residual(x, training)
-        if cache is None:
-            return x
-        return x, {"self": self_cache, "cross": cache["cross"]}
+        outputs = (x,) if cache is None else (x, {"self": self_cache, "cross": cache["cross"]})
+        if return_attention_scores:
+            outputs += (weights,)
+        return outputs[0] if len(outputs) == 1 else outputs

@@ -200,6 +200,31 @@ class Seq2SeqTransformer(keras.Model):
         )
         return self.project(y)[:, -1, :], cache
 
+    def cross_attention(self, source, target):
+        """The last decoder block's cross-attention weights of a teacher-forced pass.
+
+        Args:
+            source: ``(batch, source_length)`` int source ids, right-padded with ``PAD_ID``.
+            target: ``(batch, target_length)`` int target *input* ids (BOS first), right-padded.
+
+        Returns:
+            float32 ``(batch, heads, target_length, source_length)``: at each target position,
+            per head, the softmax over the source positions (0 at padding). Row ``t`` is the
+            attention of the step that predicts target token ``t``.
+
+        Raises:
+            NotImplementedError: the decoder layer class does not return attention weights.
+        """
+        encoder_output, source_mask = self.encode(source, training=False)
+        y = self.target_embedding(target, training=False)
+        weights = self.decoder.cross_attention_weights(
+            y,
+            encoder_output,
+            source_padding_mask=source_mask,
+            target_padding_mask=ops.not_equal(target, PAD_ID),
+        )
+        return ops.cast(weights, "float32")
+
     def get_config(self):
         config = super().get_config()
         for name in (
