@@ -287,6 +287,24 @@ def run_opennmt(python: Path, work: Path, steps: int, tokens_per_batch: float) -
     if proc.returncode != 0:
         tail = "\n".join(log_text.strip().splitlines()[-20:])
         raise RuntimeError(f"onmt-main exited with {proc.returncode}:\n{tail}")
+    version = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import opennmt, tensorflow as tf; print(opennmt.__version__, tf.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.split()
+    result = parse_opennmt_log(log_text, tokens_per_batch)
+    result["versions"] = {"opennmt-tf": version[0], "tensorflow": version[1]} if version else {}
+    result["process_seconds"] = wall
+    return result
+
+
+def parse_opennmt_log(log_text: str, tokens_per_batch: float) -> dict:
+    """Step marks, rates and gaps from an ``onmt-main train`` log that reports every step."""
     lines = log_text.splitlines()
     marks, loop_start, imputed = [], None, []
     for index, line in enumerate(lines):
@@ -319,19 +337,8 @@ def run_opennmt(python: Path, work: Path, steps: int, tokens_per_batch: float) -
         {"after_step": a["step"], "seconds": b["time"] - a["time"]}
         for a, b in itertools.pairwise(marks[1:])
     ]
-    version = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import opennmt, tensorflow as tf; print(opennmt.__version__, tf.__version__)",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout.split()
     return {
         "system": "OpenNMT-tf",
-        "versions": {"opennmt-tf": version[0], "tensorflow": version[1]} if version else {},
         "mode": {
             "precision": "float32",
             "jit_compile": False,
@@ -346,7 +353,6 @@ def run_opennmt(python: Path, work: Path, steps: int, tokens_per_batch: float) -
         "marks": [{**m, "time": m["time"] - origin} for m in marks],
         "median_step_seconds": statistics.median(g["seconds"] for g in gaps) if gaps else None,
         "largest_gap": max(gaps, key=lambda g: g["seconds"]) if gaps else None,
-        "process_seconds": wall,
         **_rates(marks),
     }
 
