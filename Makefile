@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: venv test demo lint format bench clean
+.PHONY: venv test demo lint format bench bench-peer clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,19 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
+
+# The peer benchmark (benchmarks/peer.py): OpenNMT-tf 2.32 (TF 2.12) in its own venv, then this
+# engine, on the same Multi30k model and SentencePiece pieces. DATA: the Multi30k directory.
+ONMT_VENV := benchmarks/.venv-opennmt
+DATA ?= ../shared/data/multi30k
+$(ONMT_VENV)/.installed:
+	test -x $(ONMT_VENV)/bin/python || $(PYTHON) -m venv $(ONMT_VENV)
+	$(ONMT_VENV)/bin/pip install --quiet --upgrade pip
+	$(ONMT_VENV)/bin/pip install --quiet "opennmt-tf[tensorflow]==2.32.0"
+	touch $@
+
+bench-peer: $(STAMP) $(ONMT_VENV)/.installed
+	nice -n 5 $(BIN)/python benchmarks/peer.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,11 +396,15 @@ class Trainer:
         window_loss, window_count, window_start = 0.0, 0.0, time.perf_counter()
         stop = None
         last_saved = step
+        # The next epoch's iterator is built, and its pipeline warmed up, while this epoch
+        # trains (see _epoch_iterator): otherwise every epoch starts with a stall.
+        ahead = _EpochsAhead(self._epoch_iterator, background=self.placement.kind != "multi_worker")
         try:
             while stop is None:
                 skip = int(state.batch_in_epoch.numpy())
-                dataset = self.task.dataset("train", training=True, epoch=epoch).skip(skip)
-                iterator = iter(distribute_dataset(self.strategy, dataset))
+                iterator = ahead.take(epoch, skip)
+                if training.epochs is None or epoch + 1 < training.epochs:
+                    ahead.start(epoch + 1)
                 if self._compiled_loop is None:
                     self._compiled_loop = self.make_train_loop()
                 end_of_epoch = False
@@ -469,12 +474,27 @@ class Trainer:
                 f"{last_saved})."
             ) from error
         finally:
+            ahead.close()
             self.logs.close()
         if self.is_chief:
             self.run.save_model(self.model)
         self.writer.close()
         result.step, result.epoch, result.stop_reason = step, epoch, stop
         return result
+
+    def _epoch_iterator(self, epoch: int, skip: int):
+        """The distributed iterator of epoch ``epoch``'s batches after the first ``skip``.
+
+        Its pipeline starts filling when the iterator is created (tf.data's
+        ``experimental_warm_start``), not at the first batch: built one epoch ahead, the next
+        epoch's shuffle and prefetch buffers are full when its first batch is asked for.
+        """
+        options = tf.data.Options()
+        options.experimental_warm_start = True
+        dataset = self.task.dataset("train", training=True, epoch=epoch).with_options(options)
+        if skip:
+            dataset = dataset.skip(skip)
+        return iter(distribute_dataset(self.strategy, dataset))
 
     def _validate(self, step: int, result: TrainResult) -> str | None:
         """Validate, log, keep the best checkpoint; the reason to stop early, or None."""
@@ -487,6 +507,42 @@ class Trainer:
         if is_best:
             self.writer.save(step, best=True)
         return stop
+
+
+class _EpochsAhead:
+    """Builds the next epoch's iterator in a background thread while the current one trains.
+
+    ``take(epoch, skip)`` returns the iterator built ahead for ``epoch`` when there is one and
+    ``skip`` is 0 (a new epoch), else builds it now; ``start(epoch)`` begins building the one
+    for ``epoch``. The iterators are the same as built in place (same dataset, seeds and
+    order), so resume stays exact. With ``background=False`` (multi-worker: no dataset work
+    beside the collectives) everything is built in place.
+
+    Args:
+        build: callable ``(epoch, skip) -> iterator``.
+        background: bool, build ahead in a thread.
+    """
+
+    def __init__(self, build, background: bool):
+        self.build = build
+        self.background = background
+        self.executor = ThreadPoolExecutor(max_workers=1) if background else None
+        self.pending: tuple[int, Future] | None = None
+
+    def start(self, epoch: int) -> None:
+        if self.executor is not None:
+            self.pending = (epoch, self.executor.submit(self.build, epoch, 0))
+
+    def take(self, epoch: int, skip: int):
+        pending, self.pending = self.pending, None
+        if pending is not None and pending[0] == epoch and skip == 0:
+            return pending[1].result()
+        return self.build(epoch, skip)
+
+    def close(self) -> None:
+        self.pending = None
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _diverged_message(step: int, loss: float, last_saved: int) -> str:
