@@ -372,11 +372,12 @@ def test_the_model_flags_self_attention_entries_only(model):
 # --- cached decoding in segments (the cache grows with the steps) ------------------------------
 
 
-def testsegment_ends_cover_the_length_in_at_most_eight_segments():
+def test_segment_ends_double_from_16_to_the_length():
     assert segment_ends(8) == [8]
+    assert segment_ends(16) == [16]
     assert segment_ends(40) == [16, 32, 40]
-    assert segment_ends(128) == [16, 32, 48, 64, 80, 96, 112, 128]
-    assert segment_ends(256) == [32, 64, 96, 128, 160, 192, 224, 256]
+    assert segment_ends(128) == [16, 32, 64, 128]
+    assert segment_ends(300) == [16, 32, 64, 128, 256, 300]
 
 
 def test_cache_position_axes_of_the_transformer(model):

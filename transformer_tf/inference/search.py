@@ -358,16 +358,23 @@ def _filtered_logits(log_probs, topk, topp, temperature):
     return logits
 
 
-#: Cached decoding runs in segments of this many steps (more for long outputs: at most
-#: ``_MAX_SEGMENTS`` segments, which bounds the traced graph); see :func:`_decoding_loop`.
-_SEGMENT_STEPS = 16
-_MAX_SEGMENTS = 8
+#: Cached beam search runs in segments that double in length from this many steps; see
+#: :func:`_decoding_loop`.
+_FIRST_SEGMENT_STEPS = 16
 
 
 def segment_ends(max_length: int) -> list[int]:
-    """The last step (exclusive) of each decoding segment: ``[16, 32, ..., max_length]``."""
-    size = max(_SEGMENT_STEPS, -(-max_length // _MAX_SEGMENTS))
-    return [*range(size, max_length, size), max_length]
+    """The last step (exclusive) of each decoding segment: ``[16, 32, 64, ..., max_length]``.
+
+    Doubling segments keep each step's cache at most twice the positions it needs while the
+    traced graph holds only ``log2(max_length / 16) + 1`` copies of the loop (each copy costs
+    tracing time at the first call).
+    """
+    ends, end = [], _FIRST_SEGMENT_STEPS
+    while end < max_length:
+        ends.append(end)
+        end *= 2
+    return [*ends, max_length]
 
 
 def cache_position_axes(model, encoder_output, max_length: int):
@@ -507,13 +514,16 @@ def _greedy(model, source_ids, max_length, use_cache, sampling=None):
         finished = tf.logical_or(finished, tf.equal(next_tokens, EOS_ID))
         return step + 1, tokens, finished, scores, cache
 
+    # One loop over the whole cache: a greedy step attends over `batch` rows only, so growing
+    # the cache in segments (as beam search does, with `batch * beam` rows to reorder) saves
+    # less than the extra loops cost to trace and run.
     _, tokens, _, scores, _ = _decoding_loop(
         model,
         condition,
         body,
         (tf.constant(0), tokens, finished, scores, cache),
         max_length,
-        encoder_output if use_cache else None,
+        None,
     )
     return _trim(tokens[:, None, 1:]), scores[:, None]  # drop BOS
 
