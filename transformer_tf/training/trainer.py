@@ -20,6 +20,7 @@ checkpoint at the end of the current call (at most ``steps_per_loop`` updates) a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
-from transformer_tf.distribute import Placement, build_strategy, distribute_dataset
+from transformer_tf.distribute import Placement, build_strategy, distribute_training_data
 from transformer_tf.errors import RunWriteError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
@@ -362,8 +363,11 @@ class Trainer:
         try:
             while stop is None:
                 skip = int(state.batch_in_epoch.numpy())
-                dataset = self.task.dataset("train", training=True, epoch=epoch).skip(skip)
-                iterator = iter(distribute_dataset(self.strategy, dataset))
+                make_dataset = functools.partial(self.task.dataset, "train", True, epoch)
+                data = distribute_training_data(
+                    self.placement, make_dataset, skip, shards=self.task.shards_input
+                )
+                iterator = iter(data)
                 if self._compiled_loop is None:
                     self._compiled_loop = self.make_train_loop()
                 end_of_epoch = False
