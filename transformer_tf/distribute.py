@@ -176,16 +176,17 @@ def distribute_training_data(placement: Placement, make_dataset, skip: int = 0, 
     """The distributed training input of one epoch, ``skip`` global batches in.
 
     Multi-worker (with ``shards``, a task whose datasets take an input context): each worker
-    builds only its own part with ``make_dataset(input_context)``
+    builds only its own part with ``make_dataset(input_context=...)``
     (``strategy.distribute_datasets_from_function``), in per-replica batches; one batch per
     replica is one global batch, and skipping ``skip`` global batches skips ``skip`` batches of
-    each replica. Otherwise the dataset of global batches ``make_dataset(None)`` is split across
+    each replica. Otherwise the dataset of global batches ``make_dataset()`` is split across
     the replicas (:func:`distribute_dataset`), which keeps a single process exactly equal to
     one device on the same global batches.
 
     Args:
         placement: Placement, the strategy and its kind.
-        make_dataset: callable ``(tf.distribute.InputContext | None) -> tf.data.Dataset``.
+        make_dataset: callable, ``make_dataset()`` gives the dataset of global batches and
+            (with ``shards``) ``make_dataset(input_context=context)`` one pipeline's part.
         skip: int, global batches already consumed this epoch (exact resume). Defaults to 0.
         shards: bool, whether ``make_dataset`` honours an input context. Defaults to False.
 
@@ -194,10 +195,11 @@ def distribute_training_data(placement: Placement, make_dataset, skip: int = 0, 
     """
     strategy = placement.strategy
     if placement.kind != "multi_worker" or not shards:
-        return distribute_dataset(strategy, make_dataset(None).skip(skip))
+        return distribute_dataset(strategy, make_dataset().skip(skip))
 
     def dataset_fn(input_context):
         local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-        return make_dataset(input_context).skip(skip * max(1, local_replicas))
+        dataset = make_dataset(input_context=input_context)
+        return dataset.skip(skip * max(1, local_replicas))
 
     return strategy.distribute_datasets_from_function(dataset_fn)

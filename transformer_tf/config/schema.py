@@ -332,7 +332,7 @@ class _StreamedTranslationData(BaseModel):
     max_length: int = Field(128, gt=0)
     lowercase: bool = False
     shuffle_buffer: int = Field(100_000, ge=1)
-    vocab_sample: int = Field(1_000_000, ge=1)
+    vocab_sample: int = Field(500_000, ge=1)
     vocabulary: str | None = None
 
     @field_validator("vocabulary")
