@@ -14,6 +14,15 @@ Runs:
   isolates the input pipeline from SentencePiece training;
 * ``29M prebuilt`` (``--big``): repeated 1,000 times.
 
+Measured on the shared 2-core machine (load average about 3, so wall times vary by +-30%;
+before streaming: 29k 1.9 GB / 25 s, 2.9M 7.1 GB / 109 s)::
+
+    run              peak RSS GB   wall s
+    29k                     2.08     23.9 - 34.4
+    2.9M                    2.13     27.3 - 38.9   (vocabulary from the 500k-pair sample)
+    2.9M prebuilt           2.12     24.7 - 34.2
+    29M prebuilt            2.12     37.1
+
 Usage::
 
     python benchmarks/input_scaling.py [--workdir /tmp/input_scaling] [--big]
