@@ -81,7 +81,9 @@ def one_run(args) -> None:
     trainer.train()
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print("RESULT " + json.dumps({"wall_s": wall, "build_s": ready, "peak_rss_gb": peak_kib / 2**20}))
+    print(
+        "RESULT " + json.dumps({"wall_s": wall, "build_s": ready, "peak_rss_gb": peak_kib / 2**20})
+    )
 
 
 def measure(label, source, target, run_dir, vocabulary=None) -> dict:

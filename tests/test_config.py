@@ -536,7 +536,7 @@ def test_train_split_and_split_keys_are_required(tmp_path):
         load_config(path)
     assert line_for(excinfo, "data.splits.valid.target") == (
         f"{path}:5: data.splits.valid.target: missing required key (expected a string or a "
-            "list of strings)"
+        "list of strings)"
     )
     path.write_text(path.read_text() + "      target: valid.tgt\n")
     with pytest.raises(ConfigError) as excinfo:
