@@ -412,12 +412,12 @@ def test_missing_data_source(tmp_path):
 
 
 def test_data_source_must_fit_the_task(tmp_path):
-    path = write(tmp_path, "task: translation\ndata:\n  source: tfds\n")
+    path = write(tmp_path, "task: translation\ndata:\n  source: directory\n  path: .\n")
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     assert str(excinfo.value) == (
-        f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text' for task "
-        "'translation', found 'tfds'"
+        f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds' "
+        "for task 'translation', found 'directory'"
     )
 
 
@@ -535,7 +535,8 @@ def test_train_split_and_split_keys_are_required(tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     assert line_for(excinfo, "data.splits.valid.target") == (
-        f"{path}:5: data.splits.valid.target: missing required key (expected a string)"
+        f"{path}:5: data.splits.valid.target: missing required key (expected a string or a "
+        "list of strings)"
     )
     path.write_text(path.read_text() + "      target: valid.tgt\n")
     with pytest.raises(ConfigError) as excinfo:

@@ -10,6 +10,8 @@ change the model of a trained run.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,17 @@ from transformer_tf.registry import get_registry
 from transformer_tf.run import RunDir, average_checkpoints, restore_model
 from transformer_tf.tasks import Task, make_task
 
-__all__ = ["Assembly", "LoadedRun", "assemble", "derive_model_args", "load_run", "precision"]
+__all__ = [
+    "Assembly",
+    "LoadedRun",
+    "assemble",
+    "derive_model_args",
+    "load_run",
+    "precision",
+    "wait_for_vocabulary",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,6 +118,40 @@ def _dotted_get(config: Config, key: str) -> Any:
     return value
 
 
+#: How long a non-chief worker waits for the chief's vocabulary (seconds): learning one from a
+#: large sample takes minutes.
+VOCABULARY_TIMEOUT = 3600.0
+
+
+def wait_for_vocabulary(
+    task: Task, run: RunDir, timeout: float | None = None, poll: float = 0.5
+) -> None:
+    """Wait until the run directory holds the vocabulary that the chief writes.
+
+    Args:
+        task: Task, whose :meth:`~transformer_tf.tasks.Task.vocabulary_ready` is polled.
+        run: RunDir, the run directory shared with the chief.
+        timeout: float | None, seconds; None: :data:`VOCABULARY_TIMEOUT`.
+        poll: float, seconds between looks. Defaults to 0.5.
+
+    Raises:
+        UserError: no vocabulary appeared within ``timeout``.
+    """
+    timeout = VOCABULARY_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    if not task.vocabulary_ready():
+        log.info("waiting for the chief's vocabulary in %s", run.vocab_dir)
+    while not task.vocabulary_ready():
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"no vocabulary appeared in {run.vocab_dir} within {timeout:g} s: a non-chief "
+                "worker reads the vocabulary the chief writes there, so the chief must be "
+                "running with the same run directory on a shared filesystem; or name a prebuilt "
+                "vocabulary with data.vocabulary"
+            )
+        time.sleep(poll)
+
+
 def assemble(
     config: Config,
     run: RunDir,
@@ -122,12 +168,21 @@ def assemble(
         create: bool, build the vocabulary from the training data when the run has none.
             Defaults to False (a missing vocabulary is then a UserError).
         write: bool, write a new vocabulary and the model record (False on non-chief workers,
-            which must not race the chief). Defaults to True.
+            which must not race the chief). Defaults to True. ``create`` without ``write`` under a
+            MultiWorkerMirroredStrategy (a non-chief worker) waits for the chief's vocabulary (:func:`wait_for_vocabulary`)
+            when the task learns one from data and the config names no prebuilt one.
         strategy: the tf.distribute strategy whose scope holds the variables; None uses the
             current (default) strategy.
     """
     task = make_task(config, run)
-    task.prepare(create=create, write=write)
+    non_chief = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and not write
+    if create and non_chief and task.vocabulary_from_chief:
+        # A non-chief worker: one vocabulary for all workers, the chief's (SentencePiece trained
+        # on several threads need not come out the same on two hosts).
+        wait_for_vocabulary(task, run)
+        task.prepare(create=False, write=False)
+    else:
+        task.prepare(create=create, write=write)
     args, new = _resolve_model_args(config, run, task)
     if config.model.share_embeddings and args.get("source_vocab_size") != args.get(
         "target_vocab_size"

@@ -170,3 +170,36 @@ def distribute_dataset(strategy, dataset):
     # batch, which keeps workers in lock step whatever the number of files.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def distribute_training_data(placement: Placement, make_dataset, skip: int = 0, shards=False):
+    """The distributed training input of one epoch, ``skip`` global batches in.
+
+    Multi-worker (with ``shards``, a task whose datasets take an input context): each worker
+    builds only its own part with ``make_dataset(input_context=...)``
+    (``strategy.distribute_datasets_from_function``), in per-replica batches; one batch per
+    replica is one global batch, and skipping ``skip`` global batches skips ``skip`` batches of
+    each replica. Otherwise the dataset of global batches ``make_dataset()`` is split across
+    the replicas (:func:`distribute_dataset`), which keeps a single process exactly equal to
+    one device on the same global batches.
+
+    Args:
+        placement: Placement, the strategy and its kind.
+        make_dataset: callable, ``make_dataset()`` gives the dataset of global batches and
+            (with ``shards``) ``make_dataset(input_context=context)`` one pipeline's part.
+        skip: int, global batches already consumed this epoch (exact resume). Defaults to 0.
+        shards: bool, whether ``make_dataset`` honours an input context. Defaults to False.
+
+    Returns:
+        A distributed dataset.
+    """
+    strategy = placement.strategy
+    if placement.kind != "multi_worker" or not shards:
+        return distribute_dataset(strategy, make_dataset().skip(skip))
+
+    def dataset_fn(input_context):
+        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        dataset = make_dataset(input_context=input_context)
+        return dataset.skip(skip * max(1, local_replicas))
+
+    return strategy.distribute_datasets_from_function(dataset_fn)

@@ -6,6 +6,7 @@ training in fresh subprocesses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -128,7 +129,7 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _start_workers(config, run_dir, scratch, *, checksum=False):
+def _start_workers(config, run_dir, scratch, *, checksum=False, script=None):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -139,8 +140,8 @@ def _start_workers(config, run_dir, scratch, *, checksum=False):
             "TF_CONFIG": json.dumps(tf_config),
             "TMPDIR": str(scratch),
         }
-        if checksum:
-            command = [sys.executable, "-c", WORKER_SCRIPT, str(config), str(run_dir)]
+        if checksum or script:
+            command = [sys.executable, "-c", script or WORKER_SCRIPT, str(config), str(run_dir)]
         else:
             command = [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
                        "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
@@ -266,3 +267,77 @@ def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
     finally:
         for process in processes:
             process.kill()
+
+
+# A worker that builds its trainer (the vocabulary step of `transformer-tf train`) and prints a
+# hash of its SentencePiece model; the non-chief's build_tokenizers raises, so it can only have
+# read the chief's.
+VOCAB_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    from transformer_tf.config import load_config
+    from transformer_tf.tasks import translation
+    from transformer_tf.training.trainer import build_trainer
+
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
+        def refuse(*args, **kwargs):
+            raise AssertionError("a non-chief worker built a vocabulary")
+        translation.tokenizers.build_tokenizers = refuse
+    trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
+    trainer.train()
+    proto = trainer.task.source_tokenizer.model_proto
+    print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
+    """
+)
+
+
+def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sees",
+        "eats",
+        "big",
+        "small",
+        "red",
+        "blue",
+        "house",
+        "tree",
+        "runs",
+    ]
+    lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
+    for k in range(2):  # two shards per side: each worker reads one file
+        (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
+        (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
+    raw = translation_config(training={"steps": 4, "eval_every": None, "checkpoint_every": 4})
+    raw["data"] = {
+        "source": "parallel_text",
+        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
+                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
+        "tokenizer": "sentencepiece",
+        "vocab_size": 64,
+        "max_length": 16,
+    }  # fmt: skip
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    config = write_config(tmp_path / "mw.yaml", raw)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    processes = _start_workers(config, run_dir, scratch, script=VOCAB_SCRIPT)
+    errors = []
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=400)
+            errors.append(err)
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            process.kill()
+    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
+    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
+    assert hashes == [written, written]

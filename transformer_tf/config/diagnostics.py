@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
 from transformer_tf.config.schema import TASK_DATA_SOURCES, Config, Invalid
@@ -359,13 +359,22 @@ def _data_variants(annotation: Any) -> dict[str, type[BaseModel]]:
         return {}
     variants = {}
     for arg in get_args(annotation):
+        tag = None
+        if get_origin(arg) is Annotated:  # a tagged member: Annotated[Model, Tag("...")]
+            arg, *extra = get_args(arg)
+            tag = next((e.tag for e in extra if isinstance(e, Tag)), None)
         if not (isinstance(arg, type) and issubclass(arg, BaseModel)):
             return {}
         field = arg.model_fields.get("source")
         if field is None or get_origin(field.annotation) is not Literal:
             return {}
-        variants[get_args(field.annotation)[0]] = arg
+        variants[tag or get_args(field.annotation)[0]] = arg
     return variants
+
+
+def _source_names(models) -> list[str]:
+    """The distinct ``source:`` values of data models (two tasks may share one, e.g. tfds)."""
+    return list(dict.fromkeys(get_args(m.model_fields["source"].annotation)[0] for m in models))
 
 
 def _describe(annotation: Any, metadata: Sequence = ()) -> str:
@@ -379,7 +388,7 @@ def _describe(annotation: Any, metadata: Sequence = ()) -> str:
         members = [a for a in args if a is not type(None)]
         variants = _data_variants(_strip(annotation)[0])
         if variants:
-            text = f"a mapping with `source:` one of {_choices(variants)}"
+            text = f"a mapping with `source:` one of {_choices(_source_names(variants.values()))}"
         else:
             text = " or ".join(_describe(a, metadata) for a in members)
         return f"{text} or null" if len(members) < len(args) else text
@@ -441,7 +450,11 @@ def _unknown_key_message(path: tuple, section: type[BaseModel]) -> str:
     variants = _data_variants(Config.model_fields["data"].annotation)
     if section in variants.values():
         this = get_args(section.model_fields["source"].annotation)[0]
-        others = [tag for tag, cls in variants.items() if key in cls.model_fields]
+        others = [
+            name
+            for name in _source_names(c for c in variants.values() if key in c.model_fields)
+            if name != this
+        ]
         if others:
             return (
                 f"{text} for data source {this!r}; `{key}` is a key of data source "

@@ -26,7 +26,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     create_model,
     field_validator,
@@ -54,6 +56,7 @@ __all__ = [
     "SplitFiles",
     "TASK_DATA_SOURCES",
     "TfdsData",
+    "TfdsTranslationData",
     "ToyTranslationData",
     "TASK_VALIDATION_METRICS",
     "TrainingConfig",
@@ -62,7 +65,7 @@ __all__ = [
 
 #: The data sources each task accepts; the first one is the default when ``data`` is absent.
 TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {
-    "translation": ("toy_translation", "parallel_text"),
+    "translation": ("toy_translation", "parallel_text", "tfds"),
     "classification": ("tfds", "directory"),
 }
 
@@ -241,17 +244,56 @@ def _existing_path(value: str, info: ValidationInfo, kind: Literal["file", "dire
 
 
 class SplitFiles(BaseModel):
-    """One split of a parallel corpus: a source-language and a target-language text file."""
+    """One split of a parallel corpus: source-language and target-language text files.
+
+    ``source`` and ``target`` are each one file or a list of files (shards). Shards pair up by
+    position: source shard ``i`` is line-aligned with target shard ``i``, so both lists must have
+    the same length.
+    """
 
     model_config = _STRICT
 
-    source: str
-    target: str
+    source: str | list[str]
+    target: str | list[str]
 
     @field_validator("source", "target")
     @classmethod
-    def _file_exists(cls, value: str, info: ValidationInfo) -> str:
-        return _existing_path(value, info, "file")
+    def _file_exists(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        if isinstance(value, str):
+            return _existing_path(value, info, "file")
+        if not value:
+            raise Invalid(expected="a file or a non-empty list of files", found="an empty list")
+        checked = []
+        for index, item in enumerate(value):
+            try:
+                checked.append(_existing_path(item, info, "file"))
+            except Invalid as error:
+                raise Invalid(
+                    (index,), expected=error.expected, found=error.found, message=error.message
+                ) from None
+        return checked
+
+    @model_validator(mode="after")
+    def _same_number_of_shards(self) -> SplitFiles:
+        sources, targets = self.source_files, self.target_files
+        if len(sources) != len(targets):
+            raise Invalid(
+                ("target",),
+                expected=f"as many target files as source files ({len(sources)}; shards pair "
+                "up by position)",
+                found=f"{len(targets)} target file{'s' * (len(targets) != 1)}",
+            )
+        return self
+
+    @property
+    def source_files(self) -> list[str]:
+        """list[str], the source shards (one item for a single file)."""
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @property
+    def target_files(self) -> list[str]:
+        """list[str], the target shards, aligned with :attr:`source_files`."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
 
 class ToyTranslationData(BaseModel):
@@ -268,18 +310,54 @@ class ToyTranslationData(BaseModel):
     tokenizer: Literal["word"] = "word"
 
 
-class ParallelTextData(BaseModel):
-    """Line-aligned source/target text files per split; ``train`` is required."""
+class _StreamedTranslationData(BaseModel):
+    """The keys that both streamed translation sources take: tokenization, input and
+    vocabulary settings.
+
+    ``shuffle_buffer`` is the number of training examples the stream shuffles among (a bounded
+    buffer: memory does not grow with the corpus; a corpus shorter than it is shuffled whole).
+    ``vocab_sample`` bounds the sentence pairs a new vocabulary is learned from (the first ones
+    of the training split, spread evenly over its shards). ``vocabulary`` names a prebuilt
+    vocabulary directory (with a ``tokenizer.json``, such as a previous run's ``vocab/``) to use
+    instead of learning one.
+    """
 
     model_config = _STRICT
 
-    source: Literal["parallel_text"]
-    splits: dict[str, SplitFiles]
+    # Each source narrows this to its tag (a Literal); declared here so it comes first in dumps.
+    source: str
     tokenizer: Literal["sentencepiece", "word"] = "sentencepiece"
     vocab_size: int = Field(8000, ge=16)
     shared_vocab: bool = True
     max_length: int = Field(128, gt=0)
     lowercase: bool = False
+    shuffle_buffer: int = Field(100_000, ge=1)
+    vocab_sample: int = Field(500_000, ge=1)
+    vocabulary: str | None = None
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _vocabulary_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = _existing_path(value, info, "directory")
+        if not (Path(path) / "tokenizer.json").is_file():
+            raise Invalid(
+                expected="a vocabulary directory with a tokenizer.json (e.g. a run's vocab/)",
+                found=f"{value!r} (no tokenizer.json in {path})",
+            )
+        return path
+
+
+class ParallelTextData(_StreamedTranslationData):
+    """Line-aligned source/target text files per split; ``train`` is required.
+
+    Training streams the ``train`` files line by line (each side one file or a list of shards);
+    the other splits are read into memory for evaluation.
+    """
+
+    source: Literal["parallel_text"]
+    splits: dict[str, SplitFiles]
 
     @model_validator(mode="after")
     def _has_train_split(self) -> ParallelTextData:
@@ -289,6 +367,37 @@ class ParallelTextData(BaseModel):
                 ("splits", "train"),
                 missing=True,
                 expected="a mapping with `source` and `target` files",
+                found=f"splits found: {found}",
+            )
+        return self
+
+
+class TfdsTranslationData(_StreamedTranslationData):
+    """A TensorFlow Datasets translation dataset (``data.source: tfds`` with task translation).
+
+    ``name`` is the tfds name (``wmt14_translate/de-en``, ``ted_hrlr_translate/pt_to_en``);
+    ``source_language`` and ``target_language`` are the keys of the two sides in its examples
+    (``de`` and ``en``). ``splits`` maps this run's split names to tfds split names (or slices
+    such as ``train[:10%]``); ``train`` is required. Training streams the tfds ``train`` split.
+    """
+
+    source: Literal["tfds"]
+    name: NonEmptyStr
+    source_language: NonEmptyStr
+    target_language: NonEmptyStr
+    data_dir: str | None = None
+    splits: dict[str, NonEmptyStr] = Field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
+
+    @model_validator(mode="after")
+    def _has_train_split(self) -> TfdsTranslationData:
+        if "train" not in self.splits:
+            found = ", ".join(repr(name) for name in self.splits) or "none"
+            raise Invalid(
+                ("splits", "train"),
+                missing=True,
+                expected="the tfds split to train on, e.g. `train`",
                 found=f"splits found: {found}",
             )
         return self
@@ -332,9 +441,35 @@ class DirectoryData(_ClassificationData):
         return _existing_path(value, info, "directory")
 
 
+class _TranslationDataInput(dict):
+    """The raw ``data`` mapping of a translation config (marked by Config before validation),
+    so that ``source: tfds`` selects :class:`TfdsTranslationData` rather than :class:`TfdsData`."""
+
+
+#: The union tag of translation's tfds source (classification's is ``tfds``).
+TFDS_TRANSLATION_TAG = "tfds_translation"
+
+
+def _data_tag(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return TFDS_TRANSLATION_TAG if isinstance(value, TfdsTranslationData) else value.source
+    if not isinstance(value, dict):
+        return None
+    source = value.get("source")
+    if source == "tfds" and isinstance(value, _TranslationDataInput):
+        return TFDS_TRANSLATION_TAG
+    return source
+
+
 DataConfig = Annotated[
-    Union[ToyTranslationData, ParallelTextData, TfdsData, DirectoryData],  # noqa: UP007
-    Field(discriminator="source"),
+    Union[  # noqa: UP007
+        Annotated[ToyTranslationData, Tag("toy_translation")],
+        Annotated[ParallelTextData, Tag("parallel_text")],
+        Annotated[TfdsTranslationData, Tag(TFDS_TRANSLATION_TAG)],
+        Annotated[TfdsData, Tag("tfds")],
+        Annotated[DirectoryData, Tag("directory")],
+    ],
+    Discriminator(_data_tag),
 ]
 
 
@@ -519,6 +654,8 @@ class Config(BaseModel):
             data = raw.get("data", {})
             if isinstance(data, dict) and "source" not in data:
                 raw["data"] = {"source": TASK_DATA_SOURCES["translation"][0], **data}
+            if isinstance(raw.get("data"), dict):
+                raw["data"] = _TranslationDataInput(raw["data"])
         return raw
 
     @model_validator(mode="after")

@@ -588,7 +588,11 @@ def save_tokenizers(
         }
     manifest = {"format_version": MANIFEST_VERSION, "shared": shared, **sides}
     path = directory / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # Written last and atomically: a complete manifest means complete tokenizer files, which
+    # is what other workers wait for.
+    partial = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 

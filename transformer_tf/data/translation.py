@@ -107,6 +107,7 @@ def make_translation_dataset(
     drop_remainder: bool = False,
     pad_to_multiple: int | None = None,
     batch_type: str = "examples",
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of translation examples grouped by length.
 
@@ -145,6 +146,9 @@ def make_translation_dataset(
             pad each side to the longest sequence in the batch. Defaults to None.
         batch_type: str, ``"examples"`` or ``"tokens"`` (see above). Defaults to
             ``"examples"``.
+        shard: tuple[int, int] | None, ``(num_pipelines, pipeline_id)``: keep only examples
+            ``pipeline_id, pipeline_id + num_pipelines, ...`` (one input pipeline's part, before
+            shuffling). Defaults to None (all).
 
     Returns:
         tf.data.Dataset of ``({"source": int32 (batch, source_length), "target": int32 (batch,
@@ -165,11 +169,6 @@ def make_translation_dataset(
     target_lengths = np.array([len(y) for y in target_ids], dtype=np.int64)
     num_examples = len(source_lengths)
     longest = int(np.max(np.maximum(source_lengths, target_lengths + 1), initial=1))
-    if bucket_boundaries is None:
-        bucket_boundaries = default_bucket_boundaries(
-            longest, pad_to_multiple or DEFAULT_BUCKET_STEP
-        )
-    boundaries = check_boundaries(bucket_boundaries)
 
     # The examples live in two flat tensors plus row offsets; the pipeline shuffles indices (cheap,
     # so the shuffle buffer can hold the whole epoch) and slices rows out of them.
@@ -181,9 +180,74 @@ def make_translation_dataset(
         int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(2)
     )
 
-    def to_example(index):
+    def ids(index):
         x = source_flat[source_starts[index] : source_starts[index + 1]]
         y = target_flat[target_starts[index] : target_starts[index + 1]]
+        return x, y
+
+    dataset = tf.data.Dataset.range(num_examples)
+    if shard is not None:
+        dataset = dataset.shard(*shard)
+        num_examples = len(range(shard[1], num_examples, shard[0]))
+    if shuffle and num_examples:
+        dataset = dataset.shuffle(num_examples, seed=example_seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batch_translation_examples(
+        dataset,
+        longest=longest,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        batch_seed=batch_seed,
+        bucket_boundaries=bucket_boundaries,
+        drop_remainder=drop_remainder,
+        pad_to_multiple=pad_to_multiple,
+        batch_type=batch_type,
+        num_examples=num_examples,
+    )
+
+
+def batch_translation_examples(
+    ids: tf.data.Dataset,
+    *,
+    longest: int,
+    batch_size: int,
+    shuffle: bool,
+    batch_seed: int,
+    bucket_boundaries: Sequence[int] | None = None,
+    drop_remainder: bool = False,
+    pad_to_multiple: int | None = None,
+    batch_type: str = "examples",
+    num_examples: int | None = None,
+) -> tf.data.Dataset:
+    """The batching tail of every translation pipeline (in memory or streamed).
+
+    Turns ``(source ids, target ids)`` pairs (int32 vectors without BOS/EOS) into examples,
+    buckets and batches them and shuffles the batches, as described in
+    :func:`make_translation_dataset`.
+
+    Args:
+        ids: tf.data.Dataset of ``(int32 (source_length,), int32 (target_length,))``.
+        longest: int, the longest example length ``max(len(x), len(y) + 1)`` the data can have
+            (a streamed corpus: ``data.max_length``): the default boundaries end with it and the
+            overflow bucket's token budget counts it.
+        batch_size, bucket_boundaries, drop_remainder, pad_to_multiple, batch_type: see
+            :func:`make_translation_dataset`.
+        shuffle: bool, shuffle the finished batches (a buffer of at most
+            :data:`MAX_BATCH_SHUFFLE_BUFFER` batches).
+        batch_seed: int, the seed of that shuffle.
+        num_examples: int | None, the number of examples when known (a smaller batch buffer
+            for tiny data); None: unknown (streamed). Defaults to None.
+
+    Returns:
+        tf.data.Dataset of batches, with deterministic order, prefetched.
+    """
+    if bucket_boundaries is None:
+        bucket_boundaries = default_bucket_boundaries(
+            longest, pad_to_multiple or DEFAULT_BUCKET_STEP
+        )
+    boundaries = check_boundaries(bucket_boundaries)
+
+    def to_example(x, y):
         target = tf.concat([[BOS_ID], y], axis=0)
         labels = tf.concat([y, [EOS_ID]], axis=0)
         return {"source": x, "target": target}, labels
@@ -216,10 +280,7 @@ def make_translation_dataset(
             )
         return {"source": source, "target": target}, labels
 
-    dataset = tf.data.Dataset.range(num_examples)
-    if shuffle and num_examples:
-        dataset = dataset.shuffle(num_examples, seed=example_seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = ids.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = batch_by_length(
         dataset,
         example_length,
@@ -234,12 +295,10 @@ def make_translation_dataset(
     if shuffle:
         # Batches leave group_by_window roughly in bucket order at the end of an epoch (the
         # partial batches are flushed bucket by bucket); shuffling the batches mixes lengths.
-        max_batches = num_examples // min(bucket_sizes) + len(boundaries) + 2
-        dataset = dataset.shuffle(
-            min(max_batches, MAX_BATCH_SHUFFLE_BUFFER),
-            seed=batch_seed,
-            reshuffle_each_iteration=True,
-        )
+        buffer = MAX_BATCH_SHUFFLE_BUFFER
+        if num_examples is not None:
+            buffer = min(buffer, num_examples // min(bucket_sizes) + len(boundaries) + 2)
+        dataset = dataset.shuffle(buffer, seed=batch_seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

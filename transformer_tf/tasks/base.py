@@ -14,6 +14,15 @@ from transformer_tf.config import Config
 from transformer_tf.run import RunDir
 
 
+def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
+    """The batch size of one replica: ``global_batch_size // num_replicas``, at least 1.
+
+    A global batch is the union of one batch per replica, so it holds ``global_batch_size``
+    examples (or tokens) when ``num_replicas`` divides it, else slightly fewer.
+    """
+    return max(1, global_batch_size // max(1, num_replicas))
+
+
 class Task:
     """Interface between a config's task and the engine.
 
@@ -47,10 +56,38 @@ class Task:
         """The longest sequence the model must embed for this config's data (and decoding)."""
         raise NotImplementedError
 
+    #: Whether non-chief workers wait for the vocabulary the chief writes (rather than build
+    #: their own); see :func:`transformer_tf.assembly.assemble`.
+    vocabulary_from_chief = False
+    #: Whether :meth:`dataset` takes an ``input_context`` (each worker reads only its part).
+    shards_input = False
+
+    def vocabulary_ready(self) -> bool:
+        """Whether the run directory holds a complete vocabulary (:meth:`prepare` can load it
+        without building one)."""
+        return False
+
     def has_split(self, split: str) -> bool:
         raise NotImplementedError
 
-    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
+    def dataset(
+        self,
+        split: str,
+        training: bool,
+        epoch: int = 0,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
+        """Batches ``(inputs, labels)`` of ``split``: shuffled (epoch ``epoch``) for training.
+
+        Args:
+            split: str, a split name.
+            training: bool, training order and filtering (else evaluation: every example).
+            epoch: int, mixed into the shuffling seeds. Defaults to 0.
+            input_context: tf.distribute.InputContext | None, one input pipeline of several:
+                read only its part, in per-replica batches. Tasks that cannot shard ignore it
+                only if they are never distributed by function. Defaults to None (global
+                batches of the whole split).
+        """
         raise NotImplementedError
 
     def train_batches_per_epoch(self) -> int:

@@ -3,69 +3,157 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import cached_property
 
+import numpy as np
 import tensorflow as tf
 
 from transformer_tf.config import Config
-from transformer_tf.data import tokenizers
+from transformer_tf.data import streaming, tokenizers
 from transformer_tf.data.parallel import read_parallel
 from transformer_tf.data.toy import toy_splits
-from transformer_tf.data.translation import encode_pairs, make_translation_dataset
+from transformer_tf.data.translation import (
+    batch_translation_examples,
+    encode_pairs,
+    make_translation_dataset,
+)
 from transformer_tf.errors import UserError
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
-from transformer_tf.tasks.base import Task
+from transformer_tf.tasks.base import Task, per_replica_batch_size
 
 log = logging.getLogger(__name__)
 
+#: The data sources whose training split is streamed (never read into memory).
+STREAMED_SOURCES = ("parallel_text", "tfds")
+
+
+class _LazySplits(Mapping):
+    """Split name -> list of (source, target) pairs, each split read on first access."""
+
+    def __init__(self, names, load):
+        self._names = list(names)
+        self._load = load
+        self._loaded: dict[str, list[tuple[str, str]]] = {}
+
+    def __getitem__(self, name: str) -> list[tuple[str, str]]:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._loaded:
+            self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
 
 class TranslationTask(Task):
-    """Translation: source and target tokenizers, parallel splits, token-level loss."""
+    """Translation: source and target tokenizers, parallel splits, token-level loss.
+
+    The training split of ``parallel_text`` and ``tfds`` is streamed (:meth:`dataset` with
+    ``training=True``: read record by record, tokenized in the graph, memory independent of the
+    corpus size); the evaluation splits are read into memory (:attr:`raw_splits`), where every
+    reference is at hand for BLEU. The toy task is generated in memory.
+    """
 
     name = "translation"
     count_unit = "tokens"
+    shards_input = True
 
     def __init__(self, config: Config, run: RunDir):
         super().__init__(config, run)
         self.source_tokenizer = None
         self.target_tokenizer = None
         self._encoded: dict[str, tuple] = {}
+        self._train_lines: int | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """bool, whether the training split is streamed rather than held in memory."""
+        return self.config.data.source in STREAMED_SOURCES
 
     @cached_property
-    def raw_splits(self) -> dict[str, list[tuple[str, str]]]:
-        """Split name -> list of (source, target) sentence pairs."""
+    def raw_splits(self) -> Mapping[str, list[tuple[str, str]]]:
+        """Split name -> list of (source, target) sentence pairs, each split read into memory
+        on first access (for a streamed source, training never reads ``train`` here)."""
         data = self.config.data
         if data.source == "toy_translation":
             return toy_splits(data.num_train, data.num_validation, data.num_test, data.seed)
-        splits = {}
-        for name, files in data.splits.items():
-            corpus = read_parallel(files.source, files.target, lowercase=data.lowercase)
-            skipped = corpus.skipped_empty + corpus.skipped_one_side_empty
-            if skipped:
-                log.warning("%s split: skipped %d pairs with an empty side", name, skipped)
-            splits[name] = list(zip(corpus.sources, corpus.targets, strict=True))
-        return splits
+        return _LazySplits(data.splits, self._read_split)
+
+    def _read_split(self, name: str) -> list[tuple[str, str]]:
+        data = self.config.data
+        if data.source == "tfds":
+            return streaming.tfds_pairs(
+                data.name, data.splits[name], data.source_language, data.target_language,
+                data_dir=data.data_dir, lowercase=data.lowercase,
+            )  # fmt: skip
+        files = data.splits[name]
+        pairs: list[tuple[str, str]] = []
+        skipped = 0
+        for source, target in zip(files.source_files, files.target_files, strict=True):
+            corpus = read_parallel(source, target, lowercase=data.lowercase)
+            skipped += corpus.skipped_empty + corpus.skipped_one_side_empty
+            pairs.extend(zip(corpus.sources, corpus.targets, strict=True))
+        if skipped:
+            log.warning("%s split: skipped %d pairs with an empty side", name, skipped)
+        return pairs
+
+    @property
+    def vocabulary_from_chief(self) -> bool:
+        # A prebuilt vocabulary is read by every worker itself; otherwise the chief learns it.
+        return not getattr(self.config.data, "vocabulary", None)
+
+    def vocabulary_ready(self) -> bool:
+        return (self.run.vocab_dir / tokenizers.MANIFEST_NAME).exists()
 
     def prepare(self, create: bool = False, write: bool = True) -> None:
         vocab_dir = self.run.vocab_dir
-        if (vocab_dir / "tokenizer.json").exists():
+        if self.vocabulary_ready():
             self.source_tokenizer, self.target_tokenizer = tokenizers.load_tokenizers(vocab_dir)
+            return
+        data = self.config.data
+        prebuilt = getattr(data, "vocabulary", None)
+        if prebuilt:
+            self.source_tokenizer, self.target_tokenizer = tokenizers.load_tokenizers(prebuilt)
+            if write:
+                tokenizers.save_tokenizers(vocab_dir, self.source_tokenizer, self.target_tokenizer)
             return
         if not create:
             raise UserError(f"{vocab_dir} has no tokenizer: is {self.run} a trained run?")
-        data = self.config.data
-        train = self.raw_splits["train"]
+        sources, targets = self.vocabulary_sample()
         self.source_tokenizer, self.target_tokenizer = tokenizers.build_tokenizers(
             data.tokenizer,
-            [s for s, _ in train],
-            [t for _, t in train],
+            sources,
+            targets,
             vocab_size=getattr(data, "vocab_size", None),
             shared=getattr(data, "shared_vocab", False),
             lowercase=getattr(data, "lowercase", False),
         )
         if write:
             tokenizers.save_tokenizers(vocab_dir, self.source_tokenizer, self.target_tokenizer)
+
+    def vocabulary_sample(self) -> tuple[list[str], list[str]]:
+        """The (source, target) training sentences a new vocabulary is learned from: the toy
+        task's whole training split, else at most ``data.vocab_sample`` pairs, the first ones
+        of the training split (spread evenly over its shards)."""
+        data = self.config.data
+        if data.source == "toy_translation":
+            train = self.raw_splits["train"]
+            return [s for s, _ in train], [t for _, t in train]
+        if data.source == "tfds":
+            return streaming.tfds_sample(
+                data.name, data.splits["train"], data.source_language, data.target_language,
+                data.vocab_sample, data_dir=data.data_dir, lowercase=data.lowercase,
+            )  # fmt: skip
+        files = data.splits["train"]
+        return streaming.sample_parallel(
+            files.source_files, files.target_files, data.vocab_sample, lowercase=data.lowercase
+        )
 
     def vocabulary_args(self) -> dict:
         return {
@@ -81,7 +169,9 @@ class TranslationTask(Task):
         return max(self.config.data.max_length, self.config.decoding.max_length) + 1
 
     def has_split(self, split: str) -> bool:
-        return bool(self.raw_splits.get(split))
+        if split == "train" and self.streamed:
+            return True  # required by the schema; not read to find out
+        return split in self.raw_splits and bool(self.raw_splits[split])
 
     def encoded(self, split: str, training: bool):
         """Token ids of a split (without BOS/EOS): training drops over-long pairs, evaluation
@@ -105,22 +195,95 @@ class TranslationTask(Task):
             self._encoded[key] = (source_ids, target_ids)
         return self._encoded[key]
 
-    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
-        source_ids, target_ids = self.encoded(split, training)
+    def dataset(
+        self,
+        split: str,
+        training: bool,
+        epoch: int = 0,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
+        """Batches of ``split``; see :meth:`Task.dataset`.
+
+        With ``input_context`` (one input pipeline of several), the pipeline reads only its
+        part of the data and its batches are per replica: ``training.batch_size`` divided by
+        ``num_replicas_in_sync`` examples (or tokens), so that one batch per replica makes one
+        global batch of ``training.batch_size``.
+        """
+        training_config = self.config.training
+        batch_size = training_config.batch_size
+        shard = None
+        if input_context is not None:
+            batch_size = per_replica_batch_size(batch_size, input_context.num_replicas_in_sync)
+            shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
         # XLA and TPUs compile one program per shape: pad each batch to its length bucket (a
         # few shapes in all) and, in training, keep only full batches.
-        static = self.config.training.jit_compile or self.config.distribute.strategy == "tpu"
+        static = training_config.jit_compile or self.config.distribute.strategy == "tpu"
+        if training and split == "train" and self.streamed:
+            return self._streamed_train(epoch, batch_size, shard, static)
+        source_ids, target_ids = self.encoded(split, training)
         return make_translation_dataset(
             source_ids,
             target_ids,
-            batch_size=self.config.training.batch_size,
+            batch_size=batch_size,
             shuffle=training,
-            seed=self.config.training.seed,
+            seed=training_config.seed,
             epoch=epoch,
             pad_to_multiple=8 if static else None,
             drop_remainder=static and training,
-            batch_type=self.config.training.batch_type,
+            batch_type=training_config.batch_type,
+            shard=shard,
         )
+
+    def _streamed_train(self, epoch, batch_size, shard, static) -> tf.data.Dataset:
+        data, training = self.config.data, self.config.training
+        num_pipelines, pipeline_id = shard or (1, 0)
+        example_seed, batch_seed = streaming.epoch_seeds(training.seed, epoch)
+        if data.source == "tfds":
+            pairs = streaming.tfds_text_pairs(
+                data.name, data.splits["train"], data.source_language, data.target_language,
+                data_dir=data.data_dir, lowercase=data.lowercase,
+                num_pipelines=num_pipelines, pipeline_id=pipeline_id,
+            )  # fmt: skip
+        else:
+            files = data.splits["train"]
+            sources, targets = files.source_files, files.target_files
+            if self._train_lines is None:  # one byte scan per run, not per epoch
+                self._train_lines = streaming.check_aligned(sources, targets)
+                log.info(
+                    "train split: %d line pairs in %d file pair(s), streamed; pairs with an "
+                    "empty side or over %d tokens are dropped as they are read",
+                    self._train_lines, len(sources), data.max_length - 1,
+                )  # fmt: skip
+            # Another shard order every epoch, the same on every worker (so the parts of the
+            # pipelines stay disjoint).
+            order = np.random.default_rng([training.seed, epoch]).permutation(len(sources))
+            pairs = streaming.parallel_text_pairs(
+                [sources[i] for i in order], [targets[i] for i in order],
+                num_pipelines=num_pipelines, pipeline_id=pipeline_id, lowercase=data.lowercase,
+            )  # fmt: skip
+        pairs = pairs.shuffle(data.shuffle_buffer, seed=example_seed, reshuffle_each_iteration=True)
+        ids = streaming.filter_pairs(
+            streaming.encode_text_pairs(pairs, self.source_tokenizer, self.target_tokenizer),
+            data.max_length,
+        )
+        return batch_translation_examples(
+            ids,
+            longest=data.max_length,
+            batch_size=batch_size,
+            shuffle=True,
+            batch_seed=batch_seed,
+            pad_to_multiple=8 if static else None,
+            drop_remainder=static,
+            batch_type=training.batch_type,
+        )
+
+    def train_batches_per_epoch(self) -> int:
+        if self.streamed:
+            log.warning(
+                "training.epochs with a streamed corpus: counting the batches of an epoch takes "
+                "one pass over the training data; set training.steps (and no epochs) to skip it"
+            )
+        return super().train_batches_per_epoch()
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.token_cross_entropy(labels, logits, label_smoothing)

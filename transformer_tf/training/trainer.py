@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
-from transformer_tf.distribute import Placement, build_strategy, distribute_dataset
+from transformer_tf.distribute import Placement, build_strategy, distribute_training_data
 from transformer_tf.errors import RunWriteError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
@@ -487,14 +487,19 @@ class Trainer:
 
         Its pipeline starts filling when the iterator is created (tf.data's
         ``experimental_warm_start``), not at the first batch: built one epoch ahead, the next
-        epoch's shuffle and prefetch buffers are full when its first batch is asked for.
+        epoch's shuffle and prefetch buffers are full when its first batch is asked for. Under
+        multi-worker each worker builds only its part (:func:`distribute_training_data`).
         """
         options = tf.data.Options()
         options.experimental_warm_start = True
-        dataset = self.task.dataset("train", training=True, epoch=epoch).with_options(options)
-        if skip:
-            dataset = dataset.skip(skip)
-        return iter(distribute_dataset(self.strategy, dataset))
+
+        def make_dataset(**kwargs):
+            return self.task.dataset("train", True, epoch, **kwargs).with_options(options)
+
+        data = distribute_training_data(
+            self.placement, make_dataset, skip, shards=self.task.shards_input
+        )
+        return iter(data)
 
     def _validate(self, step: int, result: TrainResult) -> str | None:
         """Validate, log, keep the best checkpoint; the reason to stop early, or None."""
