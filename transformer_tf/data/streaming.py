@@ -150,6 +150,11 @@ def parallel_text_pairs(
     pairs = tf.data.Dataset.from_tensor_slices((source_files, target_files)).flat_map(read)
     if by_line:
         pairs = pairs.shard(num_pipelines, pipeline_id)
+    return _cleaned(pairs, lowercase)
+
+
+def _cleaned(pairs: tf.data.Dataset, lowercase: bool) -> tf.data.Dataset:
+    """``(source, target)`` string pairs cleaned as the in-memory reader cleans them."""
     return pairs.map(
         lambda s, t: (_clean(s, lowercase), _clean(t, lowercase)),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -309,11 +314,7 @@ def tfds_text_pairs(
     pairs = _tfds_dataset(name, split, source_language, target_language, data_dir)
     if num_pipelines > 1:
         pairs = pairs.shard(num_pipelines, pipeline_id)
-    return pairs.map(
-        lambda s, t: (_clean(s, lowercase), _clean(t, lowercase)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    return _cleaned(pairs, lowercase)
 
 
 def tfds_sample(

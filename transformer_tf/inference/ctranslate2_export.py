@@ -48,6 +48,7 @@ from transformer_tf.assembly import load_run
 from transformer_tf.data.special_tokens import BOS, EOS, PAD_ID, UNK
 from transformer_tf.data.tokenizers import SentencePieceTokenizer, WordTokenizer
 from transformer_tf.errors import UserError
+from transformer_tf.inference.export import check_export_dir
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
 from transformer_tf.layers.attention import MultiHeadAttention
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
@@ -349,7 +350,7 @@ def export_ctranslate2(
     """
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     _ctranslate2()
-    _check_export_dir(export_dir)
+    check_export_dir(export_dir)
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise UserError(
             f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization}"
@@ -394,7 +395,7 @@ def export_ctranslate2(
         (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_readme(info, source, tokenizer_files), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 is for the incomplete directory only.
-        _check_export_dir(export_dir)
+        check_export_dir(export_dir)
         try:
             os.rename(tmp, export_dir)
         except OSError as error:
@@ -403,17 +404,6 @@ def export_ctranslate2(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return export_dir
-
-
-def _check_export_dir(export_dir: Path) -> None:
-    if export_dir.is_dir():
-        if any(export_dir.iterdir()):
-            raise UserError(
-                f"export directory {export_dir} already exists and is not empty; "
-                "choose a new directory or remove it"
-            )
-    elif export_dir.exists() or export_dir.is_symlink():
-        raise UserError(f"export directory {export_dir} exists and is not a directory")
 
 
 def _save_tokenizers(directory: Path, source, target, shared: bool) -> dict[str, list[str]]:

@@ -97,7 +97,7 @@ def export_run(
     """
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     # Checked before loading the run: refusing should be instant and touch nothing.
-    _check_export_dir(export_dir)
+    check_export_dir(export_dir)
     if beam_size is not None and beam_size < 1:
         raise UserError(f"--beam-size must be >= 1, got {beam_size}")
     if n_best is not None and n_best < 1:
@@ -328,7 +328,7 @@ def _attach_variables(module: tf.Module, model) -> None:
     module.model_variables = list(model.weights)
 
 
-def _check_export_dir(export_dir: Path) -> None:
+def check_export_dir(export_dir: Path) -> None:
     """Refuse an ``export_dir`` that is a file or a non-empty directory."""
     if export_dir.is_dir():
         if any(export_dir.iterdir()):
@@ -364,7 +364,7 @@ def _save_atomically(module: tf.Module, export_dir: Path, provenance: dict) -> N
             os.chmod(tmp, 0o755)
         # Checked again right before the rename: the export may have taken minutes. os.rename
         # replaces an empty directory and fails on a non-empty one, so a late writer is safe.
-        _check_export_dir(export_dir)
+        check_export_dir(export_dir)
         try:
             os.rename(tmp, export_dir)
         except OSError as error:
