@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,12 @@ from transformer_tf.distribute import distribute_dataset
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation.evaluator import evaluate_run
 from transformer_tf.run import RunDir
-from transformer_tf.training.trainer import TrainingDivergedError, build_trainer, train
+from transformer_tf.training.trainer import (
+    TrainingDivergedError,
+    _EpochsAhead,
+    build_trainer,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +280,28 @@ def test_imdb_config_trains_end_to_end_through_mocked_tfds(tmp_path):
     assert result.step == 4 and [v["step"] for v in result.validation] == [2, 4]
     assert scores["split"] == "test" and 0.0 <= scores["accuracy"] <= 1.0
     assert (tmp_path / "run" / "vocab" / "vocab.txt").is_file()
+
+
+def test_finished_epoch_iterators_are_freed_off_the_main_thread():
+    # Freeing a tf.data iterator can block for up to a minute (it joins tf.data's threads):
+    # on the main thread that was the epoch-boundary stall.
+    freed = []
+
+    class Iterator:
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def __del__(self):
+            freed.append((self.epoch, threading.current_thread().name))
+
+    ahead = _EpochsAhead(lambda epoch, skip: Iterator(epoch), background=True)
+    current = [ahead.take(0, 0)]
+    ahead.start(1)
+    ahead.release(current)
+    current = [ahead.take(1, 0)]
+    ahead.start(2)  # built ahead, never taken: freed by close
+    ahead.release(current)
+    ahead.pending[1].result()  # built (close cancels a build not yet begun)
+    ahead.close()
+    assert [epoch for epoch, _ in freed] == [0, 1, 2]
+    assert all(name.startswith("release") for _, name in freed), freed
