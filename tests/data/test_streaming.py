@@ -46,7 +46,7 @@ def _write_shards(root: Path, shards: int, per_shard: int, seed: int = 0):
     return sources, targets, pairs
 
 
-def _config(sources, targets, **training):
+def _config(sources, targets, data=None, **training):
     raw = translation_config(training={"batch_size": 8, "steps": 2, **training})
     raw["data"] = {
         "source": "parallel_text",
@@ -55,12 +55,13 @@ def _config(sources, targets, **training):
         "vocab_size": 200,
         "max_length": 9,
         "shuffle_buffer": 16,
+        **(data or {}),
     }
     return config_from_dict(raw)
 
 
-def _task(tmp_path, sources, targets, **training):
-    task = make_task(_config(sources, targets, **training), RunDir(tmp_path / "run"))
+def _task(tmp_path, sources, targets, data=None, **training):
+    task = make_task(_config(sources, targets, data, **training), RunDir(tmp_path / "run"))
     task.prepare(create=True, write=False)
     return task
 
@@ -92,6 +93,21 @@ def test_streamed_epoch_holds_each_pair_of_the_shards_once(tmp_path):
     assert len(expected) == 120 and max(expected.values()) == 1
     for epoch in (0, 1):
         assert _examples(task.dataset("train", training=True, epoch=epoch)) == expected
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_data_bucket_width_sets_the_length_buckets_of_the_streamed_batches(tmp_path, width):
+    sources, targets, pairs = _write_shards(tmp_path / "data", shards=1, per_shard=120)
+    task = _task(tmp_path, sources, targets, data={"bucket_width": width})
+    dataset = task.dataset("train", training=True)
+    for features, labels in dataset.as_numpy_iterator():
+        # max(len(x), len(y) + 1) of every example of a batch lies in one (k*w, (k+1)*w].
+        lengths = {
+            max(len(_unpad(x)), len(_unpad(y)))
+            for x, y in zip(features["source"], labels, strict=True)
+        }
+        assert len({(n - 1) // width for n in lengths}) == 1, lengths
+    assert _examples(dataset) == _expected(task, pairs)
 
 
 def test_empty_sides_and_over_long_pairs_are_dropped_while_streaming(tmp_path):

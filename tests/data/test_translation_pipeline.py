@@ -104,6 +104,25 @@ def test_bucketing_keeps_padding_small(mixed_lengths):
     assert bucketed < unbucketed / 3
 
 
+@pytest.mark.parametrize("width", [1, 2, 8])
+def test_bucket_width_bounds_the_lengths_within_a_batch(mixed_lengths, width):
+    sources, targets = mixed_lengths
+    dataset = make_translation_dataset(
+        sources, targets, batch_size=8, shuffle=True, seed=0, bucket_width=width
+    )
+    spreads = []
+    for features, labels in _batches(dataset):
+        # An example's length is max(len(x), len(y) + 1); buckets are (k*width, (k+1)*width].
+        lengths = [
+            max(len(_unpad(x)), len(_unpad(y)))
+            for x, y in zip(features["source"], labels, strict=True)
+        ]
+        assert len({(n - 1) // width for n in lengths}) == 1, lengths
+        spreads.append(max(lengths) - min(lengths))
+    assert max(spreads) == width - 1  # the buckets are full width, no narrower
+    assert sum(_examples(dataset).values()) == len(sources)
+
+
 def test_every_example_appears_exactly_once_per_epoch(mixed_lengths):
     sources, targets = mixed_lengths
     expected = collections.Counter(
@@ -182,6 +201,7 @@ def test_token_budget_batches(mixed_lengths, pad_to_multiple):
         batch_type="tokens",
         shuffle=True,
         seed=0,
+        bucket_width=8,
         pad_to_multiple=pad_to_multiple,
     )
     sizes_by_length = collections.defaultdict(set)

@@ -308,6 +308,7 @@ class ToyTranslationData(BaseModel):
     seed: int = 1234
     max_length: int = Field(64, gt=0)  # Tokens.
     tokenizer: Literal["word"] = "word"
+    bucket_width: int = Field(2, ge=1)  # See _StreamedTranslationData.
 
 
 class _StreamedTranslationData(BaseModel):
@@ -319,7 +320,9 @@ class _StreamedTranslationData(BaseModel):
     ``vocab_sample`` bounds the sentence pairs a new vocabulary is learned from (the first ones
     of the training split, spread evenly over its shards). ``vocabulary`` names a prebuilt
     vocabulary directory (with a ``tokenizer.json``, such as a previous run's ``vocab/``) to use
-    instead of learning one.
+    instead of learning one. ``bucket_width`` is the width, in tokens, of the length buckets
+    that batches are drawn from (each batch is padded to its longest example): 1 pads least,
+    8 mixes lengths more; with ``training.jit_compile`` or a TPU the buckets are multiples of 8.
     """
 
     model_config = _STRICT
@@ -333,6 +336,7 @@ class _StreamedTranslationData(BaseModel):
     lowercase: bool = False
     shuffle_buffer: int = Field(100_000, ge=1)
     vocab_sample: int = Field(500_000, ge=1)
+    bucket_width: int = Field(2, ge=1)  # = data.translation.DEFAULT_BUCKET_WIDTH
     vocabulary: str | None = None
 
     @field_validator("vocabulary")
