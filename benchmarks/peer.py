@@ -200,7 +200,7 @@ def run_ours(data: Path, work: Path, steps: int, overrides: list[str]) -> dict:
             "steps_per_loop": training.steps_per_loop,
             "batch_type": training.batch_type,
             "batch_size": training.batch_size,
-            "bucketing": "length buckets of width 8 (the engine's default)",
+            "bucketing": f"length buckets of width {config.data.bucket_width}",
         },
         "marks": [{**m, "time": m["time"] - train_start} for m in marks],
         "dataset_builds": [{**d, "start": d["start"] - train_start} for d in datasets],
