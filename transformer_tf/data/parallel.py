@@ -33,6 +33,18 @@ class ParallelCorpus:
         return list(zip(self.sources, self.targets, strict=True))
 
 
+def open_data_file(path: str | os.PathLike):
+    """``open(path, "rb")``, with a missing, directory or unreadable ``path`` as a DataError."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"expected a data file but found a directory: {path}") from None
+    except PermissionError:
+        raise DataError(f"no permission to read the data file {path}") from None
+
+
 def read_parallel(
     source_path: str | os.PathLike, target_path: str | os.PathLike, *, lowercase: bool = False
 ) -> ParallelCorpus:
@@ -82,26 +94,19 @@ def read_parallel(
 def _read_lines(path: Path) -> list[str]:
     """The stripped lines of ``path`` without trailing empty lines."""
     lines: list[str] = []
-    try:
-        # Binary iteration splits on b"\n" only and lets us name the first undecodable line.
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise DataError(
-                        f"{path} is not valid UTF-8: line {number}, byte {error.start + 1} of the "
-                        f"line ({error.reason})"
-                    ) from None
-                if number == 1:
-                    line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark
-                lines.append(line.strip())
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"expected a data file but found a directory: {path}") from None
-    except PermissionError:
-        raise DataError(f"no permission to read the data file {path}") from None
+    # Binary iteration splits on b"\n" only and lets us name the first undecodable line.
+    with open_data_file(path) as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path} is not valid UTF-8: line {number}, byte {error.start + 1} of the "
+                    f"line ({error.reason})"
+                ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark
+            lines.append(line.strip())
     while lines and not lines[-1]:
         lines.pop()
     return lines

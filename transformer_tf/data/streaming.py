@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from transformer_tf.data.parallel import open_data_file
 from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import DataError
 
@@ -55,20 +56,13 @@ def count_lines(path: str | os.PathLike) -> int:
         DataError: a missing or unreadable file.
     """
     total = last = 0
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                stripped = chunk.rstrip()
-                if stripped:
-                    # The last non-blank byte of this chunk is on line total + (newlines before it).
-                    last = total + stripped.count(b"\n") + 1
-                total += chunk.count(b"\n")
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"expected a data file but found a directory: {path}") from None
-    except PermissionError:
-        raise DataError(f"no permission to read the data file {path}") from None
+    with open_data_file(path) as f:
+        while chunk := f.read(1 << 22):
+            stripped = chunk.rstrip()
+            if stripped:
+                # The last non-blank byte of this chunk is on line total + (newlines before it).
+                last = total + stripped.count(b"\n") + 1
+            total += chunk.count(b"\n")
     return last
 
 

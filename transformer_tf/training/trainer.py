@@ -486,11 +486,12 @@ class Trainer:
         return result
 
     def _epoch_iterator(self, epoch: int, skip: int):
-        """The distributed iterator of epoch ``epoch``'s batches after the first ``skip``.
+        """The iterator of epoch ``epoch``'s batches after the first ``skip``.
 
-        Its pipeline starts filling when the iterator is created (tf.data's
-        ``experimental_warm_start``), not at the first batch: built one epoch ahead, the next
-        epoch's shuffle and prefetch buffers are full when its first batch is asked for. Under
+        On one CPU (a plain tf.data iterator) its pipeline starts filling when the iterator is
+        created (tf.data's ``experimental_warm_start``), not at the first batch: built one
+        epoch ahead, the next epoch's shuffle and prefetch buffers are full when its first
+        batch is asked for; a distributed iterator still fills at its first batch. Under
         multi-worker each worker builds only its part (:func:`distribute_training_data`).
         """
         options = tf.data.Options()
