@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from transformer_tf.data.parallel import ParallelCorpus, read_parallel
+from transformer_tf.data.streaming import count_lines
 from transformer_tf.errors import DataError
 
 
@@ -96,3 +97,11 @@ def test_only_newline_splits_lines_and_a_bom_is_dropped(tmp_path):
     target = _write(tmp_path / "t", "eins\nzwei\n")
     corpus = read_parallel(source, target)
     assert corpus.sources == ["one\u2028two", "three\x85four"]
+
+
+@pytest.mark.parametrize("read", [count_lines, lambda path: read_parallel(path, path)])
+def test_a_missing_file_or_a_directory_is_a_data_error_naming_it(tmp_path, read):
+    with pytest.raises(DataError, match=f"data file not found: {tmp_path / 'absent'}"):
+        read(tmp_path / "absent")
+    with pytest.raises(DataError, match=f"expected a data file but found a directory: {tmp_path}"):
+        read(tmp_path)
