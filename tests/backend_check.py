@@ -85,7 +85,13 @@ def run(expected_backend: str) -> None:
     ok("seq2seq_forward")
 
     classifier = TransformerClassifier(VOCAB, num_classes=3, **TINY)
-    classifier_cls = TransformerClassifier(VOCAB, num_classes=3, pooling="cls", **TINY)
+    classifier_cls = TransformerClassifier(
+        VOCAB, num_classes=3, pooling="cls", naive_bayes=True, **TINY
+    )
+    classifier_cls.build()
+    # Non-zero naive-Bayes ratios and weights, so that the path is exercised (sort, take, pad).
+    classifier_cls.adapt_naive_bayes(rng.integers(0, 5, size=(VOCAB, 3)))
+    classifier_cls.naive_bayes_weights.assign(np.linspace(-1, 1, VOCAB).astype("float32"))
     tokens = ids(rng, 3, 7)
     tokens[2, 4:] = 0
     for model in (classifier, classifier_cls):

@@ -702,14 +702,15 @@ def test_round_trip_of_defaults_for_both_tasks(tmp_path):
 
 def test_classifier_keys_are_left_out_of_translation_configs():
     translation = config_from_dict({"task": "translation"})
-    assert translation.model.pooling is None and translation.model.num_classes is None
+    keys = ("pooling", "num_classes", "token_dropout", "naive_bayes")
+    assert [getattr(translation.model, key) for key in keys] == [None] * len(keys)
     dumped = yaml.safe_load(translation.to_yaml())["model"]
-    assert "pooling" not in dumped and "num_classes" not in dumped
-    assert "pooling" not in translation.model.model_dump()
+    assert not set(keys) & set(dumped)
+    assert not set(keys) & set(translation.model.model_dump())
     classification = config_from_dict({"task": "classification", "data": {"source": "tfds"}})
-    assert (classification.model.pooling, classification.model.num_classes) == ("mean", 2)
+    assert [getattr(classification.model, key) for key in keys] == ["mean", 2, 0.0, False]
     dumped = yaml.safe_load(classification.to_yaml())["model"]
-    assert (dumped["pooling"], dumped["num_classes"]) == ("mean", 2)
+    assert [dumped[key] for key in keys] == ["mean", 2, 0.0, False]
 
 
 def test_classifier_keys_in_a_translation_config_are_errors(tmp_path):

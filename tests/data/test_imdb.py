@@ -13,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 from transformer_tf.data.imdb import (
+    EncodedTexts,
     ReviewTokenizer,
     TextSplit,
     clean_text,
+    document_counts,
     encode_texts,
     load_imdb_directory,
     load_imdb_tfds,
@@ -615,3 +617,21 @@ def test_dataset_rejects_bad_arguments(corpus):
         make_classification_dataset(
             texts, labels[:-1], tokenizer, batch_size=4, max_length=8, shuffle=False, seed=0
         )
+
+
+def test_document_counts_count_each_text_once_per_token_and_class():
+    # Texts: [3 3 4] (class 1), [4 2] (class 0), [] (class 1), [2 3 2 2] (class 0).
+    encoded = EncodedTexts(
+        ids=np.array([3, 3, 4, 4, 2, 2, 3, 2, 2], np.int32),
+        starts=np.array([0, 3, 5, 5, 9], np.int64),
+        max_length=8,
+        truncation="head",
+    )
+    counts = document_counts(encoded, [1, 0, 1, 0], vocab_size=6, num_classes=2)
+    expected = np.zeros((6, 2), np.int64)
+    expected[2] = [2, 0]  # both class-0 texts, once each although the last has it three times
+    expected[3] = [1, 1]
+    expected[4] = [1, 1]
+    np.testing.assert_array_equal(counts, expected)
+    with pytest.raises(ValueError, match="4 texts but 3 labels"):
+        document_counts(encoded, [1, 0, 1], vocab_size=6, num_classes=2)

@@ -26,6 +26,80 @@ def test_shapes_parameter_count_and_padding_invariance(pooling):
     assert model.count_params() == expected
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_token_dropout_leaves_tokens_out_as_if_they_were_padding(pooling, monkeypatch):
+    model = TransformerClassifier(30, num_classes=3, pooling=pooling, token_dropout=0.5, **SMALL)
+    ids = np.array([[5, 6, 7, 8, 0], [9, 10, 11, 12, 13]], "int32")
+    # Inference ignores token dropout: the logits are those of the same weights without it.
+    inference = ops.convert_to_numpy(model(ids))
+    model.token_dropout = 0.0
+    np.testing.assert_array_equal(inference, ops.convert_to_numpy(model(ids, training=True)))
+    model.token_dropout = 0.5
+    # In training, a token whose draw is below the rate is dropped: tokens 6 and 8 of the
+    # first review, 13 of the second (the padding's draw does not matter).
+    draws = np.array([[0.9, 0.2, 0.7, 0.4, 0.1], [0.6, 0.5, 0.8, 0.99, 0.3]], "float32")
+    monkeypatch.setattr(keras.random, "uniform", lambda shape, seed=None: ops.array(draws))
+    dropped = np.array([[5, 0, 7, 0, 0], [9, 10, 11, 12, 0]], "int32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(ids, training=True)),
+        ops.convert_to_numpy(model(dropped)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    assert model.get_config()["token_dropout"] == 0.5
+
+
+def test_naive_bayes_ratios_are_the_smoothed_log_count_ratios():
+    model = TransformerClassifier(6, num_classes=2, naive_bayes=True, **SMALL)
+    model.build()
+    # Documents containing each token, per class: columns (negative, positive).
+    counts = np.array([[0, 0], [4, 0], [1, 3], [0, 0], [2, 2], [3, 1]])
+    model.adapt_naive_bayes(counts)
+    ratios = ops.convert_to_numpy(model.naive_bayes_ratios)
+    # p(t | c) = (1 + n[t, c]) / (5 + sum of the column) over the 5 non-padding tokens.
+    negative = np.array([5, 2, 1, 3, 4]) / 15
+    positive = np.array([1, 4, 1, 3, 2]) / 11
+    np.testing.assert_allclose(ratios[1:, 1] - ratios[1:, 0], np.log(positive / negative), 1e-6)
+    np.testing.assert_allclose(ratios.sum(axis=1), 0, atol=1e-6)
+    np.testing.assert_array_equal(ratios[0], [0, 0])
+
+
+def test_naive_bayes_path_adds_the_weighted_ratios_of_the_distinct_tokens():
+    model = TransformerClassifier(8, num_classes=3, naive_bayes=True, **SMALL)
+    ids = np.array([[3, 5, 3, 3, 0, 0], [7, 6, 5, 4, 2, 1]], "int32")
+    before = ops.convert_to_numpy(model(ids))  # zero weights: the path adds nothing
+    rng = np.random.default_rng(0)
+    model.naive_bayes_ratios.assign(rng.normal(size=(8, 3)).astype("float32"))
+    model.naive_bayes_weights.assign(rng.normal(size=8).astype("float32"))
+    ratios = ops.convert_to_numpy(model.naive_bayes_ratios)
+    weights = ops.convert_to_numpy(model.naive_bayes_weights)
+    # Token 3 counts once however often it occurs; padding not at all.
+    expected = np.stack(
+        [
+            weights[3] * ratios[3] + weights[5] * ratios[5],
+            sum(weights[t] * ratios[t] for t in (7, 6, 5, 4, 2, 1)),
+        ]
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(model(ids)) - before, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        model.adapt_naive_bayes(np.ones((8, 2)))
+
+
+def test_naive_bayes_path_is_float32_under_mixed_precision():
+    model = TransformerClassifier(8, naive_bayes=True, dtype="mixed_bfloat16", **SMALL)
+    model.build()
+    assert model.naive_bayes_ratios.dtype == "float32"
+    model.naive_bayes_ratios.assign(np.full((8, 2), [0.0, 1.0 + 2**-12], "float32"))
+    model.naive_bayes_weights.assign(np.ones(8, "float32"))
+    ids = np.array([[1, 2, 3, 4, 5, 6, 7]], "int32")
+    logits = ops.convert_to_numpy(model(ids))
+    model.naive_bayes_weights.assign(np.zeros(8, "float32"))
+    # bfloat16 would round 1 + 2**-12 to 1 and the sum to 7.
+    np.testing.assert_allclose(
+        logits - ops.convert_to_numpy(model(ids)), [[0.0, 7 * (1 + 2**-12)]], rtol=1e-6
+    )
+
+
 def test_keras_save_and_reload(tmp_path):
     model = TransformerClassifier(30, pooling="cls", **SMALL)
     ids = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], "int32")
@@ -67,7 +141,7 @@ def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
     model = TransformerClassifier.from_config(old)
     config = model.get_config()
     config.pop("dtype")
-    assert config == old
+    assert config == {**old, "token_dropout": 0.0, "naive_bayes": False}  # new keys: defaults
     for name, value in old.items():
         if name not in ("name", "trainable"):
             assert getattr(model, name) == value, name

@@ -16,6 +16,7 @@ from transformer_tf.config import config_from_dict
 from transformer_tf.distribute import distribute_dataset
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation.evaluator import evaluate_run
+from transformer_tf.models import TransformerClassifier
 from transformer_tf.run import RunDir
 from transformer_tf.training.trainer import (
     TrainingDivergedError,
@@ -305,3 +306,31 @@ def test_finished_epoch_iterators_are_freed_off_the_main_thread():
     ahead.close()
     assert [epoch for epoch, _ in freed] == [0, 1, 2]
     assert all(name.startswith("release") for _, name in freed), freed
+
+
+def test_naive_bayes_ratios_come_from_the_training_reviews_and_travel_in_the_checkpoint(
+    imdb, tmp_path
+):
+    raw = classification_config(imdb, steps=10, eval_every=None)
+    raw["model"]["naive_bayes"] = True
+    trainer = build_trainer(config_from_dict(raw), tmp_path / "run", show_progress=False)
+    task, model = trainer.task, trainer.model
+    # The counts by hand: the distinct ids of each training review (all shorter than
+    # data.max_length, so none is truncated), per label.
+    counts = np.zeros((task.tokenizer.vocab_size, 2), np.int64)
+    for text, label in zip(*task.splits["train"], strict=True):
+        for token in set(task.tokenizer.encode(text)):
+            counts[token, label] += 1
+    reference = TransformerClassifier.from_config(model.get_config())
+    reference.build()
+    reference.adapt_naive_bayes(counts)
+    expected = reference.naive_bayes_ratios.numpy()
+    np.testing.assert_array_equal(model.naive_bayes_ratios.numpy(), expected)
+    assert np.abs(expected).max() > 0.5  # the marker words are strongly one-sided
+    trainer.train()
+    trained_weights = model.naive_bayes_weights.numpy()
+    assert np.abs(trained_weights).max() > 0  # the per-token weights are trained
+    # Evaluation loads the model from the checkpoint alone: ratios and weights come back.
+    loaded = load_run(tmp_path / "run").model
+    np.testing.assert_array_equal(loaded.naive_bayes_ratios.numpy(), expected)
+    np.testing.assert_array_equal(loaded.naive_bayes_weights.numpy(), trained_weights)

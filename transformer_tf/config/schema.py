@@ -165,7 +165,12 @@ BlockFields = create_model(
 
 #: Defaults of the keys that only classification models take. A translation config leaves
 #: them out (None, and not written by ``to_yaml``); see Config._check_classifier_keys.
-CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {"pooling": "mean", "num_classes": 2}
+CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {
+    "pooling": "mean",
+    "num_classes": 2,
+    "token_dropout": 0.0,
+    "naive_bayes": False,
+}
 
 
 class ModelConfig(BlockFields):
@@ -194,6 +199,10 @@ class ModelConfig(BlockFields):
     # `null` is rejected and the messages read "expected an integer >= 2", not "... or null".
     pooling: Literal["mean", "cls"] = None  # type: ignore[assignment]
     num_classes: int = Field(None, ge=2)  # type: ignore[assignment]
+    # Training only: the probability that a review token is left out (word dropout).
+    token_dropout: Number = Field(None, ge=0, lt=1)  # type: ignore[assignment]
+    # A naive-Bayes bag-of-tokens path added to the logits (NBSVM); see TransformerClassifier.
+    naive_bayes: bool = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _resolve(self) -> ModelConfig:

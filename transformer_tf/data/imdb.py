@@ -48,6 +48,7 @@ __all__ = [
     "ReviewTokenizer",
     "TextSplit",
     "clean_text",
+    "document_counts",
     "encode_texts",
     "load_imdb_directory",
     "load_imdb_tfds",
@@ -831,6 +832,31 @@ def encode_texts(
     )
     starts = np.concatenate([[0], np.cumsum(ids.row_lengths().numpy())]).astype(np.int64)
     return EncodedTexts(ids.flat_values.numpy().astype(np.int32), starts, max_length, truncation)
+
+
+def document_counts(
+    encoded: EncodedTexts, labels: np.ndarray | Sequence[int], *, vocab_size: int, num_classes: int
+) -> np.ndarray:
+    """How many texts of each class contain each token (naive-Bayes statistics).
+
+    Args:
+        encoded: EncodedTexts of N texts.
+        labels: int array-like, shape [N], in ``[0, num_classes)``.
+        vocab_size: int, ids are in ``[0, vocab_size)``.
+        num_classes: int.
+
+    Returns:
+        np.ndarray of int64, shape ``(vocab_size, num_classes)``: entry ``[t, c]`` counts the
+        texts of class ``c`` in which id ``t`` occurs at least once.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(encoded):
+        raise ValueError(f"{len(encoded)} texts but {len(labels)} labels")
+    text_of_id = np.repeat(np.arange(len(encoded), dtype=np.int64), encoded.lengths())
+    pairs = np.unique(text_of_id * vocab_size + encoded.ids.astype(np.int64))  # distinct per text
+    cells = (pairs % vocab_size) * num_classes + labels[pairs // vocab_size]
+    counts = np.bincount(cells, minlength=vocab_size * num_classes)
+    return counts.reshape(vocab_size, num_classes)
 
 
 def make_classification_dataset(

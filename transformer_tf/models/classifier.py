@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerEmbedding, TransformerEncoder
 from transformer_tf.registry import register
+
+#: The ``pooling`` choices of :class:`TransformerClassifier`.
+POOLINGS = ("mean", "cls")
 
 
 @register("model", "transformer_classifier")
@@ -31,6 +35,17 @@ class TransformerClassifier(keras.Model):
         pooling: str, ``"mean"`` (mean over real tokens; padding excluded) or ``"cls"`` (a
             learned vector prepended to the sequence, whose final state is the summary).
             Defaults to ``"mean"``.
+        token_dropout: float in [0, 1), default 0. In training only, each real token is left
+            out with this probability: masked out of attention and pooling, as if the review
+            did not contain it (word dropout, a regularizer for bag-of-n-gram inputs). The
+            ``cls`` vector is never dropped.
+        naive_bayes: bool, default False. Add a naive-Bayes bag-of-tokens path (NBSVM, Wang &
+            Manning 2012) to the logits: ``sum over the distinct tokens t of the review of
+            weight[t] * ratio[t, class]``. ``ratio`` holds per-class naive-Bayes log-count
+            ratios, not trained: :meth:`adapt_naive_bayes` sets them from the training data
+            before training (they are zeros until then, and the path adds nothing).
+            ``weight`` is one trained scalar per token, zero at the start. The path sees the
+            same (truncated, token-dropped) tokens as the encoder.
 
     Every argument is kept as an attribute of the same name and returned by ``get_config``.
 
@@ -49,12 +64,16 @@ class TransformerClassifier(keras.Model):
         max_length: int = 512,
         encoder_layer: str = "transformer",
         pooling: str = "mean",
+        token_dropout: float = 0.0,
+        naive_bayes: bool = False,
         **kwargs,
     ):
         block_args = pop_block_args(kwargs)
         super().__init__(**kwargs)
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         self.vocab_size = vocab_size
         self.num_classes = num_classes
         self.num_layers = num_layers
@@ -64,6 +83,8 @@ class TransformerClassifier(keras.Model):
         self.max_length = max_length
         self.encoder_layer = encoder_layer
         self.pooling = pooling
+        self.token_dropout = token_dropout
+        self.naive_bayes = naive_bayes
 
         self.embedding = TransformerEmbedding(
             vocab_size,
@@ -85,6 +106,8 @@ class TransformerClassifier(keras.Model):
             self.dropout, name="head_dropout", dtype=self.dtype_policy
         )
         self.head = keras.layers.Dense(num_classes, name="head", dtype=self.dtype_policy)
+        if token_dropout:
+            self.token_dropout_seed = keras.random.SeedGenerator(name="token_dropout_seed")
 
     def build(self, input_shape=None):
         hidden = (None, None, self.d_model)
@@ -97,10 +120,56 @@ class TransformerClassifier(keras.Model):
             )
         self.encoder.build(hidden)
         self.head.build((None, self.d_model))
+        if self.naive_bayes:
+            # float32 even under mixed precision (autocast off): the path sums hundreds of terms.
+            self.naive_bayes_ratios = self.add_weight(
+                name="naive_bayes_ratios",
+                shape=(self.vocab_size, self.num_classes),
+                initializer="zeros",
+                trainable=False,
+                autocast=False,
+            )
+            self.naive_bayes_weights = self.add_weight(
+                name="naive_bayes_weights",
+                shape=(self.vocab_size,),
+                initializer="zeros",
+                autocast=False,
+            )
         self.built = True
+
+    def adapt_naive_bayes(self, document_counts, smoothing: float = 1.0) -> None:
+        """Set the naive-Bayes ratios from per-class document counts of the training data.
+
+        ``ratio[t, c] = log p(t | c) - mean over classes of log p(t | c)``, with
+        ``p(t | c) = (smoothing + n[t, c]) / sum over tokens of (smoothing + n[., c])``; for two
+        classes ``ratio[t, 1] - ratio[t, 0]`` is the log-count ratio of NBSVM.
+
+        Args:
+            document_counts: array ``(vocab_size, num_classes)``, ``n[t, c]`` = training
+                reviews of class ``c`` that contain token ``t`` (the padding row is ignored).
+            smoothing: float > 0, the additive (Laplace) smoothing. Defaults to 1.
+        """
+        if not self.naive_bayes:
+            raise ValueError("adapt_naive_bayes needs a model built with naive_bayes=True")
+        counts = np.asarray(document_counts, dtype="float64")
+        if counts.shape != (self.vocab_size, self.num_classes):
+            raise ValueError(
+                f"document_counts must have shape {(self.vocab_size, self.num_classes)}, got "
+                f"{counts.shape}"
+            )
+        # Padding (id 0) is never a token of a review: no probability, and a ratio of 0.
+        tokens = counts[PAD_ID + 1 :] + smoothing
+        log_p = np.log(tokens / tokens.sum(axis=0, keepdims=True))
+        ratios = np.zeros_like(counts)
+        ratios[PAD_ID + 1 :] = log_p - log_p.mean(axis=1, keepdims=True)
+        self.naive_bayes_ratios.assign(ratios.astype("float32"))
 
     def call(self, token_ids, training=None):
         mask = ops.not_equal(token_ids, PAD_ID)  # (batch, length)
+        if training and self.token_dropout:
+            draw = keras.random.uniform(ops.shape(token_ids), seed=self.token_dropout_seed)
+            mask = ops.logical_and(mask, draw >= self.token_dropout)
+        length = ops.shape(token_ids)[1]
         x = self.embedding(token_ids, training=training)  # (batch, length, d_model)
         if self.pooling == "cls":
             batch = ops.shape(x)[0]
@@ -114,14 +183,26 @@ class TransformerClassifier(keras.Model):
             weights = ops.cast(mask, x.dtype)[:, :, None]  # (batch, length, 1)
             count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, x.dtype))
             pooled = ops.sum(x * weights, axis=1) / count  # (batch, d_model)
-        logits = self.head(self.head_dropout(pooled, training=training))
-        return ops.cast(logits, "float32")
+        logits = ops.cast(self.head(self.head_dropout(pooled, training=training)), "float32")
+        if self.naive_bayes:
+            logits = logits + self._naive_bayes_logits(token_ids, mask[:, -length:])
+        return logits
+
+    def _naive_bayes_logits(self, token_ids, mask):
+        """``sum over distinct real tokens of weight[t] * ratio[t]``: (batch, num_classes)."""
+        ids = ops.sort(ops.where(mask, token_ids, PAD_ID), axis=1)  # (batch, length)
+        # After sorting, a token is new where it differs from its left neighbour.
+        previous = ops.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=PAD_ID)
+        distinct = ops.logical_and(ops.not_equal(ids, previous), ops.not_equal(ids, PAD_ID))
+        scale = ops.take(self.naive_bayes_weights, ids) * ops.cast(distinct, "float32")
+        ratios = ops.take(self.naive_bayes_ratios, ids, axis=0)  # (batch, length, num_classes)
+        return ops.sum(ratios * scale[:, :, None], axis=1)
 
     def get_config(self):
         config = super().get_config()
         for name in (
             "vocab_size", "num_classes", "num_layers", "positional_encoding", "max_length",
-            "encoder_layer", "pooling",
+            "encoder_layer", "pooling", "token_dropout", "naive_bayes",
         ):  # fmt: skip
             config[name] = getattr(self, name)
         config.update(block_arg_values(self))

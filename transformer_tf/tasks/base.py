@@ -49,6 +49,11 @@ class Task:
         """The model's vocabulary-size arguments (after :meth:`prepare`)."""
         raise NotImplementedError
 
+    def initialize_model(self, model) -> None:
+        """Set the weights of a new model that come from the training data (after
+        :meth:`prepare`), before its first update; a resumed run then restores them with the
+        rest from its checkpoint. Nothing by default."""
+
     #: The config keys that :meth:`positions_needed` follows from (named in errors).
     length_keys: tuple[str, ...] = ()
 

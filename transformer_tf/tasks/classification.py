@@ -89,15 +89,10 @@ class ClassificationTask(Task):
     def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
         if not self.has_split(split):
             raise UserError(f"split `{split}` is not available; splits: {', '.join(self.splits)}")
-        texts, labels = self.splits[split]
+        _, labels = self.splits[split]
         data = self.config.data
-        if split not in self._encoded:
-            # Encode once per run, not once per epoch (each epoch builds a new dataset).
-            self._encoded[split] = imdb.encode_texts(
-                texts, self.tokenizer, max_length=data.max_length, truncation=data.truncation
-            )
         return imdb.make_classification_dataset(
-            self._encoded[split],
+            self._encoded_split(split),
             labels,
             batch_size=self.config.training.batch_size,
             max_length=data.max_length,
@@ -107,6 +102,31 @@ class ClassificationTask(Task):
             truncation=data.truncation,
             batch_type=self.config.training.batch_type,
         )
+
+    def _encoded_split(self, split: str) -> imdb.EncodedTexts:
+        # Encoded once per run, not once per epoch (each epoch builds a new dataset).
+        if split not in self._encoded:
+            data = self.config.data
+            self._encoded[split] = imdb.encode_texts(
+                self.splits[split][0],
+                self.tokenizer,
+                max_length=data.max_length,
+                truncation=data.truncation,
+            )
+        return self._encoded[split]
+
+    def initialize_model(self, model) -> None:
+        """A model with ``naive_bayes`` gets its ratios from the training reviews' tokens, as
+        truncated for training (:meth:`TransformerClassifier.adapt_naive_bayes`)."""
+        if getattr(model, "naive_bayes", False):
+            model.adapt_naive_bayes(
+                imdb.document_counts(
+                    self._encoded_split("train"),
+                    self.splits["train"][1],
+                    vocab_size=self.tokenizer.vocab_size,
+                    num_classes=self.config.model.num_classes,
+                )
+            )
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.class_cross_entropy(labels, logits, label_smoothing)

@@ -628,6 +628,8 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     assembly = assemble(
         config, run, create=True, write=placement.is_chief, strategy=placement.strategy
     )
+    with placement.strategy.scope():
+        assembly.task.initialize_model(assembly.model)
     total_steps = training.steps
     if training.epochs is not None:
         # An update reads `gradient_accumulation` batches; an epoch's last one may read fewer.
