@@ -172,6 +172,8 @@ def sentencepiece_run(tmp_path_factory) -> Path:
 def classification_run(tmp_path_factory) -> Path:
     data = make_imdb_folder(tmp_path_factory.mktemp("imdb"), per_class=20)
     raw = classification_config(data, steps=2, eval_every=1000, checkpoint_every=2)
+    # The naive-Bayes path (sort, gather, distinct tokens) must survive the export too.
+    raw["model"].update(naive_bayes=True, token_dropout=0.25)
     return _train(raw, tmp_path_factory.mktemp("classification") / "run")
 
 
