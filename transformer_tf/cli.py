@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="RUN_DIR",
-        help="average this run's probabilities with these runs or checkpoints (translation; "
-        "the same vocabularies)",
+        help="average this run's probabilities with these runs or checkpoints (translation or "
+        "classification runs with the same vocabularies)",
     )
     _add_set(evaluate)
 

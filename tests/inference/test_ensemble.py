@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import translation_config, write_config
+from tests.fixtures import (
+    classification_config,
+    make_imdb_folder,
+    translation_config,
+    write_config,
+)
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.evaluation.evaluator import evaluate_run
 from transformer_tf.inference import beam_search, greedy_search
-from transformer_tf.inference.ensemble import Ensemble
+from transformer_tf.inference.ensemble import ClassifierEnsemble, Ensemble
 from transformer_tf.inference.translate import translate_with_task
 
 
@@ -114,3 +119,50 @@ def test_translate_with_an_ensemble_through_the_cli(runs, capsys):
     assert capsys.readouterr().out == alone
     assert main(["translate", str(runs[0]), *texts, "--ensemble", str(runs[1])]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+# --- Classification -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classifier_ensemble")
+    data = make_imdb_folder(root / "data", per_class=20)
+    paths = []
+    for name, seed, vocab_size in (("a", 1, 100), ("b", 2, 100), ("small", 1, 16)):
+        raw = classification_config(data, steps=6, eval_every=1000, checkpoint_every=6, seed=seed)
+        raw["data"]["vocab_size"] = vocab_size
+        config = write_config(root / f"{name}.yaml", raw)
+        assert main(["train", str(config), "--run-dir", str(root / name), "--no-progress"]) == 0
+        paths.append(root / name)
+    return paths
+
+
+def test_a_classifier_ensemble_averages_the_members_probabilities(classifier_runs):
+    a, b = (load_run(path) for path in classifier_runs[:2])
+    ids = tf.constant([[5, 6, 7, 0], [8, 9, 10, 11]], tf.int32)
+    probabilities = tf.nn.softmax(ClassifierEnsemble([a.model, b.model])(ids)).numpy()
+    expected = (tf.nn.softmax(a.model(ids)) + tf.nn.softmax(b.model(ids))).numpy() / 2
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+
+
+def test_evaluate_a_classification_ensemble(classifier_runs, runs, capsys):
+    first, second, small = classifier_runs
+    alone = evaluate_run(first, split="test")
+    doubled = evaluate_run(first, split="test", ensemble=[str(first)])
+    assert doubled["accuracy"] == alone["accuracy"]
+    assert doubled["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+    pair = evaluate_run(first, split="test", ensemble=[str(second / "checkpoints" / "best")])
+    assert pair["ensemble"] == [
+        alone["checkpoint"],
+        str(second / "checkpoints" / "best" / "best-6"),
+    ]
+    assert pair["loss"] != pytest.approx(alone["loss"], rel=1e-4)
+    # Runs of another task, or another vocabulary, are refused with exit 2.
+    assert main(["evaluate", str(first), "--ensemble", str(runs[0])]) == 2
+    err = capsys.readouterr().err
+    assert f"--ensemble {runs[0]}: a translation run, but {first} is a classification run" in err
+    assert "Traceback" not in err
+    assert main(["evaluate", str(first), "--ensemble", str(small)]) == 2
+    err = capsys.readouterr().err
+    assert f"--ensemble {small}: its review vocabulary" in err and "Traceback" not in err

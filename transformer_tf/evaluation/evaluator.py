@@ -15,7 +15,7 @@ from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation import scorers
-from transformer_tf.inference.ensemble import Ensemble, load_members
+from transformer_tf.inference.ensemble import load_members, make_ensemble
 from transformer_tf.inference.translate import translate_with_task
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import Task, TranslationTask
@@ -147,9 +147,10 @@ def evaluate_run(
         overrides: ``key.path=value`` strings (data, decoding or distribute settings only).
         beam_size: int or None, overrides ``decoding.beam_size``.
         distributed: bool, evaluate under the config's strategy instead of one device.
-        ensemble: more translation runs or checkpoints (see
+        ensemble: more runs or checkpoints of the same task (see
             :func:`~transformer_tf.inference.ensemble.member_checkpoint`) whose probabilities are
-            averaged with this run's at every step, teacher-forced and decoding alike.
+            averaged with this run's: for translation at every step, teacher-forced and
+            decoding alike; for classification the class probabilities.
     """
     strategy = None
     if distributed:
@@ -170,7 +171,7 @@ def evaluate_run(
     model = run.model
     if ensemble:
         members = load_members(run, list(ensemble), overrides)
-        model = Ensemble([run.model, *(m.model for m in members)])
+        model = make_ensemble(run.config.task, [run.model, *(m.model for m in members)])
     scores = Evaluator(run.strategy, model, run.task).run(split)
     if isinstance(run.task, TranslationTask):
         scores.update(translation_scores(run.task, model, split, beam_size=beam_size))

@@ -1,10 +1,11 @@
-"""Ensembles: several trained translation models decoding as one (fairseq's ``--path a:b``).
+"""Ensembles: several trained models scoring as one (fairseq's ``--path a:b``).
 
-At every step each model scores the next token with its own decoder cache, and the ensemble's
+Translation (:class:`Ensemble`): at every step each model scores the next token with its own decoder cache, and the ensemble's
 log-probability is the log of the models' mean probability. The ensemble offers the interface
 that greedy and beam search use (``encode``, ``init_cache``, ``cache_reorder_flags``,
 ``decode_step``, ``decode``) and the call that teacher-forced evaluation uses, so it decodes,
-scores and evaluates like one model.
+scores and evaluates like one model. Classification (:class:`ClassifierEnsemble`): the
+members' class probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from transformer_tf.assembly import LoadedRun, load_run
 from transformer_tf.errors import UserError
 from transformer_tf.run import RunDir
 
-__all__ = ["Ensemble", "check_same_vocabularies", "load_members", "member_checkpoint"]
+__all__ = [
+    "ClassifierEnsemble",
+    "Ensemble",
+    "check_same_vocabularies",
+    "load_members",
+    "make_ensemble",
+    "member_checkpoint",
+]
 
 
 def _log_mean_exp(log_probs: list) -> tf.Tensor:
@@ -98,6 +106,41 @@ class Ensemble:
         return _log_mean_exp(log_probs), new_cache
 
 
+class ClassifierEnsemble:
+    """Average the class probabilities of ``models`` (classifiers with the same vocabulary).
+
+    Args:
+        models: list of classifiers, each ``model(token_ids)`` -> logits ``(batch, classes)``.
+
+    Call: ``(batch, length)`` int ids -> float32 ``(batch, num_classes)`` log mean
+    probabilities; a softmax over them gives back the mean probabilities, so losses and
+    metrics written for logits work unchanged.
+    """
+
+    def __init__(self, models: list):
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = list(models)
+
+    def __call__(self, token_ids, training=False):
+        return _log_mean_exp(
+            [tf.nn.log_softmax(model(token_ids, training=training)) for model in self.models]
+        )
+
+
+def make_ensemble(task: str, models: list):
+    """The ensemble of ``models`` for a run of ``task`` (``"translation"`` or
+    ``"classification"``)."""
+    return (ClassifierEnsemble if task == "classification" else Ensemble)(models)
+
+
+def _tokenizers(task) -> dict:
+    """A task's tokenizers by side: translation's source and target, classification's one."""
+    if hasattr(task, "source_tokenizer"):
+        return {"source": task.source_tokenizer, "target": task.target_tokenizer}
+    return {"review": task.tokenizer}
+
+
 def _vocabulary_key(tokenizer) -> tuple:
     """What makes two tokenizers produce the same ids for the same text."""
     if hasattr(tokenizer, "model_proto"):  # SentencePiece: the model itself.
@@ -108,6 +151,7 @@ def _vocabulary_key(tokenizer) -> tuple:
             tuple(tokenizer.vocab),
             getattr(tokenizer, "lowercase", None),
             getattr(tokenizer, "split_punctuation", None),
+            getattr(tokenizer, "ngrams", None),
         )
     return (tokenizer.kind, tokenizer.vocab_size)
 
@@ -116,17 +160,18 @@ def check_same_vocabularies(members: list) -> None:
     """Refuse an ensemble whose members tokenize differently.
 
     Args:
-        members: list of ``(name, task)`` pairs, the first being the reference; each task has
-            ``source_tokenizer`` and ``target_tokenizer``.
+        members: list of ``(name, task)`` pairs, the first being the reference; translation
+            tasks have ``source_tokenizer`` and ``target_tokenizer``, classification tasks a
+            ``tokenizer``.
 
     Raises:
-        UserError: naming the first member whose source or target vocabulary differs.
+        UserError: naming the first member whose (source, target or review) vocabulary differs.
     """
     (first_name, first), *others = members
     for name, task in others:
-        for side in ("source", "target"):
-            mine = getattr(task, f"{side}_tokenizer")
-            reference = getattr(first, f"{side}_tokenizer")
+        references = _tokenizers(first)
+        for side, mine in _tokenizers(task).items():
+            reference = references[side]
             if _vocabulary_key(mine) != _vocabulary_key(reference):
                 raise UserError(
                     f"--ensemble {name}: its {side} vocabulary ({mine.kind}, {mine.vocab_size} "
@@ -157,14 +202,19 @@ def load_members(first: LoadedRun, specs: list[str], overrides=()) -> list[Loade
     """Load the other members of an ensemble with ``first`` and check their vocabularies.
 
     Each member keeps its own config and model; ``overrides`` (data, decoding) apply to all.
+    All are runs of one task, translation or classification; the ids they score are made by
+    ``first``'s data settings (for classification ``data.max_length`` and ``data.truncation``).
     """
     members = []
     for spec in specs:
         run, checkpoint = member_checkpoint(spec)
         members.append((spec, load_run(run, checkpoint=checkpoint, overrides=overrides)))
-    if first.config.task != "translation" or any(
-        m.config.task != "translation" for _, m in members
-    ):
-        raise UserError("--ensemble needs translation runs")
+    task = first.config.task
+    for spec, member in members:
+        if member.config.task != task:
+            raise UserError(
+                f"--ensemble {spec}: a {member.config.task} run, but {first.run} is a {task} "
+                "run; an ensemble's members are runs of one task"
+            )
     check_same_vocabularies([(str(first.run), first.task)] + [(s, m.task) for s, m in members])
     return [m for _, m in members]
