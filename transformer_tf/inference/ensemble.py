@@ -1,10 +1,10 @@
 """Ensembles: several trained models scoring as one (fairseq's ``--path a:b``).
 
-Translation (:class:`Ensemble`): at every step each model scores the next token with its own decoder cache, and the ensemble's
-log-probability is the log of the models' mean probability. The ensemble offers the interface
-that greedy and beam search use (``encode``, ``init_cache``, ``cache_reorder_flags``,
-``decode_step``, ``decode``) and the call that teacher-forced evaluation uses, so it decodes,
-scores and evaluates like one model. Classification (:class:`ClassifierEnsemble`): the
+Translation (:class:`Ensemble`): at every step each model scores the next token with its own
+decoder cache, and the ensemble's log-probability is the log of the models' mean probability.
+The ensemble offers the interface that greedy and beam search use (``encode``, ``init_cache``,
+``cache_reorder_flags``, ``decode_step``, ``decode``) and the call that teacher-forced
+evaluation uses, so it decodes, scores and evaluates like one model. Classification (:class:`ClassifierEnsemble`): the
 members' class probabilities are averaged.
 """
 
@@ -168,8 +168,8 @@ def check_same_vocabularies(members: list) -> None:
         UserError: naming the first member whose (source, target or review) vocabulary differs.
     """
     (first_name, first), *others = members
+    references = _tokenizers(first)
     for name, task in others:
-        references = _tokenizers(first)
         for side, mine in _tokenizers(task).items():
             reference = references[side]
             if _vocabulary_key(mine) != _vocabulary_key(reference):

@@ -169,7 +169,7 @@ class TransformerClassifier(keras.Model):
         if training and self.token_dropout:
             draw = keras.random.uniform(ops.shape(token_ids), seed=self.token_dropout_seed)
             mask = ops.logical_and(mask, draw >= self.token_dropout)
-        length = ops.shape(token_ids)[1]
+        token_mask = mask  # the review's tokens only, before a CLS position is prepended
         x = self.embedding(token_ids, training=training)  # (batch, length, d_model)
         if self.pooling == "cls":
             batch = ops.shape(x)[0]
@@ -185,7 +185,7 @@ class TransformerClassifier(keras.Model):
             pooled = ops.sum(x * weights, axis=1) / count  # (batch, d_model)
         logits = ops.cast(self.head(self.head_dropout(pooled, training=training)), "float32")
         if self.naive_bayes:
-            logits = logits + self._naive_bayes_logits(token_ids, mask[:, -length:])
+            logits = logits + self._naive_bayes_logits(token_ids, token_mask)
         return logits
 
     def _naive_bayes_logits(self, token_ids, mask):

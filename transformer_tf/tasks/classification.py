@@ -124,7 +124,7 @@ class ClassificationTask(Task):
                     self._encoded_split("train"),
                     self.splits["train"][1],
                     vocab_size=self.tokenizer.vocab_size,
-                    num_classes=self.config.model.num_classes,
+                    num_classes=model.num_classes,
                 )
             )
 
