@@ -196,6 +196,7 @@ def run_ours(data: Path, work: Path, steps: int, overrides: list[str]) -> dict:
         "system": "transformer_tf",
         "mode": {
             "precision": training.mixed_precision,
+            "policy": trainer.model.dtype_policy.name,  # what `auto` resolved to
             "jit_compile": training.jit_compile,
             "steps_per_loop": training.steps_per_loop,
             "batch_type": training.batch_type,
@@ -212,6 +213,14 @@ def run_ours(data: Path, work: Path, steps: int, overrides: list[str]) -> dict:
         "train_call_seconds": train_end - train_start,
         **_rates(marks),
     }
+
+
+def _cpu() -> dict:
+    """The CPU's model name and its bfloat16 flags: speed figures mean nothing without them."""
+    from transformer_tf.precision import BF16_CPU_FLAGS, read_cpu
+
+    model, flags = read_cpu()
+    return {"model": model, "bf16_flags": [f for f in BF16_CPU_FLAGS if f in flags]}
 
 
 def _rates(marks: list[dict]) -> dict:
@@ -371,8 +380,11 @@ def table(results: dict) -> str:
         if not side or "error" in side:
             continue
         mode = side["mode"]
+        precision = mode.get("policy") or mode["precision"]  # OpenNMT-tf's: "float32"
+        if mode["precision"] == "auto":
+            precision = f"auto = {precision}"
         described = (
-            f"{mode['precision'] if mode['precision'] != 'none' else 'float32'}, "
+            f"{precision if precision != 'none' else 'float32'}, "
             f"{'XLA' if mode['jit_compile'] else 'no XLA'}, {mode['steps_per_loop']} step(s)/call"
         )
         gap = side["largest_gap"]
@@ -416,6 +428,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "load_average_before": os.getloadavg(),
         "cpus": os.cpu_count(),
+        "cpu": _cpu(),
     }
     _log("preparing the shared SentencePiece pieces ...")
     results["data"] = prepare(data, work)
@@ -468,6 +481,10 @@ def main(argv=None) -> int:
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
+    cpu = results["cpu"]
+    print(
+        f"CPU: {cpu['model'] or 'unknown'}; bfloat16 flags: {', '.join(cpu['bf16_flags']) or 'none'}"
+    )
     print(table(results))
     if "end_to_end_ratio" in results:
         print(

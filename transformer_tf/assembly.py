@@ -21,6 +21,7 @@ import tensorflow as tf
 from transformer_tf.config import Config
 from transformer_tf.errors import UserError
 from transformer_tf.models import build_model, model_arguments
+from transformer_tf.precision import PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.registry import get_registry
 from transformer_tf.run import RunDir, average_checkpoints, restore_model
 from transformer_tf.tasks import Task, make_task
@@ -58,10 +59,23 @@ class LoadedRun(Assembly):
     step: int | None = None
 
 
-def precision(config: Config) -> str:
-    """The Keras dtype policy of a config's ``training.mixed_precision``."""
-    mixed = config.training.mixed_precision
-    return "float32" if mixed == "none" else mixed
+def precision(config: Config, strategy: tf.distribute.Strategy | None = None) -> PrecisionChoice:
+    """The dtype policy of ``config``'s ``training.mixed_precision`` on the hardware that
+    ``strategy`` (None: the current strategy) computes on; ``auto`` resolves there (see
+    :mod:`transformer_tf.precision`)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return resolve_precision(config.training.mixed_precision, detect_hardware(_kind(strategy)))
+
+
+def _kind(strategy: tf.distribute.Strategy) -> str:
+    """``tpu``, ``gpu`` or ``cpu``: what the strategy's devices are."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: TensorFlow places ops on a GPU if it has one
+        devices = [device.name for device in tf.config.list_physical_devices("GPU")]
+    return "gpu" if any("GPU" in device.upper() for device in devices) else "cpu"
 
 
 def derive_model_args(config: Config, task: Task) -> dict[str, Any]:
@@ -159,6 +173,7 @@ def assemble(
     create: bool = False,
     write: bool = True,
     strategy: tf.distribute.Strategy | None = None,
+    policy: str | None = None,
 ) -> Assembly:
     """Prepare the task's vocabulary and build (not restore) the model.
 
@@ -173,6 +188,8 @@ def assemble(
             when the task learns one from data and the config names no prebuilt one.
         strategy: the tf.distribute strategy whose scope holds the variables; None uses the
             current (default) strategy.
+        policy: str | None, the Keras dtype policy; None resolves ``training.mixed_precision``
+            on the strategy's hardware (:func:`precision`).
     """
     task = make_task(config, run)
     non_chief = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and not write
@@ -193,8 +210,9 @@ def assemble(
             "entries: set data.shared_vocab: true, or model.share_embeddings: false"
         )
     strategy = strategy or tf.distribute.get_strategy()
+    policy = policy or precision(config, strategy).policy
     with strategy.scope():
-        model = build_model(config.model.name, dtype_policy=precision(config), **args)
+        model = build_model(config.model.name, dtype_policy=policy, **args)
         model.build()
     if new and write:
         # Recorded once the model builds: a config whose layers do not fit leaves no record.

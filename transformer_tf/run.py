@@ -5,6 +5,7 @@ A run directory is what ``transformer-tf train`` writes and what ``evaluate``, `
 
     RUN/config.yaml             the resolved config: the experiment record
     RUN/model_args.json         the arguments the model was built with (its shape)
+    RUN/precision.json          the precision training computes in, and why (``auto``)
     RUN/vocab/                  tokenizers or vocabulary
     RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints
     RUN/checkpoints/best/       the best checkpoint on validation
@@ -232,6 +233,7 @@ class RunDir:
 
     CONFIG_FILE = "config.yaml"
     MODEL_ARGS_FILE = "model_args.json"
+    PRECISION_FILE = "precision.json"
     MODEL_FILE = "model.keras"
     VOCAB_DIR = "vocab"
     CHECKPOINT_DIR = "checkpoints"
@@ -398,6 +400,29 @@ class RunDir:
                 self.model_args_file,
                 json.dumps({"name": name, "arguments": arguments}, indent=2, sort_keys=True) + "\n",
             )
+
+    # -- the precision of training ----------------------------------------------------------
+
+    @property
+    def precision_file(self) -> Path:
+        return self.path / self.PRECISION_FILE
+
+    def read_precision(self) -> dict[str, Any] | None:
+        """The record of the last training start's precision (see :meth:`write_precision`), or
+        None when there is none (a new run, or one written before this record existed)."""
+        try:
+            record = json.loads(self.precision_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {self.precision_file}: {error}") from error
+        return record if isinstance(record, dict) and "policy" in record else None
+
+    def write_precision(self, record: dict[str, Any]) -> None:
+        """Record the dtype policy training starts with: ``{"requested", "policy", "reason",
+        "hardware"}``."""
+        with writing_to("the precision record", self.precision_file):
+            _write_atomic(self.precision_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def save_model(self, model) -> None:
         """Write ``model.keras`` atomically: a temporary sibling, then a rename, so a failed

@@ -564,7 +564,9 @@ class TrainingConfig(BaseModel):
     # Updates per tf.function call, without a host sync between them; a call also ends at the next
     # log, checkpoint or validation step and at the end of the run, so those need not divide it.
     steps_per_loop: int = Field(10, ge=1)
-    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    # `auto`: bfloat16 where the hardware computes it natively, float16 on GPUs that only have
+    # float16 tensor cores, else float32 (transformer_tf.precision says which and why).
+    mixed_precision: Literal["auto", "none", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
     checkpoint_every: int = Field(500, gt=0)
     keep_checkpoints: int = Field(5, ge=1)

@@ -11,8 +11,10 @@ from transformer_tf.training.schedules import WarmupSchedule
 NO_WEIGHT_DECAY = ("bias", "gamma", "beta", "position")
 
 
-def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.optimizers.Optimizer:
-    """Adam or AdamW on the warmup schedule, with loss scaling under ``mixed_float16``.
+def make_optimizer(
+    training: TrainingConfig, total_steps: int | None, loss_scale: bool = False
+) -> keras.optimizers.Optimizer:
+    """Adam or AdamW on the warmup schedule, with dynamic loss scaling for ``mixed_float16``.
 
     Gradient clipping and accumulation are the update's (:mod:`.step`: one all-reduce per
     update, then the clip on the global gradient), so neither is set here. The schedule counts
@@ -21,6 +23,8 @@ def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.o
     Args:
         training: TrainingConfig, the ``training:`` section.
         total_steps: int or None, the run's length (cosine decay needs it).
+        loss_scale: bool, wrap it in a ``LossScaleOptimizer`` (the model computes in
+            float16: ``training.mixed_precision`` resolved to ``mixed_float16``).
     """
     schedule = WarmupSchedule(
         training.learning_rate,
@@ -40,6 +44,6 @@ def make_optimizer(training: TrainingConfig, total_steps: int | None) -> keras.o
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     else:
         optimizer = keras.optimizers.Adam(**kwargs)
-    if training.mixed_precision == "mixed_float16":
+    if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -39,6 +39,7 @@ from transformer_tf.distribute import Placement, build_strategy, distribute_trai
 from transformer_tf.errors import RunWriteError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
+from transformer_tf.precision import Hardware, PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.run import RunDir, RunLock, writing_to
 from transformer_tf.training.checkpoints import (
     CheckpointWriter,
@@ -587,6 +588,33 @@ def _diverged_message(step: int, loss: float, last_saved: int) -> str:
     )
 
 
+def training_precision(
+    config: Config, run: RunDir, placement_kind: str, hardware: Hardware | None = None
+) -> tuple[PrecisionChoice, Hardware]:
+    """The precision to train ``config`` in, on ``hardware`` (None: this machine's, for a
+    placement of ``placement_kind``), and the hardware.
+
+    ``auto`` resolves on the hardware at hand each time training starts, so a run moved to a
+    faster machine uses it; but a resumed run keeps float16 (or its absence) from the run's
+    start, because only ``mixed_float16`` checkpoints hold a loss scale.
+    """
+    hardware = hardware or detect_hardware(placement_kind)
+    choice = resolve_precision(config.training.mixed_precision, hardware)
+    recorded = run.read_precision() if run.is_run() else None
+    if choice.requested == "auto" and recorded is not None:
+        scaled = recorded["policy"] == "mixed_float16"
+        if scaled != (choice.policy == "mixed_float16"):
+            held = "hold" if scaled else "have no"
+            choice = PrecisionChoice(
+                "auto",
+                recorded["policy"],
+                f"kept from the run's start ({recorded.get('reason', 'recorded')}): its "
+                f"checkpoints {held} a float16 loss scale; this hardware alone would get "
+                f"{choice.policy}",
+            )
+    return choice, hardware
+
+
 def build_trainer(
     config: Config,
     run_dir: str | os.PathLike | RunDir,
@@ -624,9 +652,16 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
         run.check_compatible(config)
     training = config.training
     keras.utils.set_random_seed(training.seed)
+    choice, hardware = training_precision(config, run, placement.kind)
+    log.info("precision: %s (%s; %s)", choice.policy, choice.reason, hardware.describe())
     run.path.mkdir(parents=True, exist_ok=True)
     assembly = assemble(
-        config, run, create=True, write=placement.is_chief, strategy=placement.strategy
+        config,
+        run,
+        create=True,
+        write=placement.is_chief,
+        strategy=placement.strategy,
+        policy=choice.policy,
     )
     with placement.strategy.scope():
         assembly.task.initialize_model(assembly.model)
@@ -637,11 +672,14 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
         epoch_steps = training.epochs * updates
         total_steps = min(total_steps or epoch_steps, epoch_steps)
     with placement.strategy.scope():
-        optimizer = make_optimizer(training, total_steps)
+        optimizer = make_optimizer(
+            training, total_steps, loss_scale=choice.policy == "mixed_float16"
+        )
         optimizer.build(assembly.model.trainable_variables)
     # Written once the model builds: a config whose layers do not fit leaves no record.
     if placement.is_chief:
         run.write_config(config)
+        run.write_precision(choice.record(hardware))
     trainer = Trainer(
         assembly,
         placement,
