@@ -109,7 +109,10 @@ def test_train_evaluate_with_overrides_and_json(imdb, tmp_path, capsys):
     table = capsys.readouterr().out
     scores = json.loads(out_json.read_text())
     assert scores["split"] == "test" and scores["step"] == 20
-    assert 0.0 <= scores["accuracy"] <= 1.0 and scores["loss"] > 0
+    # The same numbers computed here from the checkpoint's predictions, by hand.
+    accuracy, loss = _accuracy_and_loss_by_hand(run_dir, "test")
+    assert scores["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert scores["loss"] == pytest.approx(loss, rel=1e-5)
     assert f"accuracy    {scores['accuracy']:.4f}" in table
     # The saved config records the override, so the run directory alone reproduces the run.
     assert "steps: 20" in (run_dir / "config.yaml").read_text()
@@ -129,6 +132,26 @@ def test_train_evaluate_with_overrides_and_json(imdb, tmp_path, capsys):
         == 0
     )
     assert "completed at step 30" in capsys.readouterr().out
+
+
+def _accuracy_and_loss_by_hand(run_dir, split):
+    """Accuracy and mean unsmoothed cross-entropy of a run's latest checkpoint on ``split``,
+    from the model's logits with NumPy (not through the evaluator)."""
+    import numpy as np
+
+    from transformer_tf.assembly import load_run
+
+    run = load_run(run_dir)
+    correct, total, loss_sum = 0, 0, 0.0
+    for inputs, labels in run.task.dataset(split, training=False):
+        logits = run.model(inputs, training=False).numpy().astype("float64")
+        labels = labels.numpy()
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        loss_sum -= log_probs[np.arange(len(labels)), labels].sum()
+        correct += int((logits.argmax(-1) == labels).sum())
+        total += len(labels)
+    return correct / total, loss_sum / total
 
 
 def test_kill_9_loses_only_steps_since_the_last_checkpoint(imdb, tmp_path):

@@ -115,14 +115,18 @@ def test_training_records_and_logs_the_choice_and_builds_with_it(tmp_path, monke
         trainer = build_trainer(_config(), tmp_path / "run", show_progress=False)
     assert any(
         r.getMessage().startswith(
-            f"precision: mixed_bfloat16 ({AUTO_ENV}=mixed_bfloat16 in the environment; CPU "
+            f"precision: mixed_bfloat16 (auto: {AUTO_ENV}=mixed_bfloat16 in the environment; CPU "
         )
         for r in caplog.records
     )
     assert trainer.model.dtype_policy.name == "mixed_bfloat16"
+    assert trainer.precision.policy == "mixed_bfloat16"
     record = json.loads((tmp_path / "run" / "precision.json").read_text())
     assert record["requested"] == "auto" and record["policy"] == "mixed_bfloat16"
     assert record["hardware"].startswith("CPU ")
+    assert trainer.precision.describe() == (
+        f"mixed_bfloat16 (auto: {AUTO_ENV}=mixed_bfloat16 in the environment; {record['hardware']})"
+    )
     trainer.train()
     # evaluate/translate resolve `auto` on their own machine: here pinned to float32.
     monkeypatch.setenv(AUTO_ENV, "none")
@@ -136,13 +140,13 @@ def test_a_resumed_run_keeps_float16_loss_scaling_from_its_start(tmp_path):
     run.write_config(config)
     record = PrecisionChoice("auto", "mixed_float16", "GPU compute capability 7.0 ...").record()
     run.write_precision(record)
-    choice, _ = training_precision(config, run, "cpu", hardware=cpu("amx_bf16"))
+    choice = training_precision(config, run, "cpu", hardware=cpu("amx_bf16"))
     assert choice.policy == "mixed_float16"
     assert "its checkpoints hold a float16 loss scale" in choice.reason
     # bfloat16 <-> float32 needs no such care: the hardware at hand decides.
     run.write_precision(PrecisionChoice("auto", "mixed_bfloat16", "AMX").record())
-    assert training_precision(config, run, "cpu", hardware=cpu())[0].policy == "float32"
+    assert training_precision(config, run, "cpu", hardware=cpu()).policy == "float32"
     # An explicit mode is obeyed even then.
     run.write_precision(record)
     forced = _config(mixed_precision="none")
-    assert training_precision(forced, run, "cpu", hardware=cpu())[0].policy == "float32"
+    assert training_precision(forced, run, "cpu", hardware=cpu()).policy == "float32"

@@ -3,6 +3,7 @@ the CLI on one small trained toy run."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -203,3 +204,26 @@ def test_bad_sampling_settings_are_refused(toy_run, capsys):
     assert code == 2 and "decoding.beam_size: 1` (found 2)" in err
     code, _, err = _translate(capsys, toy_run, "--beam-size", "0", "a dog")
     assert code == 2 and "decoding.beam_size" in err and "Traceback" not in err
+
+
+def test_input_lines_are_split_as_evaluation_data_is(toy_run, capsys, tmp_path, monkeypatch):
+    """A U+2028 or U+0085 inside a sentence is part of it (str.splitlines() would have made two
+    outputs of one input line); `--input`, standard input and `read_parallel` agree."""
+    from transformer_tf.data.parallel import read_parallel
+
+    text = f"{SENTENCES[0]}\u2028{SENTENCES[1]}\n{SENTENCES[2]}\u0085 \r\n"
+    source = tmp_path / "input.txt"
+    source.write_text(text, encoding="utf-8", newline="")
+    assert read_parallel(source, source).sources == [
+        f"{SENTENCES[0]}\u2028{SENTENCES[1]}",
+        SENTENCES[2],
+    ]
+    code, from_file, _ = _translate(capsys, toy_run, "--input", str(source))
+    assert code == 0 and len(from_file.splitlines()) == 2
+    code, one_by_one, _ = _translate(
+        capsys, toy_run, f"{SENTENCES[0]}\u2028{SENTENCES[1]}", SENTENCES[2]
+    )
+    assert code == 0 and from_file == one_by_one
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    code, from_stdin, _ = _translate(capsys, toy_run)
+    assert code == 0 and from_stdin == from_file

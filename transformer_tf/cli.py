@@ -241,10 +241,14 @@ def cmd_train(args) -> int:
     check_registered_names(config, args.config, overrides=args.overrides)
     run_dir = args.run_dir or Path("runs") / args.config.stem
     from transformer_tf.errors import RunWriteError
-    from transformer_tf.training.trainer import train
+    from transformer_tf.training.trainer import build_trainer
 
     try:
-        result = train(config, run_dir, show_progress=not args.no_progress)
+        trainer = build_trainer(config, run_dir, show_progress=not args.no_progress)
+        if trainer.is_chief:
+            # What `training.mixed_precision` (default `auto`) came to on this hardware, and why.
+            print(f"precision: {trainer.precision.describe()}", flush=True)
+        result = trainer.train()
     except RunWriteError as error:
         command = ["transformer-tf", "train", str(args.config), "--run-dir", str(run_dir)]
         for override in args.overrides:
@@ -283,15 +287,16 @@ def cmd_evaluate(args) -> int:
 
 
 def _read_lines(path: Path, option: str) -> list[str]:
-    """The lines of a UTF-8 text file given as ``option``; a UserError naming both if unreadable."""
-    from transformer_tf.errors import UserError
+    """The sentences of a file given as ``option``, one per line, split as training and
+    evaluation data are (:func:`~transformer_tf.data.parallel.read_lines`), empty lines kept:
+    each line gets its output line. A UserError naming both if unreadable."""
+    from transformer_tf.data.parallel import read_lines
+    from transformer_tf.errors import DataError, UserError
 
     try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise UserError(f"cannot read {option} {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise UserError(f"{option} {path} is not UTF-8 ({error.reason})") from error
+        return read_lines(path, keep_empty_tail=True)
+    except DataError as error:
+        raise UserError(f"{option}: {error}") from None
 
 
 def _load_translation_run(args, command: str):
@@ -330,7 +335,9 @@ def cmd_translate(args) -> int:
     elif args.input:
         texts = _read_lines(args.input, "--input")
     else:
-        texts = sys.stdin.read().splitlines()
+        from transformer_tf.data.parallel import split_lines
+
+        texts = split_lines(sys.stdin.read(), keep_empty_tail=True)
     _load_builtins(args)
     from transformer_tf.inference.translate import translate_nbest_with_task, translate_with_task
 

@@ -78,17 +78,27 @@ class PrecisionChoice:
         requested: str, the config's value (``auto``, ``none``, ...).
         policy: str, the Keras dtype policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
         reason: str, why, in words (logged and recorded in the run directory).
+        hardware: str, what it was decided on (:meth:`Hardware.describe`).
     """
 
     requested: str
     policy: str
     reason: str
+    hardware: str = ""
 
-    def record(self, hardware: Hardware | None = None) -> dict:
-        record = {"requested": self.requested, "policy": self.policy, "reason": self.reason}
-        if hardware is not None:
-            record["hardware"] = hardware.describe()
-        return record
+    def describe(self) -> str:
+        """One line for logs: ``mixed_bfloat16 (auto: the CPU executes ...; CPU ...)``."""
+        on = f"; {self.hardware}" if self.hardware else ""
+        return f"{self.policy} ({self.requested}: {self.reason}{on})"
+
+    def record(self) -> dict:
+        """What ``RUN/precision.json`` holds."""
+        return {
+            "requested": self.requested,
+            "policy": self.policy,
+            "reason": self.reason,
+            "hardware": self.hardware,
+        }
 
 
 def choose_precision(
@@ -102,9 +112,10 @@ def choose_precision(
         pinned: str | None, what ``auto`` means regardless of the hardware (the value of
             :data:`AUTO_ENV`); None decides from the table above.
     """
+    on = hardware.describe()
     if requested != "auto":
         return PrecisionChoice(
-            requested, POLICIES[requested], f"training.mixed_precision is `{requested}`"
+            requested, POLICIES[requested], f"training.mixed_precision is `{requested}`", on
         )
     if pinned:
         if pinned not in POLICIES:
@@ -112,10 +123,12 @@ def choose_precision(
                 f"environment variable {AUTO_ENV}={pinned!r} is not one of "
                 f"{', '.join(POLICIES)}; unset it to choose from the hardware"
             )
-        return PrecisionChoice("auto", POLICIES[pinned], f"{AUTO_ENV}={pinned} in the environment")
+        return PrecisionChoice(
+            "auto", POLICIES[pinned], f"{AUTO_ENV}={pinned} in the environment", on
+        )
 
     def auto(policy: str, reason: str) -> PrecisionChoice:
-        return PrecisionChoice("auto", policy, reason)
+        return PrecisionChoice("auto", policy, reason, on)
 
     if hardware.kind == "tpu":
         return auto("mixed_bfloat16", "TPUs compute in bfloat16 natively")

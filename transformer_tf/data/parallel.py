@@ -72,8 +72,8 @@ def read_parallel(
         DataError: a missing or unreadable file; a file that is not UTF-8 (with the file and the
             1-based number of its first bad line); different numbers of lines.
     """
-    sources = _read_lines(Path(source_path))
-    targets = _read_lines(Path(target_path))
+    sources = read_lines(Path(source_path))
+    targets = read_lines(Path(target_path))
     if len(sources) != len(targets):
         raise DataError(
             f"parallel files differ in length: {source_path} has {len(sources)} lines but "
@@ -91,8 +91,19 @@ def read_parallel(
     return corpus
 
 
-def _read_lines(path: Path) -> list[str]:
-    """The stripped lines of ``path`` without trailing empty lines."""
+def read_lines(path: str | os.PathLike, *, keep_empty_tail: bool = False) -> list[str]:
+    """The stripped lines of the UTF-8 file ``path``, without trailing empty lines unless
+    ``keep_empty_tail`` (where every line is a sentence to translate or score, and an empty
+    translation is one).
+
+    How every command reads sentences, one per line: training and evaluation data,
+    ``translate --input`` and ``score``. Lines are split on ``\\n`` only, never on U+2028,
+    U+0085 or the other breaks ``str.splitlines()`` knows, so a sentence that holds one stays
+    one sentence (and one output line).
+
+    Raises:
+        DataError: a missing or unreadable file, or one that is not UTF-8 (naming the line).
+    """
     lines: list[str] = []
     # Binary iteration splits on b"\n" only and lets us name the first undecodable line.
     with open_data_file(path) as f:
@@ -107,6 +118,19 @@ def _read_lines(path: Path) -> list[str]:
             if number == 1:
                 line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark
             lines.append(line.strip())
+    return lines if keep_empty_tail else _without_trailing_empty(lines)
+
+
+def split_lines(text: str, *, keep_empty_tail: bool = False) -> list[str]:
+    """:func:`read_lines` for text already read (standard input)."""
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":  # what follows the last line break is no line
+        lines.pop()
+    lines = [line.strip() for line in lines]
+    return lines if keep_empty_tail else _without_trailing_empty(lines)
+
+
+def _without_trailing_empty(lines: list[str]) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines

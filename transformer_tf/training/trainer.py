@@ -202,6 +202,8 @@ class Trainer:
         show_progress: bool, draw a progress bar (chief only). Defaults to True.
         lock: RunLock or None, the run directory's lock, taken again by :meth:`train` if it
             was released, and released when it returns (None on non-chief workers).
+        precision: PrecisionChoice or None, the precision the model was built in, and why
+            (see :func:`training_precision`); kept for reports.
     """
 
     def __init__(
@@ -213,8 +215,10 @@ class Trainer:
         total_steps: int | None,
         show_progress: bool = True,
         lock: RunLock | None = None,
+        precision: PrecisionChoice | None = None,
     ):
         self.config: Config = assembly.config
+        self.precision = precision
         self.run = assembly.run
         self.task = assembly.task
         self.model = assembly.model
@@ -590,9 +594,9 @@ def _diverged_message(step: int, loss: float, last_saved: int) -> str:
 
 def training_precision(
     config: Config, run: RunDir, placement_kind: str, hardware: Hardware | None = None
-) -> tuple[PrecisionChoice, Hardware]:
+) -> PrecisionChoice:
     """The precision to train ``config`` in, on ``hardware`` (None: this machine's, for a
-    placement of ``placement_kind``), and the hardware.
+    placement of ``placement_kind``).
 
     ``auto`` resolves on the hardware at hand each time training starts, so a run moved to a
     faster machine uses it; but a resumed run keeps float16 (or its absence) from the run's
@@ -611,8 +615,9 @@ def training_precision(
                 f"kept from the run's start ({recorded.get('reason', 'recorded')}): its "
                 f"checkpoints {held} a float16 loss scale; this hardware alone would get "
                 f"{choice.policy}",
+                choice.hardware,
             )
-    return choice, hardware
+    return choice
 
 
 def build_trainer(
@@ -652,8 +657,8 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
         run.check_compatible(config)
     training = config.training
     keras.utils.set_random_seed(training.seed)
-    choice, hardware = training_precision(config, run, placement.kind)
-    log.info("precision: %s (%s; %s)", choice.policy, choice.reason, hardware.describe())
+    choice = training_precision(config, run, placement.kind)
+    log.info("precision: %s", choice.describe())
     run.path.mkdir(parents=True, exist_ok=True)
     assembly = assemble(
         config,
@@ -679,7 +684,7 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     # Written once the model builds: a config whose layers do not fit leaves no record.
     if placement.is_chief:
         run.write_config(config)
-        run.write_precision(choice.record(hardware))
+        run.write_precision(choice.record())
     trainer = Trainer(
         assembly,
         placement,
@@ -687,6 +692,7 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
         total_steps=total_steps,
         show_progress=show_progress,
         lock=lock,
+        precision=choice,
     )
     trainer.restore_latest()
     return trainer
