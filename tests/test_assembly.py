@@ -12,10 +12,10 @@ import json
 import keras
 import pytest
 
-from tests.fixtures import translation_config, write_config
+from tests.fixtures import classification_config, make_imdb_folder, translation_config, write_config
 from transformer_tf.assembly import assemble, load_run
 from transformer_tf.cli import main
-from transformer_tf.config import config_from_dict
+from transformer_tf.config import config_from_dict, load_config
 from transformer_tf.errors import UserError
 from transformer_tf.run import RunDir
 
@@ -122,6 +122,31 @@ def test_a_model_change_through_set_is_refused(learned_run):
         load_run(learned_run, overrides=["model.d_model=64"])
 
 
+@pytest.mark.parametrize(
+    "key", ["data.split_seed=7", "data.validation_fraction=0.2", "data.max_length=64",
+            "data.truncation=tail"],
+)  # fmt: skip
+def test_a_classification_run_keeps_its_validation_split_and_preprocessing(tmp_path, key, capsys):
+    """`evaluate --set data.split_seed=7` scored training reviews as validation (2,258 of 2,500
+    on IMDb); resuming with it mixed two splits. Both are refused; repointing the data is not."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    folder = make_imdb_folder(tmp_path / "imdb", per_class=4)
+    config = config_from_dict(classification_config(folder))
+    run.write_config(config)
+    field = key.split("=")[0]
+    with pytest.raises(UserError, match=rf"--set cannot change .*\({field}\).*validation split"):
+        run.read_config([key])
+    # The same run resumed with the key set: the trainer's compatibility check.
+    changed_config = load_config(run.config_file, [key])
+    with pytest.raises(UserError, match=rf"validation split \({field} differ"):
+        run.check_compatible(changed_config)
+    assert main(["evaluate", str(run.path), "--set", key]) == 2
+    assert "validation split" in capsys.readouterr().err
+    other = make_imdb_folder(tmp_path / "other", per_class=4)
+    assert run.read_config([f"data.path={other}"]).data.path == str(other)
+
+
 def test_run_dir_layout_and_compatibility(tmp_path, learned_run):
     run = RunDir(learned_run)
     assert run.is_run() and run.config_file.name == "config.yaml"
@@ -131,7 +156,9 @@ def test_run_dir_layout_and_compatibility(tmp_path, learned_run):
     assert run.check_compatible(config) is True
     dumped = config.model_dump(mode="json")
     other = config_from_dict({**dumped, "model": {**dumped["model"], "d_model": 64}})
-    with pytest.raises(UserError, match=r"different model or vocabulary \(model.d_model differ"):
+    with pytest.raises(
+        UserError, match=r"different model, vocabulary or validation split \(model.d_model differ"
+    ):
         run.check_compatible(other)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")

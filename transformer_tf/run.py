@@ -320,8 +320,9 @@ class RunDir:
             changed = model_affecting_differences(load_config(self.config_file), config)
             if changed:
                 raise UserError(
-                    f"--set cannot change the model of a trained run ({', '.join(changed)}); "
-                    "only data, decoding and distribute settings may be overridden"
+                    f"--set cannot change the model of a trained run ({', '.join(changed)}), "
+                    "its vocabulary, or the validation split and preprocessing it was trained "
+                    "with; only data paths, decoding and distribute settings may be overridden"
                 )
         return config
 
@@ -373,9 +374,9 @@ class RunDir:
         differences = model_affecting_differences(load_config(self.config_file), config)
         if differences:
             raise UserError(
-                f"run directory {self.path} holds a run with a different model or vocabulary "
-                f"({', '.join(differences)} differ from {self.config_file}); resuming it would "
-                "mix two models. Use a new --run-dir, or restore those values."
+                f"run directory {self.path} holds a run with a different model, vocabulary or "
+                f"validation split ({', '.join(differences)} differ from {self.config_file}); "
+                "resuming it would mix two runs. Use a new --run-dir, or restore those values."
             )
         return True
 

@@ -254,7 +254,9 @@ def model_affecting_differences(old: Config, new: Config) -> list[str]:
     ``data.shared_vocab``, ``data.lowercase``, ``data.ngrams``, and the toy task's ``data.seed``
     and ``data.num_train``). A key present in only one of the two configs counts as different.
     The classification-only ``model.pooling`` and ``model.num_classes`` are None in every
-    translation config, so two translation configs never differ there.
+    translation config, so two translation configs never differ there. A data section's
+    ``RUN_FIXED`` keys count too (classification: the validation split and the truncation of
+    the reviews, which a trained run keeps).
     """
     differences = []
     if old.task != new.task:
@@ -264,7 +266,8 @@ def model_affecting_differences(old: Config, new: Config) -> list[str]:
     for field in ModelConfig.model_fields:
         if getattr(old.model, field) != getattr(new.model, field):
             differences.append(f"model.{field}")
-    for field in _VOCABULARY_DATA_FIELDS:
+    fixed = getattr(type(old.data), "RUN_FIXED", ())
+    for field in (*_VOCABULARY_DATA_FIELDS, *fixed):
         if getattr(old.data, field, _MISSING) != getattr(new.data, field, _MISSING):
             differences.append(f"data.{field}")
     return differences

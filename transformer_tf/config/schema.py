@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import ClassVar, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -420,6 +420,15 @@ class _ClassificationData(BaseModel):
     """The keys that both classification data sources take: validation split and tokenization."""
 
     model_config = _STRICT
+    #: Keys that a trained run keeps: the validation split is carved out of the training data
+    #: with them, and the reviews are cut with them. Another value on `evaluate` or a resume
+    #: would score training reviews as validation, or another preprocessing than was trained.
+    RUN_FIXED: ClassVar[tuple[str, ...]] = (
+        "split_seed",
+        "validation_fraction",
+        "max_length",
+        "truncation",
+    )
 
     # Each source narrows this to its tag (a Literal); declared here so it comes first in dumps.
     source: str
