@@ -135,7 +135,7 @@ def choose_precision(
     if hardware.kind == "gpu":
         caps = hardware.gpu_compute_capabilities
         oldest = min(caps) if caps else (0, 0)
-        text = ".".join(map(str, oldest))
+        text = ".".join(map(str, oldest)) if caps else "unknown"
         if caps and oldest >= (8, 0):
             return auto(
                 "mixed_bfloat16",
@@ -147,7 +147,7 @@ def choose_precision(
                 f"GPU compute capability {text} has float16 tensor cores but no bfloat16 "
                 "(dynamic loss scaling on)",
             )
-        return auto("float32", f"GPU compute capability {text or 'unknown'} has no tensor cores")
+        return auto("float32", f"GPU compute capability {text}: no tensor cores known to be faster")
     present = [flag for flag in BF16_CPU_FLAGS if flag in hardware.cpu_flags]
     if present:
         return auto("mixed_bfloat16", f"the CPU executes bfloat16 natively ({', '.join(present)})")
