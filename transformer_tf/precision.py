@@ -25,14 +25,11 @@ for a cluster of unlike hosts, or a test suite whose numbers must not depend on 
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformer_tf.errors import UserError
-
-log = logging.getLogger(__name__)
 
 #: ``training.mixed_precision`` values -> Keras dtype policies (``auto`` resolves to one).
 POLICIES = {"none": "float32", "mixed_float16": "mixed_float16", "mixed_bfloat16": "mixed_bfloat16"}
