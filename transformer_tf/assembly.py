@@ -23,7 +23,7 @@ from transformer_tf.errors import UserError
 from transformer_tf.models import build_model, model_arguments
 from transformer_tf.precision import PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.registry import get_registry
-from transformer_tf.run import RunDir, average_checkpoints, restore_model
+from transformer_tf.run import RunDir, average_checkpoints, restore_model, step_of
 from transformer_tf.tasks import Task, make_task
 
 __all__ = [
@@ -258,7 +258,7 @@ def load_run(
             # successor is complete by now, because the state file names only complete ones.
             loaded = run.find_checkpoint(checkpoint)
             restore_model(model, loaded)
-        step = int(loaded.rsplit("-", 1)[-1])
+        step = step_of(loaded)
     return LoadedRun(
         config,
         run,

@@ -121,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", type=Path, help="YAML config file")
     train.add_argument("--run-dir", type=Path, help="run directory (default: runs/<config name>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--init-from", metavar="RUN_DIR|CHECKPOINT",
+        help="start a new run from the weights of this run (its latest checkpoint) or "
+        "checkpoint (RUN/checkpoints/ckpt-N): fresh optimizer, step 0; adopts the source's "
+        "vocabulary unless --update-vocab or data.vocabulary (docs/fine_tuning.md)",
+    )  # fmt: skip
+    train.add_argument(
+        "--update-vocab", action="store_true",
+        help="with --init-from: build this config's vocabulary and map the embeddings by token "
+        "(kept tokens keep their rows, new ones start as initialised)",
+    )  # fmt: skip
     _add_set(train)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint of a run")
@@ -244,13 +255,25 @@ def cmd_train(args) -> int:
     from transformer_tf.training.trainer import build_trainer
 
     try:
-        trainer = build_trainer(config, run_dir, show_progress=not args.no_progress)
+        trainer = build_trainer(
+            config,
+            run_dir,
+            show_progress=not args.no_progress,
+            init_from=args.init_from,
+            update_vocab=args.update_vocab,
+        )
         if trainer.is_chief:
             # What `training.mixed_precision` (default `auto`) came to on this hardware, and why.
             print(f"precision: {trainer.precision.describe()}", flush=True)
+            if trainer.initialized_from is not None:
+                from transformer_tf.init_from import describe
+
+                print(f"init from: {describe(trainer.initialized_from)}", flush=True)
         result = trainer.train()
     except RunWriteError as error:
         command = ["transformer-tf", "train", str(args.config), "--run-dir", str(run_dir)]
+        if args.init_from:
+            command += ["--init-from", args.init_from]
         for override in args.overrides:
             command += ["--set", override]
         resume = f"Free space or fix permissions, then resume with: {shlex.join(command)}"

@@ -234,6 +234,7 @@ class RunDir:
     CONFIG_FILE = "config.yaml"
     MODEL_ARGS_FILE = "model_args.json"
     PRECISION_FILE = "precision.json"
+    INIT_FROM_FILE = "init_from.json"
     MODEL_FILE = "model.keras"
     VOCAB_DIR = "vocab"
     CHECKPOINT_DIR = "checkpoints"
@@ -425,6 +426,27 @@ class RunDir:
         with writing_to("the precision record", self.precision_file):
             _write_atomic(self.precision_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
+    # -- where the weights came from -------------------------------------------------------
+
+    @property
+    def init_from_file(self) -> Path:
+        return self.path / self.INIT_FROM_FILE
+
+    def read_init_from(self) -> dict[str, Any] | None:
+        """The record of ``train --init-from`` (see :mod:`transformer_tf.init_from`), or None
+        for a run that started from random weights."""
+        try:
+            record = json.loads(self.init_from_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {self.init_from_file}: {error}") from error
+        return record if isinstance(record, dict) and "source" in record else None
+
+    def write_init_from(self, record: dict[str, Any]) -> None:
+        with writing_to("the init-from record", self.init_from_file):
+            _write_atomic(self.init_from_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
     def save_model(self, model) -> None:
         """Write ``model.keras`` atomically: a temporary sibling, then a rename, so a failed
         write (a full disk) leaves the previous file, or none, never half a zip."""
@@ -450,7 +472,7 @@ class RunDir:
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of the kept ``ckpt-<step>`` checkpoints, oldest first."""
-        return [_step_of(p) for p in self._recorded_checkpoints(self.checkpoint_dir)]
+        return [step_of(p) for p in self._recorded_checkpoints(self.checkpoint_dir)]
 
     def latest_checkpoint(self) -> str | None:
         """The newest checkpoint the ``checkpoint`` state file names (unverified)."""
@@ -592,7 +614,8 @@ def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
     return chosen
 
 
-def _step_of(path: str) -> int:
+def step_of(path: str) -> int:
+    """The step of a checkpoint prefix ``.../ckpt-<step>``."""
     return int(path.rsplit("-", 1)[-1])
 
 

@@ -557,6 +557,11 @@ def build_tokenizers(
     return build(source_texts), build(target_texts)
 
 
+def token_list(tokenizer: Tokenizer) -> list[str]:
+    """The tokenizer's tokens by id (``id_to_token`` of every id), special tokens first."""
+    return [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
+
+
 def save_tokenizers(
     directory: str | os.PathLike, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer
 ) -> Path:

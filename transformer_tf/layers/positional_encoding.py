@@ -66,6 +66,11 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         return config
 
 
+#: The name of :class:`LearnedPositionalEmbedding`'s table (``train --init-from`` maps its rows
+#: by position when the new model has another ``max_length``).
+POSITION_TABLE = "position_embeddings"
+
+
 @register("positional_encoding", "learned")
 class LearnedPositionalEmbedding(keras.layers.Layer):
     """Trainable position vectors, one per position up to ``max_length``, added to the inputs.
@@ -86,7 +91,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.position_embeddings = self.add_weight(
-            name="position_embeddings",
+            name=POSITION_TABLE,
             shape=(self.max_length, self.d_model),
             initializer=self.initializer,
         )

@@ -198,6 +198,16 @@ class TransformerClassifier(keras.Model):
         ratios = ops.take(self.naive_bayes_ratios, ids, axis=0)  # (batch, length, num_classes)
         return ops.sum(ratios * scale[:, :, None], axis=1)
 
+    def vocabulary_weights(self):
+        """The weights indexed by token id, ``[(variable, "source", axis)]`` (see
+        :meth:`Seq2SeqTransformer.vocabulary_weights
+        <transformer_tf.models.seq2seq.Seq2SeqTransformer.vocabulary_weights>`)."""
+        weights = [(self.embedding.token_embedding.embeddings, "source", 0)]
+        if self.naive_bayes:
+            weights.append((self.naive_bayes_ratios, "source", 0))
+            weights.append((self.naive_bayes_weights, "source", 0))
+        return weights
+
     def get_config(self):
         config = super().get_config()
         for name in (

@@ -225,6 +225,19 @@ class Seq2SeqTransformer(keras.Model):
         )
         return ops.cast(weights, "float32")
 
+    def vocabulary_weights(self):
+        """The weights indexed by token id: ``[(variable, vocabulary, axis)]``, where
+        ``vocabulary`` is ``"source"`` or ``"target"`` (as the task's
+        :meth:`~transformer_tf.tasks.Task.vocabularies` names them) and ``axis`` the axis of
+        the ids. ``train --init-from`` maps these rows by token when the vocabulary changes."""
+        weights = [(self.source_embedding.token_embedding.embeddings, "source", 0)]
+        if not self.share_embeddings:  # a shared embedding has one vocabulary for both
+            weights.append((self.target_embedding.token_embedding.embeddings, "target", 0))
+        if self.output_projection is not None:
+            weights.append((self.output_projection.kernel, "target", 1))  # (d_model, vocab)
+            weights.append((self.output_projection.bias, "target", 0))
+        return weights
+
     def get_config(self):
         config = super().get_config()
         for name in (

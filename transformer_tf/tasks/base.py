@@ -49,6 +49,11 @@ class Task:
         """The model's vocabulary-size arguments (after :meth:`prepare`)."""
         raise NotImplementedError
 
+    def vocabularies(self) -> dict[str, list[str]]:
+        """The tokens by id of each vocabulary the model indexes (after :meth:`prepare`),
+        keyed as the model's ``vocabulary_weights`` name them (``"source"``, ``"target"``)."""
+        raise NotImplementedError
+
     def initialize_model(self, model) -> None:
         """Set the weights of a new model that come from the training data (after
         :meth:`prepare`), before its first update; a resumed run then restores them with the

@@ -77,6 +77,9 @@ class ClassificationTask(Task):
     def vocabulary_args(self) -> dict:
         return {"vocab_size": self.tokenizer.vocab_size}
 
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"source": list(self.tokenizer.vocab)}
+
     length_keys = ("data.max_length",)
 
     def positions_needed(self) -> int:

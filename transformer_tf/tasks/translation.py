@@ -161,6 +161,12 @@ class TranslationTask(Task):
             "target_vocab_size": self.target_tokenizer.vocab_size,
         }
 
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {
+            "source": tokenizers.token_list(self.source_tokenizer),
+            "target": tokenizers.token_list(self.target_tokenizer),
+        }
+
     length_keys = ("data.max_length", "decoding.max_length")
 
     def positions_needed(self) -> int:

@@ -20,8 +20,10 @@ checkpoint at the end of the current call (at most ``steps_per_loop`` updates) a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -33,10 +35,11 @@ import keras
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from transformer_tf import init_from as init
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
 from transformer_tf.distribute import Placement, build_strategy, distribute_training_data
-from transformer_tf.errors import RunWriteError
+from transformer_tf.errors import RunWriteError, UserError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
 from transformer_tf.precision import Hardware, PrecisionChoice, detect_hardware, resolve_precision
@@ -204,6 +207,8 @@ class Trainer:
             was released, and released when it returns (None on non-chief workers).
         precision: PrecisionChoice or None, the precision the model was built in, and why
             (see :func:`training_precision`); kept for reports.
+        initialized_from: dict or None, the ``init_from.json`` record of a run that started
+            from another run's weights (``--init-from``); kept for reports.
     """
 
     def __init__(
@@ -216,9 +221,11 @@ class Trainer:
         show_progress: bool = True,
         lock: RunLock | None = None,
         precision: PrecisionChoice | None = None,
+        initialized_from: dict | None = None,
     ):
         self.config: Config = assembly.config
         self.precision = precision
+        self.initialized_from = initialized_from
         self.run = assembly.run
         self.task = assembly.task
         self.model = assembly.model
@@ -626,6 +633,8 @@ def build_trainer(
     *,
     placement: Placement | None = None,
     show_progress: bool = True,
+    init_from: str | os.PathLike | None = None,
+    update_vocab: bool = False,
 ) -> Trainer:
     """Assemble ``config`` in ``run_dir`` for training, restored from its latest checkpoint.
 
@@ -634,8 +643,23 @@ def build_trainer(
         run_dir: where the resolved config, vocabularies, checkpoints and logs live.
         placement: Placement or None, the strategy; built from ``config.distribute`` when None.
         show_progress: bool, draw a progress bar (chief only). Defaults to True.
+        init_from: a run directory or checkpoint whose weights a new run starts from (see
+            :mod:`transformer_tf.init_from`); a run that already has checkpoints resumes from
+            them instead. None: random weights. A refusal (exit 2) leaves no new run directory.
+        update_vocab: bool, with ``init_from``: learn the new run's vocabulary as its config
+            says and map the weights by token, rather than adopt the source's vocabulary.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if update_vocab and init_from is None:
+        raise UserError("--update-vocab goes with --init-from: it maps a source run's weights")
+    # Checked before anything is written: a missing or damaged source leaves nothing behind.
+    source = init.resolve_source(init_from) if init_from is not None else None
+    if source is not None and source.run.path.resolve() == run.path.resolve():
+        raise UserError(
+            f"--init-from {source.given} is this run itself; to continue it, rerun without "
+            "--init-from"
+        )
+    fresh = not run.path.exists() or not any(run.path.iterdir())
     # The strategy first: multi-worker collectives must be set up before other TF work.
     placement = placement or build_strategy(config.distribute)
     # Only the chief locks, judges and writes the run directory; other workers would race it.
@@ -645,21 +669,78 @@ def build_trainer(
     if lock is not None:
         lock.acquire()
     try:
-        return _build_locked(config, run, placement, lock, show_progress)
-    except BaseException:
+        return _build_locked(
+            config, run, placement, lock, show_progress, source, update_vocab=update_vocab
+        )
+    except BaseException as error:
         if lock is not None:
             lock.release()
+        if source is not None and fresh and placement.is_chief and isinstance(error, UserError):
+            # A refused --init-from (weights that do not fit) leaves no run directory behind.
+            _remove_new_run(run)
         raise
 
 
-def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
+def _remove_new_run(run: RunDir) -> None:
+    """Remove what this command wrote into a run directory that was empty or absent."""
+    if run.path.is_dir():
+        for entry in run.path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
+
+
+def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None):
+    """The loaded source to start from, or None when the run resumes (or has no source).
+
+    A run with checkpoints resumes: ``--init-from`` applied at its start. It must name the run
+    it started from; a run trained from random weights is never re-initialised, and a run that
+    started from a source and has no checkpoint yet must name that source again.
+    """
+    recorded = run.read_init_from() if run.is_run() else None
+    has_checkpoints = bool(run.checkpoint_steps()) if run.is_run() else False
+    if source is None:
+        if recorded is not None and not has_checkpoints:
+            raise UserError(
+                f"{run} started from the weights of {recorded['source']} and has no checkpoint "
+                f"yet; rerun with --init-from {recorded['source']}"
+            )
+        return None
+    if has_checkpoints:
+        if recorded is None:
+            raise UserError(
+                f"--init-from: {run} already holds a run trained from random weights; start "
+                "the new run in another --run-dir"
+            )
+        if Path(recorded["source"]) != source.run.path.resolve():
+            raise UserError(
+                f"--init-from {source.given}: {run} started from {recorded['source']}; rerun "
+                "with that source to resume it, or use another --run-dir"
+            )
+        log.info("resuming %s; its weights came from %s at the start", run, recorded["source"])
+        return None
+    loaded = init.load_source(source)
+    init.check_same_kind(config, loaded)
+    return loaded
+
+
+def _build_locked(
+    config, run, placement, lock, show_progress, source=None, update_vocab=False
+) -> Trainer:
     if placement.is_chief:
         run.check_compatible(config)
+    loaded = _initial_weights(run, config, source)
     training = config.training
     keras.utils.set_random_seed(training.seed)
     choice = training_precision(config, run, placement.kind)
     log.info("precision: %s", choice.describe())
     run.path.mkdir(parents=True, exist_ok=True)
+    adopted = False
+    if loaded is not None and init.keeps_source_vocabulary(config, update_vocab):
+        adopted = not placement.is_chief or init.adopt_vocabulary(run, loaded.source)
     assembly = assemble(
         config,
         run,
@@ -670,6 +751,18 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     )
     with placement.strategy.scope():
         assembly.task.initialize_model(assembly.model)
+        if loaded is not None:
+            mappings = init.transfer_weights(
+                assembly.model,
+                assembly.task.vocabularies(),
+                loaded,
+                assembly.model_args,
+                config,
+            )
+    initialized_from = run.read_init_from() if run.is_run() else None
+    if loaded is not None:
+        initialized_from = init.record(loaded, mappings, adopted)
+        log.info("weights from %s", init.describe(initialized_from))
     total_steps = training.steps
     if training.epochs is not None:
         # An update reads `gradient_accumulation` batches; an epoch's last one may read fewer.
@@ -685,6 +778,8 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
     if placement.is_chief:
         run.write_config(config)
         run.write_precision(choice.record())
+        if loaded is not None:
+            run.write_init_from(initialized_from)
     trainer = Trainer(
         assembly,
         placement,
@@ -693,6 +788,7 @@ def _build_locked(config, run, placement, lock, show_progress) -> Trainer:
         show_progress=show_progress,
         lock=lock,
         precision=choice,
+        initialized_from=initialized_from,
     )
     trainer.restore_latest()
     return trainer

@@ -1,0 +1,340 @@
+"""``train CONFIG --init-from SOURCE``: a new run that starts from another run's weights.
+
+The new run is a run of its own: step 0, a fresh optimizer, its learning-rate schedule from the
+start and its own checkpoints. Only the model's weights come from the source: a run directory
+(its newest intact checkpoint) or one checkpoint of a run (``RUN/checkpoints/ckpt-300``,
+``RUN/checkpoints/best/ckpt-280``). Rerunning the command resumes the new run, as any rerun
+does; the weights are taken once, before the first step, and ``RUN/init_from.json`` records
+where they came from.
+
+**Vocabulary.** By default the new run adopts the source run's vocabulary (its ``vocab/`` is
+copied), so the model is exactly the source model. With ``--update-vocab``, or a config that
+names ``data.vocabulary``, the new run has its own vocabulary (learned from its training data
+as the config says, or the one named) and the weights indexed by token (embeddings, an untied
+output layer and its bias, a classifier's naive-Bayes rows) are mapped by token: a token in
+both vocabularies keeps its row, a new token keeps the row the new model was initialised with
+(embeddings Normal(0, d_model^-0.5), output kernels Glorot-uniform, biases and naive-Bayes rows
+zero), a dropped token's row goes. Tied and shared embeddings stay tied and shared: they are one
+weight, mapped once.
+
+**Positions.** A learned position table of another length keeps the source's rows for the
+positions both have; positions beyond the source's keep their new initialisation.
+
+Every other weight must exist in both models with the same shape; the first that does not is
+refused (exit 2) naming the tensor and both shapes, before anything is assigned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transformer_tf.assembly import assemble
+from transformer_tf.config import Config
+from transformer_tf.errors import UserError
+from transformer_tf.layers.positional_encoding import POSITION_TABLE
+from transformer_tf.run import RunDir, restore_model, step_of
+
+__all__ = [
+    "InitSource",
+    "SourceModel",
+    "VocabularyMapping",
+    "adopt_vocabulary",
+    "check_same_kind",
+    "describe",
+    "load_source",
+    "resolve_source",
+    "transfer_weights",
+]
+
+log = logging.getLogger(__name__)
+
+#: Model arguments that set no weight's shape; a difference in them is never the reason two
+#: models' weights do not fit, so the hint of a refusal leaves them out.
+_NOT_SHAPES = {"dropout", "attention_dropout", "ffn_dropout", "token_dropout", "max_length"}
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where the weights come from: a run and one of its checkpoints (a path prefix)."""
+
+    run: RunDir
+    checkpoint: str
+    given: str  # as the user wrote it, for messages
+
+    @property
+    def step(self) -> int:
+        return step_of(self.checkpoint)
+
+
+@dataclass
+class SourceModel:
+    """The source run, built and restored (float32, on the default strategy)."""
+
+    source: InitSource
+    config: Config
+    model_name: str
+    model_args: dict
+    model: keras.Model
+    vocabularies: dict[str, list[str]]
+
+
+@dataclass
+class VocabularyMapping:
+    """How one vocabulary was carried over: tokens kept, new and dropped."""
+
+    name: str
+    size: int
+    source_size: int
+    kept: int
+    new: int
+    dropped: int
+    new_examples: list[str] = field(default_factory=list)
+
+
+def resolve_source(given: str | os.PathLike) -> InitSource:
+    """The run and checkpoint that ``--init-from given`` names.
+
+    Args:
+        given: a run directory (its newest intact checkpoint is used) or a checkpoint prefix
+            inside one (``RUN/checkpoints/ckpt-300``; the ``.index`` file need not be named).
+
+    Raises:
+        UserError: neither, no checkpoint in the run, or a damaged checkpoint.
+    """
+    text = str(given)
+    path = Path(text[: -len(".index")] if text.endswith(".index") else text)
+    try:
+        if RunDir(path).is_run():
+            run = RunDir(path)
+            return InitSource(run, run.find_checkpoint("latest"), text)
+        run = next((RunDir(parent) for parent in path.parents if RunDir(parent).is_run()), None)
+        if run is None or not tf.io.gfile.exists(f"{path}.index"):
+            what = "does not exist" if not path.exists() and run is None else "is neither"
+            raise UserError(
+                f"{what} a run directory (with a {RunDir.CONFIG_FILE}) nor a checkpoint of one "
+                f"(a prefix such as RUN/{RunDir.CHECKPOINT_DIR}/ckpt-300 with its .index file)"
+            )
+        run.require_intact(str(path))
+        return InitSource(run, str(path), text)
+    except UserError as error:
+        raise UserError(f"--init-from {text}: {error}") from None
+
+
+def load_source(source: InitSource) -> SourceModel:
+    """Build the source run's model in float32 and restore the source checkpoint into it."""
+    config = source.run.read_config()
+    built = assemble(config, source.run, write=False, policy="float32")
+    restore_model(built.model, source.checkpoint)
+    record = source.run.read_model_args()
+    return SourceModel(
+        source,
+        config,
+        record["name"] if record else config.model.name,
+        dict(built.model_args),
+        built.model,
+        built.task.vocabularies(),
+    )
+
+
+def check_same_kind(config: Config, source: SourceModel) -> None:
+    """Refuse a source of another task or model class (exit 2)."""
+    where = f"--init-from {source.source.given}"
+    if config.task != source.config.task:
+        raise UserError(
+            f"{where} is a {source.config.task} run; this config trains {config.task}: "
+            "weights carry over between runs of the same task"
+        )
+    if config.model.name != source.model_name:
+        raise UserError(
+            f"{where} is a `{source.model_name}` model; this config builds "
+            f"`{config.model.name}` (model.name): weights carry over between models of one class"
+        )
+
+
+def keeps_source_vocabulary(config: Config, update_vocab: bool) -> bool:
+    """Whether the new run adopts the source's vocabulary: unless ``--update-vocab`` or a
+    config that names its own (``data.vocabulary``)."""
+    return not update_vocab and not getattr(config.data, "vocabulary", None)
+
+
+def adopt_vocabulary(run: RunDir, source: InitSource) -> bool:
+    """Copy the source run's vocabulary into ``run`` (if ``run`` has none yet); True if copied.
+
+    Copied to a temporary sibling first and renamed: an interrupted copy leaves no partial
+    vocabulary that a rerun would take for the run's own.
+    """
+    if run.vocab_dir.exists():
+        return False
+    tmp = run.path / f".{RunDir.VOCAB_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source.run.vocab_dir, tmp)
+    os.replace(tmp, run.vocab_dir)
+    return True
+
+
+def _relative(variable) -> str:
+    """A weight's path below its model (``encoder/layer_0/.../kernel``): the model's own name
+    is auto-numbered by Keras and differs between two models of one process."""
+    return variable.path.split("/", 1)[1]
+
+
+def _row_index(source_tokens: list[str], tokens: list[str]) -> np.ndarray:
+    """For each id of ``tokens``, the id of the same token in ``source_tokens``, or -1."""
+    where = {token: i for i, token in enumerate(source_tokens)}
+    return np.array([where.get(token, -1) for token in tokens], dtype=np.int64)
+
+
+def _mapped(value: np.ndarray, fresh: np.ndarray, rows: np.ndarray, axis: int) -> np.ndarray:
+    """``fresh`` with the slices along ``axis`` whose ``rows`` entry is >= 0 taken from
+    ``value`` at that index (kept tokens or positions); the others stay as initialised."""
+    out = np.moveaxis(fresh.copy(), axis, 0)  # (new size, ...)
+    source = np.moveaxis(value, axis, 0)  # (source size, ...)
+    kept = rows >= 0
+    out[kept] = source[rows[kept]]
+    return np.moveaxis(out, 0, axis)
+
+
+def _hint(config: Config, model_args: dict, source: SourceModel) -> str:
+    differing = sorted(
+        key
+        for key in set(model_args) | set(source.model_args)
+        if key not in _NOT_SHAPES
+        and not key.endswith("vocab_size")
+        and model_args.get(key) != source.model_args.get(key)
+    )
+    if not differing:
+        return ""
+    return "; the model arguments differ in " + ", ".join(
+        f"{key} ({source.model_args.get(key)!r} in the source, {model_args.get(key)!r} here)"
+        for key in differing
+    )
+
+
+def _position_tables(model) -> dict[str, object]:
+    """The learned position tables (:class:`~transformer_tf.layers.LearnedPositionalEmbedding`'s
+    ``(max_length, d_model)`` weight) of the model, by relative path."""
+    return {
+        _relative(w): w
+        for w in model.weights
+        if w.path.endswith(f"/{POSITION_TABLE}") and len(w.shape) == 2
+    }
+
+
+def transfer_weights(
+    model, vocabularies: dict[str, list[str]], source: SourceModel, model_args: dict, config
+) -> list[VocabularyMapping]:
+    """Assign ``source``'s weights to ``model`` (mapped by token where the vocabularies differ).
+
+    Every weight is checked and computed first, then all are assigned: a refusal leaves the
+    model as it was.
+
+    Args:
+        model: the new run's built model.
+        vocabularies: the new run's tokens by id, per vocabulary (``Task.vocabularies``).
+        source: the loaded source (:func:`load_source`).
+        model_args: the new model's arguments (for the hint of a refusal).
+        config: the new run's config.
+
+    Returns:
+        One VocabularyMapping per vocabulary.
+
+    Raises:
+        UserError: a weight missing on one side, or a shape that does not fit.
+    """
+    where = f"--init-from {source.source.given}"
+    hint = _hint(config, model_args, source)
+    theirs = {_relative(w): w for w in source.model.weights}
+    ours = {_relative(w): w for w in model.weights}
+    only_ours = [path for path in ours if path not in theirs]
+    only_theirs = [path for path in theirs if path not in ours]
+    if only_ours or only_theirs:
+        parts = []
+        if only_ours:
+            parts.append(f"only the new model has {', '.join(only_ours[:5])}")
+        if only_theirs:
+            parts.append(f"only the source has {', '.join(only_theirs[:5])}")
+        raise UserError(
+            f"{where}: the two models do not have the same weights ({'; '.join(parts)}){hint}"
+        )
+    axes = {_relative(v): (name, axis) for v, name, axis in model.vocabulary_weights()}
+    rows = {
+        name: _row_index(source.vocabularies[name], tokens)
+        for name, tokens in vocabularies.items()
+        if name in {name for name, _ in axes.values()}
+    }
+    positions = _position_tables(model)
+    assignments = []
+    for path, variable in ours.items():
+        value = theirs[path].numpy()
+        shape = tuple(variable.shape)
+        if path in axes or path in positions:
+            name, axis = axes.get(path, ("positions", 0))
+            index = (
+                rows[name]
+                if path in axes
+                else np.where(np.arange(shape[0]) < value.shape[0], np.arange(shape[0]), -1)
+            )
+            others = value.shape[:axis] + value.shape[axis + 1 :]
+            if others == shape[:axis] + shape[axis + 1 :]:
+                value = _mapped(value, variable.numpy(), index, axis)
+        if value.shape != shape:
+            raise UserError(
+                f"{where}: tensor {path} has shape {list(value.shape)} in the source and "
+                f"{list(shape)} in the new model{hint}"
+            )
+        assignments.append((variable, value.astype(variable.dtype)))
+    for variable, value in assignments:
+        variable.assign(value)
+    mappings = []
+    for name, index in rows.items():
+        tokens = vocabularies[name]
+        kept = int((index >= 0).sum())
+        mappings.append(
+            VocabularyMapping(
+                name,
+                size=len(tokens),
+                source_size=len(source.vocabularies[name]),
+                kept=kept,
+                new=len(tokens) - kept,
+                dropped=len(source.vocabularies[name]) - kept,
+                new_examples=[tokens[i] for i in np.flatnonzero(index < 0)[:10]],
+            )
+        )
+    return mappings
+
+
+def record(source: SourceModel, mappings: list[VocabularyMapping], adopted: bool) -> dict:
+    """The ``RUN/init_from.json`` record."""
+    return {
+        "source": str(source.source.run.path.resolve()),
+        "checkpoint": str(Path(source.source.checkpoint).resolve()),
+        "step": source.source.step,
+        "vocabulary": "source" if adopted else "mapped by token",
+        "vocabularies": [
+            {key: value for key, value in asdict(m).items() if key != "new_examples"}
+            for m in mappings
+        ],
+    }
+
+
+def describe(record: dict) -> str:
+    """One line of an ``init_from.json`` record: the checkpoint, its step, each vocabulary."""
+    vocabularies = [
+        f"{v['name']} vocabulary "
+        + (
+            f"the source's ({v['size']} tokens)"
+            if v["new"] == 0 and v["dropped"] == 0 and v["size"] == v["source_size"]
+            else f"mapped by token: {v['kept']} kept, {v['new']} new, {v['dropped']} dropped "
+            f"({v['source_size']} -> {v['size']} tokens)"
+        )
+        for v in record["vocabularies"]
+    ]
+    return f"{record['checkpoint']} (step {record['step']}); " + "; ".join(vocabularies)
