@@ -289,7 +289,7 @@ def test_bad_literal(tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     assert str(excinfo.value) == (
-        f"{path}:3: model.activation: expected one of 'relu', 'gelu', found 'tanh'"
+        f"{path}:3: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'"
     )
 
 
@@ -353,7 +353,7 @@ def test_every_error_is_listed_at_once_in_schema_order(tmp_path):
         load_config(path)
     assert error_lines(excinfo) == [
         f"{path}:3: model.num_heads: expected an integer > 0, found 0",
-        f"{path}:4: model.activation: expected one of 'relu', 'gelu', found 'tanh'",
+        f"{path}:4: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'",
         f"{path}:6: training.batch_size: expected an integer > 0, found 0",
         f"{path}:7: training.warmup_steps: expected an integer >= 0, found -1",
         f"{path}:9: decoding.beam_size: expected an integer >= 1, found 0",

@@ -72,7 +72,13 @@ BLOCK_ARG_SPECS: tuple[BlockArg, ...] = (
     BlockArg(
         "ffn_dropout", float, 0.0, "dropout on the feed-forward inner activations", ge=0, lt=1
     ),
-    BlockArg("activation", str, "relu", "feed-forward activation", choices=("relu", "gelu")),
+    BlockArg(
+        "activation",
+        str,
+        "relu",
+        "feed-forward activation (``swish``: ``x * sigmoid(x)``, Marian's)",
+        choices=("relu", "gelu", "swish"),
+    ),
     BlockArg("normalize_first", bool, False, "pre-norm instead of post-norm"),
     BlockArg("layer_norm_epsilon", float, 1e-6, "epsilon of the normalization layers", gt=0),
     BlockArg("attention", str, "multi_head", "registered name in the ``attention`` slot"),

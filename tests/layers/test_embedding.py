@@ -20,6 +20,26 @@ def test_sinusoidal_values_follow_the_paper():
     np.testing.assert_allclose(out[:, 1::2], np.cos(angle), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "name,first,denominator",
+    [("opennmt_sinusoidal", 1, "d/2-1"), ("marian_sinusoidal", 0, "d")],
+)
+def test_other_toolkits_sinusoidal_layouts(name, first, denominator):
+    """Sines then cosines (not interleaved); OpenNMT-tf's frequencies 10000^(-i/(d/2-1)) and
+    first position 1, Marian's 10000^(-2i/d) from position 0."""
+    from transformer_tf.registry import build
+
+    d = 8
+    layer = build("positional_encoding", name, 50, d)
+    out = ops.convert_to_numpy(layer(np.zeros((1, 6, d), "float32"), start_index=3))[0]
+    pos = np.arange(3, 9)[:, None] + first
+    i = np.arange(d // 2)[None, :]
+    exponent = i / (d / 2 - 1) if denominator == "d/2-1" else 2 * i / d
+    angle = pos / 10000.0**exponent
+    np.testing.assert_allclose(out[:, : d // 2], np.sin(angle), atol=1e-5)
+    np.testing.assert_allclose(out[:, d // 2 :], np.cos(angle), atol=1e-5)
+
+
 def test_sinusoidal_needs_even_d_model():
     with pytest.raises(ValueError, match="even d_model"):
         SinusoidalPositionalEncoding(10, 7)
@@ -69,5 +89,7 @@ def test_embedding_is_scaled_by_sqrt_d_model_and_projects_back():
 
 
 def test_unknown_positional_encoding_lists_registered_names():
-    with pytest.raises(KeyError, match="learned, sinusoidal"):
+    with pytest.raises(
+        KeyError, match="learned, marian_sinusoidal, opennmt_sinusoidal, sinusoidal"
+    ):
         TransformerEmbedding(10, 8, positional_encoding="rotary")

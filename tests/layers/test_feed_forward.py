@@ -29,3 +29,17 @@ def test_positions_are_independent():
     a, b = ops.convert_to_numpy(layer(x)), ops.convert_to_numpy(layer(changed))
     np.testing.assert_allclose(a[0, :3], b[0, :3], atol=1e-6)
     assert not np.allclose(a[0, 3], b[0, 3])
+
+
+def test_swish_is_x_times_sigmoid_x():
+    from keras import ops
+
+    from transformer_tf.layers.feed_forward import PositionwiseFeedForward
+
+    layer = PositionwiseFeedForward(4, 6, activation="swish")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    out = ops.convert_to_numpy(layer(x))
+    inner = x @ layer.inner_dense.kernel.numpy() + layer.inner_dense.bias.numpy()
+    hidden = inner / (1 + np.exp(-inner))
+    expected = hidden @ layer.output_dense.kernel.numpy() + layer.output_dense.bias.numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

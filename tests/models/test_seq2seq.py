@@ -17,12 +17,13 @@ def _ids(rng, batch, length, vocab, pad_from=None):
     return ids
 
 
-def _expected_params(vs, vt, d, ff, n_enc, n_dec, tie, share, normalize_first=False):
+def _expected_params(vs, vt, d, ff, n_enc, n_dec, tie, share, normalize_first=False, bias=False):
     attn, ffn, norm = 4 * (d * d + d), d * ff + ff + ff * d + d, 2 * d
     params = vs * d + (0 if share else vt * d)
     params += n_enc * (attn + ffn + 2 * norm) + n_dec * (2 * attn + ffn + 3 * norm)
     params += 2 * norm if normalize_first else 0
     params += 0 if tie else d * vt + vt
+    params += vt if tie and bias else 0
     return params
 
 
@@ -32,6 +33,7 @@ def _expected_params(vs, vt, d, ff, n_enc, n_dec, tie, share, normalize_first=Fa
         {},
         {"tie_embeddings": False},
         {"share_embeddings": True},
+        {"share_embeddings": True, "output_bias": True},
         {"normalize_first": True, "num_encoder_layers": 3, "num_decoder_layers": 1},
     ],
 )
@@ -54,6 +56,7 @@ def test_shapes_dtypes_and_parameter_count(kwargs):
         kwargs.get("tie_embeddings", True),
         kwargs.get("share_embeddings", False),
         kwargs.get("normalize_first", False),
+        kwargs.get("output_bias", False),
     )
     assert model.count_params() == expected
 
@@ -133,6 +136,25 @@ def test_cached_decode_step_equals_full_decode():
         np.testing.assert_allclose(ops.convert_to_numpy(logits), full[:, t], atol=1e-4)
 
 
+def test_output_bias_is_added_to_the_tied_logits_and_cached_decoding_keeps_it():
+    model = Seq2SeqTransformer(40, 40, **SMALL, share_embeddings=True, output_bias=True)
+    rng = np.random.default_rng(8)
+    source, target = _ids(rng, 2, 6, 40, pad_from=4), _ids(rng, 2, 5, 40)
+    inputs = {"source": source, "target": target}
+    without = ops.convert_to_numpy(model(inputs))
+    bias = rng.normal(size=40).astype("float32")
+    model.logits_bias.assign(bias)
+    with_bias = ops.convert_to_numpy(model(inputs))
+    np.testing.assert_allclose(with_bias - without, np.broadcast_to(bias, without.shape), atol=1e-5)
+    encoded, source_mask = model.encode(source)
+    cache = model.init_cache(encoded, 8)
+    for t in range(5):
+        logits, cache = model.decode_step(target[:, t : t + 1], cache, t, source_mask)
+        np.testing.assert_allclose(ops.convert_to_numpy(logits), with_bias[:, t], atol=1e-4)
+    assert [name for _, name, _ in model.vocabulary_weights()] == ["source", "target"]
+    assert model.vocabulary_weights()[1][0] is model.logits_bias
+
+
 def test_learns_to_reverse_sequences():
     """A tiny model learns to reverse 6-token sequences: teacher-forced loss < 0.1."""
     rng = np.random.default_rng(7)
@@ -171,6 +193,7 @@ def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
     model = Seq2SeqTransformer.from_config(OLD_CONFIG)
     config = model.get_config()
     config.pop("dtype")
+    assert config.pop("output_bias") is False  # added since; off, as those models had it
     assert config == OLD_CONFIG
     for name, value in OLD_CONFIG.items():
         if name not in ("name", "trainable"):
@@ -192,7 +215,7 @@ def test_constructor_signature_lists_every_argument_with_its_default():
         "max_length": 512, "attention": "multi_head", "feed_forward": "position_wise",
         "normalization": "layer_norm", "encoder_layer": "transformer",
         "decoder_layer": "transformer", "num_encoder_layers": None, "num_decoder_layers": None,
-        "share_embeddings": False, "tie_embeddings": True,
+        "share_embeddings": False, "tie_embeddings": True, "output_bias": False,
     }  # fmt: skip
     # build_model passes the block arguments (found in the signature) and drops the others.
     model = build_model(

@@ -194,6 +194,7 @@ class ModelConfig(BlockFields):
     decoder_layer: str = "transformer"
     share_embeddings: bool = False
     tie_embeddings: bool = True
+    output_bias: bool = False  # a bias on the tied output projection (OpenNMT-tf, Marian)
     # Classification only: None (absent) in a translation config; Config fills in
     # CLASSIFIER_MODEL_DEFAULTS for classification. The annotations have no `| None` so that
     # `null` is rejected and the messages read "expected an integer >= 2", not "... or null".

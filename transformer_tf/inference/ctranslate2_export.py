@@ -56,6 +56,8 @@ from transformer_tf.layers.encoder_layer import TransformerEncoderLayer
 from transformer_tf.layers.feed_forward import PositionwiseFeedForward
 from transformer_tf.layers.positional_encoding import (
     LearnedPositionalEmbedding,
+    MarianSinusoidalPositionalEncoding,
+    OpenNMTSinusoidalPositionalEncoding,
     SinusoidalPositionalEncoding,
 )
 from transformer_tf.models.seq2seq import Seq2SeqTransformer
@@ -96,6 +98,17 @@ def _ctranslate2():
     return ctranslate2
 
 
+#: The sinusoidal position classes that convert (exact classes: a plugin subclass may compute
+#: something else): each becomes a table of its own encodings.
+SINUSOIDAL_CLASSES = (
+    SinusoidalPositionalEncoding,
+    OpenNMTSinusoidalPositionalEncoding,
+    MarianSinusoidalPositionalEncoding,
+)
+#: Our feed-forward activations -> CTranslate2's ``specs.Activation`` names.
+ACTIVATIONS = {"relu": "RELU", "gelu": "GELU", "swish": "SWISH"}
+
+
 def unsupported_features(model) -> list[str]:
     """What in ``model`` a CTranslate2 ``TransformerSpec`` cannot express (empty: convertible).
 
@@ -116,7 +129,7 @@ def unsupported_features(model) -> list[str]:
         if type(embedding) is not TransformerEmbedding or not embedding.scale:
             problems.append(f"embedding {embedding.name}: not a scaled TransformerEmbedding")
         elif type(embedding.position_encoding) not in (
-            SinusoidalPositionalEncoding,
+            *SINUSOIDAL_CLASSES,
             LearnedPositionalEmbedding,
         ):
             problems.append(
@@ -149,10 +162,10 @@ def unsupported_features(model) -> list[str]:
                     )
                     break
             ffn = block.feed_forward_layer
-            if type(ffn) is not PositionwiseFeedForward or ffn.activation not in ("relu", "gelu"):
+            if type(ffn) is not PositionwiseFeedForward or ffn.activation not in ACTIVATIONS:
                 problems.append(
                     f"model.feed_forward `{stack.feed_forward}` ({type(ffn).__qualname__}; only "
-                    "position_wise with relu or gelu converts)"
+                    "position_wise with relu, gelu or swish converts)"
                 )
             norms = [layer for name, layer in vars(block).items() if name.endswith("_norm")]
             if any(not _is_layer_norm(norm) for norm in norms):
@@ -175,11 +188,14 @@ def _is_layer_norm(layer) -> bool:
     )
 
 
-def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
-    """Our sinusoidal encoding as a table: ``(length, d_model)`` float32, channel ``2i`` is
-    ``sin(pos / 10000^(2i/d))`` and ``2i+1`` the cosine (interleaved, as
-    :class:`~transformer_tf.layers.positional_encoding.SinusoidalPositionalEncoding`)."""
-    layer = SinusoidalPositionalEncoding(length, d_model, dtype="float32")
+def sinusoidal_table(
+    length: int, d_model: int, kind: type = SinusoidalPositionalEncoding
+) -> np.ndarray:
+    """A sinusoidal encoding as a table: ``(length, d_model)`` float32, row ``k`` the encoding
+    of the ``k``-th token (CTranslate2 adds row ``k`` at step ``k``). ``kind`` is the layer class
+    (:data:`SINUSOIDAL_CLASSES`); by default ours, channel ``2i`` ``sin(pos / 10000^(2i/d))``
+    and ``2i+1`` the cosine."""
+    layer = kind(length, d_model, dtype="float32")
     zeros = np.zeros((1, length, d_model), "float32")
     return keras.ops.convert_to_numpy(layer(zeros))[0]
 
@@ -209,7 +225,7 @@ def _positions(embedding, rows: int) -> np.ndarray:
     encoding = embedding.position_encoding
     if isinstance(encoding, LearnedPositionalEmbedding):
         return _numpy(encoding.position_embeddings)
-    return sinusoidal_table(rows, embedding.d_model)
+    return sinusoidal_table(rows, embedding.d_model, type(encoding))
 
 
 def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
@@ -233,7 +249,7 @@ def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
         )
     ctranslate2 = _ctranslate2()
     specs = ctranslate2.specs
-    activation = {"relu": specs.Activation.RELU, "gelu": specs.Activation.GELU}[model.activation]
+    activation = getattr(specs.Activation, ACTIVATIONS[model.activation])
     pre_norm = bool(model.normalize_first)
     encoder_spec = specs.TransformerEncoderSpec(
         len(model.encoder.blocks), model.num_heads, pre_norm=pre_norm, activation=activation
@@ -290,7 +306,11 @@ def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
 
     if model.output_projection is None:
         decoder_spec.projection.weight = target_embedding  # (vocab, d_model): already (out, in)
-        bias = np.zeros(target_embedding.shape[0], np.float32)
+        bias = (
+            _numpy(model.logits_bias).copy()
+            if model.output_bias
+            else np.zeros(target_embedding.shape[0], np.float32)
+        )
     else:
         decoder_spec.projection.weight = _numpy(model.output_projection.kernel).T
         bias = _numpy(model.output_projection.bias).copy()

@@ -19,7 +19,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
     Args:
         d_model: int, input and output size.
         d_ff: int, inner size.
-        activation: str, ``"relu"`` (the paper) or ``"gelu"``. Defaults to ``"relu"``.
+        activation: str, ``"relu"`` (the paper), ``"gelu"`` or ``"swish"``. Defaults to
+            ``"relu"``.
         dropout: float, dropout on the inner activations. Defaults to 0.
     """
 

@@ -27,6 +27,12 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     ``PE[pos, 2i] = sin(pos / 10000^(2i/d))`` and ``PE[pos, 2i+1] = cos(...)``: computed on the
     fly, so it has no weights and works at any length; ``max_length`` is kept for the interface.
 
+    Subclasses change three class attributes to match other toolkits' variants of the formula
+    (a checkpoint trained with one is wrong with another): ``interleaved`` (channel ``2i`` sin
+    and ``2i+1`` cos; False: the ``d/2`` sines, then the ``d/2`` cosines), ``timescale_denominator``
+    (``"d"``: frequencies ``10000^(-2i/d)``; ``"d/2-1"``: ``10000^(-i/(d/2-1))``, tensor2tensor's)
+    and ``first_position`` (the position of the first token).
+
     Args:
         max_length: int, the longest sequence expected (not a hard limit here).
         d_model: int, feature size; must be even.
@@ -35,6 +41,9 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     #: Whether inputs longer than ``max_length`` are an error (a table of positions). A run
     #: reloaded to decode longer than it was built for is refused only when this is True.
     length_limited = False
+    interleaved = True
+    timescale_denominator = "d"
+    first_position = 0
 
     def __init__(self, max_length: int, d_model: int, **kwargs):
         super().__init__(**kwargs)
@@ -45,16 +54,21 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
-        positions = ops.cast(ops.arange(length) + start_index, "float32")
-        # Frequencies 1 / 10000^(2i/d) for i in [0, d/2).
-        inv_freq = ops.exp(
-            ops.arange(0, self.d_model, 2, dtype="float32") * (-math.log(10000.0) / self.d_model)
-        )
+        first = start_index + self.first_position
+        positions = ops.cast(ops.arange(length) + first, "float32")
+        half = self.d_model // 2
+        if self.timescale_denominator == "d":  # 1 / 10000^(2i/d) for i in [0, d/2)
+            step = -math.log(10000.0) * 2 / self.d_model
+        else:  # "d/2-1": 1 / 10000^(i/(d/2-1))
+            step = -math.log(10000.0) / (half - 1)
+        inv_freq = ops.exp(ops.arange(0, half, dtype="float32") * step)
         angles = positions[:, None] * inv_freq[None, :]  # (length, d_model / 2)
-        # Interleave sin and cos so that channel 2i is sin and 2i+1 is cos.
-        encoding = ops.reshape(
-            ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1), (length, self.d_model)
-        )  # (length, d_model)
+        if self.interleaved:  # channel 2i is sin, 2i+1 is cos
+            encoding = ops.reshape(
+                ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1), (length, self.d_model)
+            )  # (length, d_model)
+        else:  # the sines, then the cosines
+            encoding = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
         return inputs + ops.cast(encoding, inputs.dtype)[None, :, :]
 
     def compute_output_shape(self, input_shape):
@@ -64,6 +78,26 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         config = super().get_config()
         config.update({"max_length": self.max_length, "d_model": self.d_model})
         return config
+
+
+@register("positional_encoding", "opennmt_sinusoidal")
+class OpenNMTSinusoidalPositionalEncoding(SinusoidalPositionalEncoding):
+    """OpenNMT-tf's sinusoidal positions (``opennmt.layers.SinusoidalPositionEncoder``): the
+    sines then the cosines, frequencies ``10000^(-i/(d/2-1))``, the first token at position 1.
+    For models imported from OpenNMT-tf (``transformer-tf import opennmt-tf``)."""
+
+    interleaved = False
+    timescale_denominator = "d/2-1"
+    first_position = 1
+
+
+@register("positional_encoding", "marian_sinusoidal")
+class MarianSinusoidalPositionalEncoding(SinusoidalPositionalEncoding):
+    """Marian's sinusoidal positions (as Hugging Face's ``MarianSinusoidalPositionalEmbedding``
+    lays them out): the sines then the cosines, frequencies ``10000^(-2i/d)``, the first token
+    at position 0. For OPUS-MT models (``transformer-tf import marian``)."""
+
+    interleaved = False
 
 
 #: The name of :class:`LearnedPositionalEmbedding`'s table (``train --init-from`` maps its rows

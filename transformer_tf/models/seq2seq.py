@@ -38,6 +38,9 @@ class Seq2SeqTransformer(keras.Model):
             Defaults to False.
         tie_embeddings: bool, the output projection is the transposed target embedding.
             Defaults to True.
+        output_bias: bool, add a learned bias (zeros at the start) to the tied output
+            projection's logits, as OpenNMT-tf and Marian models have. Defaults to False. An
+            untied output layer always has its bias.
 
     Every argument is kept as an attribute of the same name and returned by ``get_config``.
 
@@ -61,6 +64,7 @@ class Seq2SeqTransformer(keras.Model):
         num_decoder_layers: int | None = None,
         share_embeddings: bool = False,
         tie_embeddings: bool = True,
+        output_bias: bool = False,
         **kwargs,
     ):
         block_args = pop_block_args(kwargs)
@@ -83,6 +87,7 @@ class Seq2SeqTransformer(keras.Model):
         self.num_decoder_layers = num_decoder_layers
         self.share_embeddings = share_embeddings
         self.tie_embeddings = tie_embeddings
+        self.output_bias = output_bias
 
         def embedding(vocab_size, name):
             return TransformerEmbedding(
@@ -136,6 +141,10 @@ class Seq2SeqTransformer(keras.Model):
         ):
             if layer is not None and not layer.built:
                 layer.build(*shapes)
+        if self.tie_embeddings and self.output_bias:
+            self.logits_bias = self.add_weight(
+                name="logits_bias", shape=(self.target_vocab_size,), initializer="zeros"
+            )
         self.built = True
 
     def call(self, inputs, training=None):
@@ -166,6 +175,8 @@ class Seq2SeqTransformer(keras.Model):
         """Decoder states ``(..., d_model)`` -> float32 logits ``(..., target_vocab_size)``."""
         if self.output_projection is None:
             logits = self.target_embedding.project(y)
+            if self.output_bias:
+                logits = logits + ops.cast(self.logits_bias, logits.dtype)
         else:
             logits = self.output_projection(y)
         # Softmax and loss in float32 whatever the compute dtype.
@@ -236,6 +247,8 @@ class Seq2SeqTransformer(keras.Model):
         if self.output_projection is not None:
             weights.append((self.output_projection.kernel, "target", 1))  # (d_model, vocab)
             weights.append((self.output_projection.bias, "target", 0))
+        elif self.output_bias:
+            weights.append((self.logits_bias, "target", 0))
         return weights
 
     def get_config(self):
@@ -243,7 +256,7 @@ class Seq2SeqTransformer(keras.Model):
         for name in (
             "source_vocab_size", "target_vocab_size", "num_layers", "positional_encoding",
             "max_length", "encoder_layer", "decoder_layer", "num_encoder_layers",
-            "num_decoder_layers", "share_embeddings", "tie_embeddings",
+            "num_decoder_layers", "share_embeddings", "tie_embeddings", "output_bias",
         ):  # fmt: skip
             config[name] = getattr(self, name)
         config.update(block_arg_values(self))
