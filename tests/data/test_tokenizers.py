@@ -12,6 +12,7 @@ from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_T
 from transformer_tf.data.tokenizers import (
     MANIFEST_NAME,
     SentencePieceTokenizer,
+    SentencePieceVocabTokenizer,
     WordTokenizer,
     build_tokenizers,
     load_tokenizers,
@@ -46,9 +47,43 @@ def sentencepiece_tokenizer(toy_pairs):
     return SentencePieceTokenizer.train(texts, vocab_size=100, model_type="bpe")
 
 
-@pytest.fixture(params=["word", "sentencepiece"])
-def tokenizer(request, word_tokenizer, sentencepiece_tokenizer):
-    return {"word": word_tokenizer, "sentencepiece": sentencepiece_tokenizer}[request.param]
+@pytest.fixture(scope="module")
+def foreign_sentencepiece(toy_pairs):
+    """A SentencePiece model with SentencePiece's own special ids (unk 0, bos 1, eos 2, as
+    OPUS-MT's have), and its pieces."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([side for pair in toy_pairs for side in pair]),
+        model_writer=model,
+        vocab_size=80,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [processor.id_to_piece(i) for i in range(3, processor.get_piece_size())]
+    return model.getvalue(), pieces
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_vocab_tokenizer(foreign_sentencepiece):
+    model, pieces = foreign_sentencepiece
+    # Another order than the model's ids, and every fifth piece left out (they encode as UNK).
+    kept = [p for i, p in enumerate(reversed(pieces)) if i % 5]
+    return SentencePieceVocabTokenizer(model, [*SPECIAL_TOKENS, *kept])
+
+
+@pytest.fixture(params=["word", "sentencepiece", "sentencepiece_vocab"])
+def tokenizer(request, word_tokenizer, sentencepiece_tokenizer, sentencepiece_vocab_tokenizer):
+    return {
+        "word": word_tokenizer,
+        "sentencepiece": sentencepiece_tokenizer,
+        "sentencepiece_vocab": sentencepiece_vocab_tokenizer,
+    }[request.param]
 
 
 def _ids_batch(vocab_size: int) -> np.ndarray:
@@ -144,6 +179,32 @@ def test_sentencepiece_save_load_round_trip(tmp_path, sentencepiece_tokenizer):
 
 
 # --- TF side, both kinds ---------------------------------------------------------------------
+
+
+def test_sentencepiece_vocab_looks_pieces_up_by_string(
+    foreign_sentencepiece, sentencepiece_vocab_tokenizer, tmp_path
+):
+    import sentencepiece as spm
+
+    model, _ = foreign_sentencepiece
+    tokenizer = sentencepiece_vocab_tokenizer
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    text = "the dog buys a red apple"
+    pieces = processor.encode(text, out_type=str)
+    expected = [tokenizer.vocab.index(p) if p in tokenizer.vocab else UNK_ID for p in pieces]
+    assert tokenizer.encode(text) == expected
+    assert UNK_ID in expected and len(set(expected)) > 3  # both kinds of piece are exercised
+    assert tokenizer.decode([BOS_ID, *expected, EOS_ID, 7]) == processor.decode_pieces(
+        [p if p in tokenizer.vocab else "<unk>" for p in pieces]
+    )
+    files = tokenizer.save(tmp_path, "source")
+    assert [f.name for f in files] == ["source.model", "source.vocab"]
+    loaded = SentencePieceVocabTokenizer.load(tmp_path, "source")
+    assert loaded.vocab == tokenizer.vocab and loaded.encode(text) == expected
+    with pytest.raises(DataError, match="must start with <pad>, <unk>, <s>, </s>"):
+        SentencePieceVocabTokenizer(model, ["</s>", "<unk>", "<s>", "<pad>", "x"])
+    with pytest.raises(DataError, match="duplicate tokens in a SentencePiece vocabulary"):
+        SentencePieceVocabTokenizer(model, [*SPECIAL_TOKENS, "x", "x"])
 
 
 def _ragged_to_lists(ragged: tf.RaggedTensor) -> list[list[int]]:

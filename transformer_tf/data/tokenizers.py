@@ -199,16 +199,7 @@ class WordTokenizer(Tokenizer):
     def __init__(
         self, vocab: Sequence[str], *, lowercase: bool = False, split_punctuation: bool = False
     ):
-        vocab = list(vocab)
-        if tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise DataError(
-                f"a word vocabulary must start with {', '.join(SPECIAL_TOKENS)}, got "
-                f"{', '.join(vocab[: len(SPECIAL_TOKENS)])}"
-            )
-        if len(set(vocab)) != len(vocab):
-            duplicates = [t for t, c in collections.Counter(vocab).items() if c > 1]
-            raise DataError(f"duplicate tokens in the word vocabulary: {duplicates[:10]}")
-        self.vocab = vocab
+        self.vocab = _checked_vocabulary(vocab, "a word vocabulary")
         self.lowercase = lowercase
         self.split_punctuation = split_punctuation
         self._ids = {t: i for i, t in enumerate(vocab) if i >= len(SPECIAL_TOKENS)}
@@ -283,9 +274,7 @@ class WordTokenizer(Tokenizer):
         directory.mkdir(parents=True, exist_ok=True)
         vocab_path = directory / f"{prefix}.vocab"
         options_path = directory / f"{prefix}.json"
-        # newline="": no newline translation, the file is exactly the tokens joined by "\n".
-        with open(vocab_path, "w", encoding="utf-8", newline="") as f:
-            f.write("\n".join(self.vocab) + "\n")
+        _write_vocabulary(vocab_path, self.vocab)
         options = {
             "kind": self.kind,
             "lowercase": self.lowercase,
@@ -299,15 +288,7 @@ class WordTokenizer(Tokenizer):
         directory = Path(directory)
         vocab_path = directory / f"{prefix}.vocab"
         options = _read_json(directory / f"{prefix}.json")
-        try:
-            with open(vocab_path, encoding="utf-8", newline="") as f:
-                # Split on "\n" only: str.splitlines() would also split on \x1c, \u2028, ...,
-                # which may occur inside a token.
-                vocab = f.read().split("\n")
-        except FileNotFoundError:
-            raise DataError(f"missing tokenizer vocabulary file {vocab_path}") from None
-        if vocab and vocab[-1] == "":
-            vocab.pop()
+        vocab = _read_vocabulary(vocab_path)
         return cls(
             vocab,
             lowercase=bool(options.get("lowercase", False)),
@@ -487,9 +468,136 @@ class SentencePieceTokenizer(Tokenizer):
         return self.tf_module.sentencepiece.detokenize(_tf_ids_to_decode(ids, self.vocab_size))
 
 
+class SentencePieceVocabTokenizer(Tokenizer):
+    """SentencePiece segmentation with a separate vocabulary: pieces are looked up by string.
+
+    How OPUS-MT (Marian) and OpenNMT-tf models tokenize: the SentencePiece model only splits the
+    text into pieces, and a vocabulary file (one for both sides, often) gives each piece its id.
+    The SentencePiece model's own ids and special pieces are not used, so any SentencePiece
+    model works, whatever its special ids.
+
+    Args:
+        model_proto: bytes, the serialized SentencePiece model.
+        vocab: Sequence[str], the pieces by id; must start with ``SPECIAL_TOKENS``. A piece not
+            in it encodes as UNK.
+
+    ``decode`` joins the pieces of the ids as SentencePiece does (``▁`` becomes a space); UNK
+    decodes as its string ``<unk>``.
+    """
+
+    kind = "sentencepiece_vocab"
+
+    def __init__(self, model_proto: bytes, vocab: Sequence[str]):
+        import sentencepiece as spm
+
+        self.model_proto = bytes(model_proto)
+        self._processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self.vocab = _checked_vocabulary(vocab, "a SentencePiece vocabulary")
+        self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(SPECIAL_TOKENS)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids.get(p, UNK_ID) for p in self._processor.encode(text, out_type=str)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        pieces = [self.vocab[i] for i in _ids_to_decode(ids, self.vocab_size)]
+        return self._processor.decode_pieces(pieces)
+
+    def id_to_token(self, token_id: int) -> str:
+        token_id = int(token_id)
+        return self.vocab[token_id if 0 <= token_id < self.vocab_size else UNK_ID]
+
+    def save(self, directory: str | os.PathLike, prefix: str) -> list[Path]:
+        """Write ``{prefix}.model`` (the SentencePiece model) and ``{prefix}.vocab`` (one piece
+        per line, by id)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model_path, vocab_path = directory / f"{prefix}.model", directory / f"{prefix}.vocab"
+        model_path.write_bytes(self.model_proto)
+        _write_vocabulary(vocab_path, self.vocab)
+        return [model_path, vocab_path]
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, prefix: str) -> SentencePieceVocabTokenizer:
+        directory = Path(directory)
+        path = directory / f"{prefix}.model"
+        vocab = _read_vocabulary(directory / f"{prefix}.vocab")
+        try:
+            return cls(path.read_bytes(), vocab)
+        except FileNotFoundError:
+            raise DataError(f"missing SentencePiece model file {path}") from None
+        except RuntimeError as error:  # sentencepiece's error for a corrupt model
+            raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
+
+    def _build_tf_module(self) -> tf.Module:
+        tf = _tf()
+        import tensorflow_text as tf_text
+
+        module = tf.Module(name="sentencepiece_vocab_tokenizer")
+        module.sentencepiece = tf_text.SentencepieceTokenizer(
+            model=self.model_proto, out_type=tf.string
+        )
+        pieces = self.vocab[len(SPECIAL_TOKENS) :]
+        initializer = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(pieces, tf.string),
+            tf.range(len(SPECIAL_TOKENS), self.vocab_size, dtype=tf.int32),
+        )
+        module.table = tf.lookup.StaticHashTable(initializer, default_value=UNK_ID)
+        module.vocab = tf.constant(self.vocab, tf.string)
+        return module
+
+    def tf_encode(self, strings: tf.Tensor) -> tf.RaggedTensor:
+        tf = _tf()
+        pieces = self.tf_module.sentencepiece.tokenize(tf.convert_to_tensor(strings, tf.string))
+        return tf.ragged.map_flat_values(self.tf_module.table.lookup, pieces)
+
+    def tf_decode(self, ids: tf.Tensor) -> tf.Tensor:
+        tf = _tf()
+        pieces = tf.gather(self.tf_module.vocab, _tf_ids_to_decode(ids, self.vocab_size))
+        return self.tf_module.sentencepiece.detokenize(pieces)
+
+
+def _checked_vocabulary(vocab: Sequence[str], what: str) -> list[str]:
+    """``vocab`` as a list, refused (DataError) unless it starts with the special tokens and
+    has no duplicate."""
+    vocab = list(vocab)
+    if tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise DataError(
+            f"{what} must start with {', '.join(SPECIAL_TOKENS)}, got "
+            f"{', '.join(vocab[: len(SPECIAL_TOKENS)])}"
+        )
+    if len(set(vocab)) != len(vocab):
+        duplicates = [t for t, c in collections.Counter(vocab).items() if c > 1]
+        raise DataError(f"duplicate tokens in {what}: {duplicates[:10]}")
+    return vocab
+
+
+def _write_vocabulary(path: Path, vocab: Sequence[str]) -> None:
+    # newline="": no newline translation, the file is exactly the tokens joined by "\n".
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(vocab) + "\n")
+
+
+def _read_vocabulary(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            # Split on "\n" only: str.splitlines() would also split on \x1c, \u2028, ...,
+            # which may occur inside a token.
+            vocab = f.read().split("\n")
+    except FileNotFoundError:
+        raise DataError(f"missing tokenizer vocabulary file {path}") from None
+    if vocab and vocab[-1] == "":
+        vocab.pop()
+    return vocab
+
+
 TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
     WordTokenizer.kind: WordTokenizer,
     SentencePieceTokenizer.kind: SentencePieceTokenizer,
+    SentencePieceVocabTokenizer.kind: SentencePieceVocabTokenizer,
 }
 
 
@@ -527,9 +635,11 @@ def build_tokenizers(
     Raises:
         UserError: an unknown ``kind`` or a missing ``vocab_size`` for SentencePiece.
     """
-    if kind not in TOKENIZER_KINDS:
+    buildable = (WordTokenizer.kind, SentencePieceTokenizer.kind)
+    if kind not in buildable:
         raise UserError(
-            f"unknown tokenizer kind `{kind}`; the kinds are: {', '.join(sorted(TOKENIZER_KINDS))}"
+            f"unknown tokenizer kind `{kind}`; the kinds learned from data are: "
+            f"{', '.join(sorted(buildable))}"
         )
     if kind == SentencePieceTokenizer.kind and vocab_size is None:
         raise UserError("a SentencePiece tokenizer needs a vocab_size")
