@@ -416,8 +416,8 @@ def test_data_source_must_fit_the_task(tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     assert str(excinfo.value) == (
-        f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds' "
-        "for task 'translation', found 'directory'"
+        f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds', "
+        "'none' for task 'translation', found 'directory'"
     )
 
 

@@ -189,6 +189,20 @@ def test_weights_that_do_not_fit_are_refused_naming_the_tensor(source, tmp_path,
     assert "tie_embeddings (False in the source, True here)" in err
 
 
+def test_a_model_that_differs_without_other_shapes_is_refused(source, tmp_path, capsys):
+    err = _refused(
+        tmp_path,
+        capsys,
+        _config(model={"activation": "gelu", "dropout": 0.3}),
+        "--init-from",
+        str(source),
+    )
+    assert (
+        "the new model is not the source's model: the model arguments differ in activation " in err
+    )
+    assert "('relu' in the source, 'gelu' here)" in err and "dropout" not in err.split("Set")[0]
+
+
 def test_bad_sources_are_refused(source, tmp_path, capsys):
     config = _config()
     err = _refused(tmp_path, capsys, config, "--init-from", str(tmp_path / "nowhere"))

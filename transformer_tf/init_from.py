@@ -56,9 +56,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Model arguments that set no weight's shape; a difference in them is never the reason two
-#: models' weights do not fit, so the hint of a refusal leaves them out.
-_NOT_SHAPES = {"dropout", "attention_dropout", "ffn_dropout", "token_dropout", "max_length"}
+#: The model arguments a run started from another run's weights may change: dropout rates and
+#: the number of positions. Any other difference is refused, also one that leaves every weight's
+#: shape as it was (activation, positions, pre- or post-norm): the weights would be misused.
+_MAY_DIFFER = {"dropout", "attention_dropout", "ffn_dropout", "token_dropout", "max_length"}
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _hint(config: Config, model_args: dict, source: SourceModel) -> str:
     differing = sorted(
         key
         for key in set(model_args) | set(source.model_args)
-        if key not in _NOT_SHAPES
+        if key not in _MAY_DIFFER
         and not key.endswith("vocab_size")
         and model_args.get(key) != source.model_args.get(key)
     )
@@ -291,6 +292,14 @@ def transfer_weights(
                 f"{list(shape)} in the new model{hint}"
             )
         assignments.append((variable, value.astype(variable.dtype)))
+    if hint:
+        # Weights that fit are not enough: positions, the activation or the epsilon have no
+        # weights of their own, yet the source's weights were trained with them.
+        raise UserError(
+            f"{where}: the new model is not the source's model{hint.replace('; the', ': the', 1)}."
+            f" Set these model keys to the source's values ({source.source.run.config_file} has"
+            " them); only dropout and max_length may differ"
+        )
     for variable, value in assignments:
         variable.assign(value)
     mappings = []

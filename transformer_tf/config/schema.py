@@ -51,6 +51,7 @@ __all__ = [
     "Invalid",
     "ModelConfig",
     "Number",
+    "NoTranslationData",
     "ParallelTextData",
     "REGISTERED_MODEL_FIELDS",
     "SplitFiles",
@@ -65,7 +66,7 @@ __all__ = [
 
 #: The data sources each task accepts; the first one is the default when ``data`` is absent.
 TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {
-    "translation": ("toy_translation", "parallel_text", "tfds"),
+    "translation": ("toy_translation", "parallel_text", "tfds", "none"),
     "classification": ("tfds", "directory"),
 }
 
@@ -321,6 +322,19 @@ class ToyTranslationData(BaseModel):
     bucket_width: int = Field(2, ge=1)  # See _StreamedTranslationData.
 
 
+class NoTranslationData(BaseModel):
+    """No corpus (``data.source: none``): the data section of a model imported without a config
+    (``transformer-tf import ... `` without ``--config``). ``translate``, ``score``, ``export``
+    and ``train --init-from`` need no data; ``evaluate`` and training do (import with
+    ``--config``, or train a run of its own from it)."""
+
+    model_config = _STRICT
+
+    source: Literal["none"]
+    max_length: int = Field(256, gt=0)  # Tokens: longer inputs are cut when translating.
+    bucket_width: int = Field(2, ge=1)  # See _StreamedTranslationData.
+
+
 class _StreamedTranslationData(BaseModel):
     """The keys that both streamed translation sources take: tokenization, input and
     vocabulary settings.
@@ -489,6 +503,7 @@ DataConfig = Annotated[
         Annotated[ToyTranslationData, Tag("toy_translation")],
         Annotated[ParallelTextData, Tag("parallel_text")],
         Annotated[TfdsTranslationData, Tag(TFDS_TRANSLATION_TAG)],
+        Annotated[NoTranslationData, Tag("none")],
         Annotated[TfdsData, Tag("tfds")],
         Annotated[DirectoryData, Tag("directory")],
     ],

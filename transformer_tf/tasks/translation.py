@@ -83,6 +83,8 @@ class TranslationTask(Task):
         data = self.config.data
         if data.source == "toy_translation":
             return toy_splits(data.num_train, data.num_validation, data.num_test, data.seed)
+        if data.source == "none":
+            return {}
         return _LazySplits(data.splits, self._read_split)
 
     def _read_split(self, name: str) -> list[tuple[str, str]]:
@@ -142,6 +144,11 @@ class TranslationTask(Task):
         task's whole training split, else at most ``data.vocab_sample`` pairs, the first ones
         of the training split (spread evenly over its shards)."""
         data = self.config.data
+        if data.source == "none":
+            raise UserError(
+                "data.source: none has no training data to learn a vocabulary or a model from; "
+                "give the run a corpus (data.source: parallel_text or tfds)"
+            )
         if data.source == "toy_translation":
             train = self.raw_splits["train"]
             return [s for s, _ in train], [t for _, t in train]
@@ -185,6 +192,13 @@ class TranslationTask(Task):
         key = (split, training)
         if key not in self._encoded:
             if not self.has_split(split):
+                if self.config.data.source == "none":
+                    raise UserError(
+                        f"split `{split}` is not available: {self.run} has no data "
+                        "(data.source: none, a model imported without --config); import it "
+                        "again with --config naming the data, or evaluate a run trained from "
+                        "it (train CONFIG --init-from RUN)"
+                    )
                 raise UserError(
                     f"split `{split}` is not available; splits: {', '.join(self.raw_splits)}"
                 )
