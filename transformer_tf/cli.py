@@ -238,7 +238,81 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("int8", "int8_float32", "int16", "float16"),
         help="weight type of a ctranslate2 export (default: float32)",
     )
+    imported = commands.add_parser(
+        "import",
+        help="make a run directory of a model trained with OpenNMT-tf or Marian (OPUS-MT)",
+        description="Read another toolkit's Transformer into a run directory that evaluate, "
+        "translate, score, export and train --init-from accept (docs/fine_tuning.md).",
+    )
+    imported.add_argument("toolkit", choices=("opennmt-tf", "marian"))
+    imported.add_argument(
+        "path", type=Path,
+        help="opennmt-tf: the model directory (its `checkpoint` file names the latest) or a "
+        "checkpoint prefix (ckpt-N); marian: a Hugging Face MarianMTModel directory "
+        "(config.json, model.safetensors, source.spm, target.spm, vocab.json)",
+    )  # fmt: skip
+    imported.add_argument("--run-dir", type=Path, required=True, help="the new run directory")
+    imported.add_argument(
+        "--config", type=Path,
+        help="a translation config whose data, decoding and training sections the run takes "
+        "(its model section becomes the imported model's); default: no data (data.source: none)",
+    )  # fmt: skip
+    onmt = imported.add_argument_group("opennmt-tf")
+    onmt.add_argument("--source-vocab", type=Path, help="the source vocabulary file")
+    onmt.add_argument("--target-vocab", type=Path, help="the target vocabulary file")
+    onmt.add_argument(
+        "--source-sp-model", type=Path,
+        help="the SentencePiece model the source text was segmented with (default: split on "
+        "spaces, OpenNMT-tf's default)",
+    )  # fmt: skip
+    onmt.add_argument("--target-sp-model", type=Path, help="the target side's, likewise")
+    onmt.add_argument(
+        "--num-heads", type=int,
+        help="attention heads (a checkpoint does not record them; default: 8, or 16 with "
+        "--model-type TransformerBig)",
+    )  # fmt: skip
+    onmt.add_argument(
+        "--model-type", default="Transformer",
+        choices=("Transformer", "TransformerBase", "TransformerBig"),
+        help="the OpenNMT-tf model class the checkpoint was trained with (default: Transformer)",
+    )  # fmt: skip
+    _add_set(imported)
     return parser
+
+
+def cmd_import(args) -> int:
+    from transformer_tf.errors import UserError
+
+    if args.toolkit == "marian" and (
+        args.source_vocab or args.target_vocab or args.source_sp_model or args.target_sp_model
+        or args.num_heads or args.model_type != "Transformer"
+    ):  # fmt: skip
+        raise UserError(
+            "--source-vocab, --target-vocab, --source-sp-model, --target-sp-model, --num-heads "
+            "and --model-type are opennmt-tf options: a Marian model directory has them all"
+        )
+    _load_builtins(args)
+    from transformer_tf.importing import write_run
+
+    if args.toolkit == "opennmt-tf":
+        from transformer_tf.importing.opennmt_tf import read_opennmt_tf
+
+        model = read_opennmt_tf(
+            args.path,
+            source_vocab=args.source_vocab,
+            target_vocab=args.target_vocab,
+            source_sp_model=args.source_sp_model,
+            target_sp_model=args.target_sp_model,
+            num_heads=args.num_heads,
+            model_type=args.model_type,
+        )
+    else:
+        from transformer_tf.importing.marian import read_marian
+
+        model = read_marian(args.path)
+    path = write_run(model, args.run_dir, config_path=args.config, overrides=args.overrides)
+    print(f"imported {args.toolkit} model {args.path} into {path}")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -534,6 +608,7 @@ COMMANDS = {
     "translate": cmd_translate,
     "score": cmd_score,
     "export": cmd_export,
+    "import": cmd_import,
 }
 
 

@@ -20,7 +20,10 @@ weight, mapped once.
 **Positions.** A learned position table of another length keeps the source's rows for the
 positions both have; positions beyond the source's keep their new initialisation.
 
-Every other weight must exist in both models with the same shape; the first that does not is
+**The model section.** The keys the new config's ``model:`` section leaves out are the source's
+(a config with no ``model:`` section fine-tunes the source's model as it is); the keys it sets
+must agree with the source, except dropout rates and ``max_length``. Every other weight must
+exist in both models with the same shape; the first that does not is
 refused (exit 2) naming the tensor and both shapes, before anything is assigned.
 """
 
@@ -49,6 +52,7 @@ __all__ = [
     "adopt_vocabulary",
     "check_same_kind",
     "describe",
+    "inherit_model",
     "load_source",
     "resolve_source",
     "transfer_weights",
@@ -158,6 +162,21 @@ def check_same_kind(config: Config, source: SourceModel) -> None:
             f"{where} is a `{source.model_name}` model; this config builds "
             f"`{config.model.name}` (model.name): weights carry over between models of one class"
         )
+
+
+#: Model keys filled in by validation (from ``num_layers``), never a sign of an explicit choice.
+_DERIVED_MODEL_KEYS = {"name", "num_encoder_layers", "num_decoder_layers"}
+
+
+def inherit_model(config: Config, source_config: Config) -> Config:
+    """``config`` with the ``model:`` keys it does not set taken from ``source_config``."""
+    explicit = config.model.model_fields_set - _DERIVED_MODEL_KEYS
+    if "num_layers" in explicit:
+        explicit |= {"num_encoder_layers", "num_decoder_layers"}
+    merged = source_config.model.model_copy(
+        update={key: getattr(config.model, key) for key in explicit}
+    )
+    return config.model_copy(update={"model": merged})
 
 
 def keeps_source_vocabulary(config: Config, update_vocab: bool) -> bool:

@@ -77,12 +77,25 @@ def sentencepiece_vocab_tokenizer(foreign_sentencepiece):
     return SentencePieceVocabTokenizer(model, [*SPECIAL_TOKENS, *kept])
 
 
-@pytest.fixture(params=["word", "sentencepiece", "sentencepiece_vocab"])
-def tokenizer(request, word_tokenizer, sentencepiece_tokenizer, sentencepiece_vocab_tokenizer):
+@pytest.fixture(scope="module")
+def sentencepiece_vocab_eos_tokenizer(foreign_sentencepiece, sentencepiece_vocab_tokenizer):
+    model, _ = foreign_sentencepiece
+    return SentencePieceVocabTokenizer(model, sentencepiece_vocab_tokenizer.vocab, add_eos=True)
+
+
+@pytest.fixture(params=["word", "sentencepiece", "sentencepiece_vocab", "sentencepiece_vocab_eos"])
+def tokenizer(
+    request,
+    word_tokenizer,
+    sentencepiece_tokenizer,
+    sentencepiece_vocab_tokenizer,
+    sentencepiece_vocab_eos_tokenizer,
+):
     return {
         "word": word_tokenizer,
         "sentencepiece": sentencepiece_tokenizer,
         "sentencepiece_vocab": sentencepiece_vocab_tokenizer,
+        "sentencepiece_vocab_eos": sentencepiece_vocab_eos_tokenizer,
     }[request.param]
 
 
@@ -198,9 +211,13 @@ def test_sentencepiece_vocab_looks_pieces_up_by_string(
         [p if p in tokenizer.vocab else "<unk>" for p in pieces]
     )
     files = tokenizer.save(tmp_path, "source")
-    assert [f.name for f in files] == ["source.model", "source.vocab"]
+    assert [f.name for f in files] == ["source.model", "source.vocab", "source.json"]
     loaded = SentencePieceVocabTokenizer.load(tmp_path, "source")
     assert loaded.vocab == tokenizer.vocab and loaded.encode(text) == expected
+    with_eos = SentencePieceVocabTokenizer(model, tokenizer.vocab, add_eos=True)
+    assert with_eos.encode(text) == [*expected, EOS_ID]
+    with_eos.save(tmp_path, "marian")
+    assert SentencePieceVocabTokenizer.load(tmp_path, "marian").encode(text) == [*expected, EOS_ID]
     with pytest.raises(DataError, match="must start with <pad>, <unk>, <s>, </s>"):
         SentencePieceVocabTokenizer(model, ["</s>", "<unk>", "<s>", "<pad>", "x"])
     with pytest.raises(DataError, match="duplicate tokens in a SentencePiece vocabulary"):

@@ -480,6 +480,8 @@ class SentencePieceVocabTokenizer(Tokenizer):
         model_proto: bytes, the serialized SentencePiece model.
         vocab: Sequence[str], the pieces by id; must start with ``SPECIAL_TOKENS``. A piece not
             in it encodes as UNK.
+        add_eos: bool, end every encoding with EOS (Marian's source side: its models were
+            trained on sources that end with ``</s>``). Defaults to False.
 
     ``decode`` joins the pieces of the ids as SentencePiece does (``▁`` becomes a space); UNK
     decodes as its string ``<unk>``.
@@ -487,9 +489,10 @@ class SentencePieceVocabTokenizer(Tokenizer):
 
     kind = "sentencepiece_vocab"
 
-    def __init__(self, model_proto: bytes, vocab: Sequence[str]):
+    def __init__(self, model_proto: bytes, vocab: Sequence[str], *, add_eos: bool = False):
         import sentencepiece as spm
 
+        self.add_eos = bool(add_eos)
         self.model_proto = bytes(model_proto)
         self._processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
         self.vocab = _checked_vocabulary(vocab, "a SentencePiece vocabulary")
@@ -500,7 +503,8 @@ class SentencePieceVocabTokenizer(Tokenizer):
         return len(self.vocab)
 
     def encode(self, text: str) -> list[int]:
-        return [self._ids.get(p, UNK_ID) for p in self._processor.encode(text, out_type=str)]
+        ids = [self._ids.get(p, UNK_ID) for p in self._processor.encode(text, out_type=str)]
+        return [*ids, EOS_ID] if self.add_eos else ids
 
     def decode(self, ids: Iterable[int]) -> str:
         pieces = [self.vocab[i] for i in _ids_to_decode(ids, self.vocab_size)]
@@ -511,22 +515,26 @@ class SentencePieceVocabTokenizer(Tokenizer):
         return self.vocab[token_id if 0 <= token_id < self.vocab_size else UNK_ID]
 
     def save(self, directory: str | os.PathLike, prefix: str) -> list[Path]:
-        """Write ``{prefix}.model`` (the SentencePiece model) and ``{prefix}.vocab`` (one piece
-        per line, by id)."""
+        """Write ``{prefix}.model`` (the SentencePiece model), ``{prefix}.vocab`` (one piece
+        per line, by id) and ``{prefix}.json`` (the options)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model_path, vocab_path = directory / f"{prefix}.model", directory / f"{prefix}.vocab"
+        options_path = directory / f"{prefix}.json"
         model_path.write_bytes(self.model_proto)
         _write_vocabulary(vocab_path, self.vocab)
-        return [model_path, vocab_path]
+        options = {"kind": self.kind, "add_eos": self.add_eos}
+        options_path.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        return [model_path, vocab_path, options_path]
 
     @classmethod
     def load(cls, directory: str | os.PathLike, prefix: str) -> SentencePieceVocabTokenizer:
         directory = Path(directory)
         path = directory / f"{prefix}.model"
         vocab = _read_vocabulary(directory / f"{prefix}.vocab")
+        options = _read_json(directory / f"{prefix}.json")
         try:
-            return cls(path.read_bytes(), vocab)
+            return cls(path.read_bytes(), vocab, add_eos=bool(options.get("add_eos", False)))
         except FileNotFoundError:
             raise DataError(f"missing SentencePiece model file {path}") from None
         except RuntimeError as error:  # sentencepiece's error for a corrupt model
@@ -552,7 +560,11 @@ class SentencePieceVocabTokenizer(Tokenizer):
     def tf_encode(self, strings: tf.Tensor) -> tf.RaggedTensor:
         tf = _tf()
         pieces = self.tf_module.sentencepiece.tokenize(tf.convert_to_tensor(strings, tf.string))
-        return tf.ragged.map_flat_values(self.tf_module.table.lookup, pieces)
+        ids = tf.ragged.map_flat_values(self.tf_module.table.lookup, pieces)
+        if self.add_eos:
+            eos = tf.fill([ids.nrows(), 1], tf.constant(EOS_ID, tf.int32))
+            ids = tf.concat([ids, eos], axis=1)
+        return ids
 
     def tf_decode(self, ids: tf.Tensor) -> tf.Tensor:
         tf = _tf()

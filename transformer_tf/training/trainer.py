@@ -42,6 +42,7 @@ from transformer_tf.distribute import Placement, build_strategy, distribute_trai
 from transformer_tf.errors import RunWriteError, UserError
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
+from transformer_tf.importing import read_imported
 from transformer_tf.precision import Hardware, PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.run import RunDir, RunLock, writing_to
 from transformer_tf.training.checkpoints import (
@@ -659,6 +660,12 @@ def build_trainer(
             f"--init-from {source.given} is this run itself; to continue it, rerun without "
             "--init-from"
         )
+    if source is not None:
+        config = init.inherit_model(config, source.run.read_config())
+    elif run.is_run() and run.read_init_from() is not None:
+        # A resumed run that started from another run's weights: its model keys came from
+        # there, and its saved config has them.
+        config = init.inherit_model(config, run.read_config())
     fresh = not run.path.exists() or not any(run.path.iterdir())
     # The strategy first: multi-worker collectives must be set up before other TF work.
     placement = placement or build_strategy(config.distribute)
@@ -730,6 +737,13 @@ def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None
 def _build_locked(
     config, run, placement, lock, show_progress, source=None, update_vocab=False
 ) -> Trainer:
+    imported = read_imported(run.path) if run.is_run() else None
+    if imported is not None:
+        raise UserError(
+            f"{run} was imported from {imported['toolkit']} ({imported['origin']}) and has no "
+            f"training state; start a run from its weights: transformer-tf train CONFIG "
+            f"--init-from {run}"
+        )
     if placement.is_chief:
         run.check_compatible(config)
     loaded = _initial_weights(run, config, source)
