@@ -46,7 +46,11 @@ import sentencepiece as spm
 import transformer_tf
 from transformer_tf.assembly import load_run
 from transformer_tf.data.special_tokens import BOS, EOS, PAD_ID, UNK
-from transformer_tf.data.tokenizers import SentencePieceTokenizer, WordTokenizer
+from transformer_tf.data.tokenizers import (
+    SentencePieceTokenizer,
+    SentencePieceVocabTokenizer,
+    WordTokenizer,
+)
 from transformer_tf.errors import UserError
 from transformer_tf.inference.export import check_export_dir
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
@@ -331,14 +335,14 @@ def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
 
 def _tokens(tokenizer) -> list[str]:
     """The tokens of a tokenizer by id, for CTranslate2's vocabulary."""
-    if isinstance(tokenizer, WordTokenizer):
+    if isinstance(tokenizer, WordTokenizer | SentencePieceVocabTokenizer):
         return list(tokenizer.vocab)
     if isinstance(tokenizer, SentencePieceTokenizer):
         processor = spm.SentencePieceProcessor(model_proto=tokenizer.model_proto)
         return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
     raise UserError(
         f"cannot convert this run to CTranslate2: tokenizer `{tokenizer.kind}` "
-        "(word and sentencepiece convert)"
+        "(word, sentencepiece and sentencepiece_vocab convert)"
     )
 
 
@@ -444,7 +448,7 @@ def _readme(info: dict, source, files: dict[str, list[str]]) -> str:
         f"beam_size={info['beam_size']}, max_input_length={max_in}, "
         f"max_decoding_length={max_out}, min_decoding_length=0"
     )
-    if isinstance(source, SentencePieceTokenizer):
+    if isinstance(source, SentencePieceTokenizer | SentencePieceVocabTokenizer):
         src, tgt = files["source"][0], files["target"][0]
         if src == tgt:
             processors = f'sp_src = sp_tgt = spm.SentencePieceProcessor("{src}")'
@@ -456,10 +460,16 @@ def _readme(info: dict, source, files: dict[str, list[str]]) -> str:
         code = (
             "import ctranslate2, sentencepiece as spm\n"
             f'translator = ctranslate2.Translator("."); {processors}\n'
-            f"result = translator.translate_batch([sp_src.encode(text, out_type=str)], {options})\n"
+            "result = translator.translate_batch([sp_src.encode(text, out_type=str)"
+            + (' + ["</s>"]' if getattr(source, "add_eos", False) else "")
+            + f"], {options})\n"
             "print(sp_tgt.decode(result[0].hypotheses[0]))\n"
         )
-        tokens = "SentencePiece pieces"
+        tokens = "SentencePiece pieces" + (
+            " (looked up by string in the vocabulary; unknown pieces are <unk>)"
+            if isinstance(source, SentencePieceVocabTokenizer)
+            else ""
+        )
     else:
         code = (
             "import ctranslate2\n"
@@ -477,7 +487,8 @@ def _readme(info: dict, source, files: dict[str, list[str]]) -> str:
         "# CTranslate2 export\n\n"
         f"Exported by transformer_tf from `{info['run_dir']}` ({info['checkpoint']}, step "
         f"{info['step']}), weights {info['quantization']}. The model reads {tokens}; sources get "
-        "no BOS/EOS. Translate (in this directory, `pip install ctranslate2 sentencepiece`):\n\n"
+        + ("</s> at the end" if getattr(source, "add_eos", False) else "no BOS/EOS")
+        + ". Translate (in this directory, `pip install ctranslate2 sentencepiece`):\n\n"
         f"```python\n{code}```\n\n"
         "`length_penalty` (CTranslate2's default is 1) differs from transformer_tf's "
         f"(`decoding.length_penalty: {info['length_penalty_gnmt']}`): CTranslate2 divides a "
