@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import io
 import json
 import os
@@ -441,12 +442,8 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def load(cls, directory: str | os.PathLike, prefix: str) -> SentencePieceTokenizer:
         path = Path(directory) / f"{prefix}.model"
-        try:
+        with _sentencepiece_file(path):
             return cls(path.read_bytes())
-        except FileNotFoundError:
-            raise DataError(f"missing SentencePiece model file {path}") from None
-        except RuntimeError as error:  # sentencepiece's error for a corrupt model
-            raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
 
     def _build_tf_module(self) -> tf.Module:
         tf = _tf()
@@ -533,12 +530,8 @@ class SentencePieceVocabTokenizer(Tokenizer):
         path = directory / f"{prefix}.model"
         vocab = _read_vocabulary(directory / f"{prefix}.vocab")
         options = _read_json(directory / f"{prefix}.json")
-        try:
+        with _sentencepiece_file(path):
             return cls(path.read_bytes(), vocab, add_eos=bool(options.get("add_eos", False)))
-        except FileNotFoundError:
-            raise DataError(f"missing SentencePiece model file {path}") from None
-        except RuntimeError as error:  # sentencepiece's error for a corrupt model
-            raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
 
     def _build_tf_module(self) -> tf.Module:
         tf = _tf()
@@ -570,6 +563,17 @@ class SentencePieceVocabTokenizer(Tokenizer):
         tf = _tf()
         pieces = tf.gather(self.tf_module.vocab, _tf_ids_to_decode(ids, self.vocab_size))
         return self.tf_module.sentencepiece.detokenize(pieces)
+
+
+@contextlib.contextmanager
+def _sentencepiece_file(path: Path):
+    """Turn a missing or corrupt SentencePiece model file into a DataError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"missing SentencePiece model file {path}") from None
+    except RuntimeError as error:  # sentencepiece's error for a corrupt model
+        raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
 
 
 def _checked_vocabulary(vocab: Sequence[str], what: str) -> list[str]:
