@@ -85,3 +85,38 @@ def translation_config(**sections) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def assert_evaluation_scores(scores: dict, run_dir, split: str, hypotheses: list[str]) -> None:
+    """``evaluate``'s scores of a translation run, computed again by another road: the
+    teacher-forced loss and token accuracy from the checkpoint's logits with NumPy, and exact
+    match, BLEU and chrF of ``hypotheses`` (the same decoding, from ``translate``) with
+    sacreBLEU directly."""
+    import numpy as np
+    import pytest
+    import sacrebleu
+
+    from transformer_tf.assembly import load_run
+
+    run = load_run(run_dir)
+    loss_sum, correct, tokens = 0.0, 0, 0
+    for inputs, labels in run.task.dataset(split, training=False):
+        logits = run.model(inputs, training=False).numpy().astype("float64")
+        labels = labels.numpy()
+        mask = labels != 0
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        picked = np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+        loss_sum -= picked[mask].sum()
+        correct += int((logits.argmax(-1) == labels)[mask].sum())
+        tokens += int(mask.sum())
+    assert scores["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
+    assert scores["token_accuracy"] == pytest.approx(correct / tokens, abs=1e-9)
+    references = [target for _, target in run.task.raw_splits[split]]
+    assert len(hypotheses) == len(references)
+    exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)
+    assert scores["exact_match"] == pytest.approx(exact, abs=1e-9)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert scores["bleu"] == pytest.approx(bleu, abs=1e-9)
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
+    assert scores["chrf"] == pytest.approx(chrf, abs=1e-9)

@@ -325,6 +325,33 @@ def test_tokenizer_uses_training_texts_only():
     assert ids == [tokenizer.vocab.index("great"), 1, tokenizer.vocab.index("film")]
 
 
+def test_a_run_learns_its_vocabulary_from_its_training_split_only(tmp_path: Path):
+    """Every review carries a word of its own: the run's vocabulary has exactly the words of
+    the reviews its training split kept, none of the validation reviews carved from the same
+    folder and none of the test reviews."""
+    from tests.fixtures import classification_config, make_imdb_folder
+    from transformer_tf.config import config_from_dict
+    from transformer_tf.run import RunDir
+    from transformer_tf.tasks import make_task
+
+    root = make_imdb_folder(tmp_path / "imdb", per_class=20)
+    for i, review in enumerate(sorted((root / "aclImdb").rglob("*.txt"))):
+        review.write_text(f"{review.read_text()} uniq{i}x")
+    config = classification_config(root)
+    config["data"].update(vocab_size=1000, validation_fraction=0.25)
+    task = make_task(config_from_dict(config), RunDir(tmp_path / "run"))
+    task.prepare(create=True, write=False)
+    vocab = set(task.tokenizer.vocab)
+
+    def own_words(split):
+        texts, _ = task.splits[split]
+        return {word for text in texts for word in text.split() if word.startswith("uniq")}
+
+    train, validation, test = own_words("train"), own_words("validation"), own_words("test")
+    assert len(train) == 30 and len(validation) == 10 and len(test) == 40
+    assert {word for word in vocab if word.startswith("uniq")} == train
+
+
 def test_tokenizer_save_and_load_give_identical_ids(tmp_path: Path):
     tokenizer = ReviewTokenizer.build(TRAIN_TEXTS, vocab_size=12, ngrams=2, max_length=16)
     paths = tokenizer.save(tmp_path / "run")
