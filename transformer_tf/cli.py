@@ -626,7 +626,13 @@ def main(argv=None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from transformer_tf.errors import RunWriteError, UserError
+    from transformer_tf.errors import (
+        RunWriteError,
+        TrainingDivergedError,
+        TrainingPreempted,
+        UserError,
+        WorkerLostError,
+    )
 
     try:
         return COMMANDS[args.command](args)
@@ -647,17 +653,12 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 130
-    except Exception as error:
-        trainer = sys.modules.get(
-            "transformer_tf.training.trainer"
-        )  # Not imported: not its errors.
-        if trainer and isinstance(error, trainer.TrainingDivergedError | trainer.WorkerLostError):
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        if trainer and isinstance(error, trainer.TrainingPreempted):
-            print(error, file=sys.stderr)
-            return 128 + error.signum
-        raise
+    except (TrainingDivergedError, WorkerLostError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except TrainingPreempted as error:
+        print(error, file=sys.stderr)
+        return 128 + error.signum
 
 
 #: errno values of a failed write: no space or quota, a read-only file system, no permission.

@@ -1,6 +1,9 @@
-"""Exceptions the CLI maps to exit codes: user errors (2, no traceback) and write failures (1)."""
+"""Exceptions the CLI maps to exit codes: user errors (2, no traceback), write failures and
+stopped training (1), preemption (128 + the signal)."""
 
 from __future__ import annotations
+
+import signal
 
 
 class UserError(Exception):
@@ -59,3 +62,38 @@ class RunWriteError(Exception):
     def __str__(self) -> str:
         message = f"cannot write {self.what} to {self.path}: {self.reason}"
         return f"{message}. {self.hint}" if self.hint else message
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped; this one stops too (no hanging)."""
+
+
+class TrainingPreempted(RuntimeError):
+    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint of that step.
+
+    Rerunning the same command resumes there and loses no step. The CLI exits with
+    ``128 + signum`` (143 for SIGTERM, 130 for SIGINT), as if the signal had killed it, so a
+    scheduler sees a preempted job, not a finished one. Under multi-worker every worker stops
+    so, the signalled one and the others.
+
+    Attributes:
+        step: int, the step checkpointed.
+        signum: int, the signal received (by this worker or, under multi-worker, another).
+        checkpoint: str or None, the checkpoint written (None on non-chief workers).
+    """
+
+    def __init__(self, step: int, signum: int, checkpoint: str | None, elsewhere: bool = False):
+        self.step = step
+        self.signum = signum
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        by = f"{name} to another worker" if elsewhere else name
+        written = f" ({checkpoint})" if checkpoint else " (by the chief)"
+        super().__init__(
+            f"stopped by {by} at step {step}: checkpoint written{written}; rerun the same "
+            "command to resume"
+        )

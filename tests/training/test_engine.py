@@ -14,16 +14,11 @@ from tests.fixtures import classification_config, make_imdb_folder
 from transformer_tf.assembly import load_run
 from transformer_tf.config import config_from_dict
 from transformer_tf.distribute import distribute_dataset
-from transformer_tf.errors import UserError
+from transformer_tf.errors import TrainingDivergedError, UserError
 from transformer_tf.evaluation.evaluator import evaluate_run
 from transformer_tf.models import TransformerClassifier
 from transformer_tf.run import RunDir
-from transformer_tf.training.trainer import (
-    TrainingDivergedError,
-    _EpochsAhead,
-    build_trainer,
-    train,
-)
+from transformer_tf.training.trainer import _EpochsAhead, build_trainer, train
 
 
 @pytest.fixture(scope="module")

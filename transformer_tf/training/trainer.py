@@ -39,7 +39,13 @@ from transformer_tf import init_from as init
 from transformer_tf.assembly import Assembly, assemble
 from transformer_tf.config import Config
 from transformer_tf.distribute import Placement, build_strategy, distribute_training_data
-from transformer_tf.errors import RunWriteError, UserError
+from transformer_tf.errors import (
+    RunWriteError,
+    TrainingDivergedError,
+    TrainingPreempted,
+    UserError,
+    WorkerLostError,
+)
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
 from transformer_tf.importing import read_imported
@@ -54,41 +60,6 @@ from transformer_tf.training.optimizer import make_optimizer
 from transformer_tf.training.step import build_train_loop
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class WorkerLostError(RuntimeError):
-    """Another worker of a multi-worker run stopped; this one stops too (no hanging)."""
-
-
-class TrainingPreempted(RuntimeError):
-    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint of that step.
-
-    Rerunning the same command resumes there and loses no step. The CLI exits with
-    ``128 + signum`` (143 for SIGTERM, 130 for SIGINT), as if the signal had killed it, so a
-    scheduler sees a preempted job, not a finished one. Under multi-worker every worker stops
-    so, the signalled one and the others.
-
-    Attributes:
-        step: int, the step checkpointed.
-        signum: int, the signal received (by this worker or, under multi-worker, another).
-        checkpoint: str or None, the checkpoint written (None on non-chief workers).
-    """
-
-    def __init__(self, step: int, signum: int, checkpoint: str | None, elsewhere: bool = False):
-        self.step = step
-        self.signum = signum
-        self.checkpoint = checkpoint
-        name = signal.Signals(signum).name
-        by = f"{name} to another worker" if elsewhere else name
-        written = f" ({checkpoint})" if checkpoint else " (by the chief)"
-        super().__init__(
-            f"stopped by {by} at step {step}: checkpoint written{written}; rerun the same "
-            "command to resume"
-        )
 
 
 #: Signals that stop training at the next step boundary with a checkpoint.
