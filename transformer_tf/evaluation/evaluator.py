@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
-from transformer_tf.errors import UserError
 from transformer_tf.evaluation import scorers
 from transformer_tf.inference.ensemble import load_members, make_ensemble
 from transformer_tf.inference.translate import translate_with_task
@@ -163,11 +162,7 @@ def evaluate_run(
         overrides=overrides,
         strategy=strategy,
     )
-    if not run.task.has_split(split):
-        raise UserError(
-            f"split `{split}` is not available for this run; point it at data with "
-            f"--set (for example --set data.splits.{split}.source=FILE for parallel text)"
-        )
+    run.task.require_split(split)
     model = run.model
     if ensemble:
         members = load_members(run, list(ensemble), overrides)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transformer_tf.config import Config
+from transformer_tf.errors import UserError
 from transformer_tf.run import RunDir
 
 
@@ -79,6 +80,14 @@ class Task:
 
     def has_split(self, split: str) -> bool:
         raise NotImplementedError
+
+    def require_split(self, split: str) -> None:
+        """Raise a UserError saying how to give the run data unless it has ``split``."""
+        if not self.has_split(split):
+            raise UserError(
+                f"split `{split}` is not available for this run; point it at data with "
+                f"--set (for example --set data.splits.{split}.source=FILE for parallel text)"
+            )
 
     def dataset(
         self,

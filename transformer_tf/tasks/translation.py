@@ -181,6 +181,15 @@ class TranslationTask(Task):
         # length: the positions must cover both.
         return max(self.config.data.max_length, self.config.decoding.max_length) + 1
 
+    def require_split(self, split: str) -> None:
+        if self.config.data.source == "none" and not self.has_split(split):
+            raise UserError(
+                f"split `{split}` is not available: {self.run} has no data (data.source: none, "
+                "a model imported without --config); import it again with --config naming the "
+                "data, or evaluate a run trained from it (train CONFIG --init-from RUN)"
+            )
+        super().require_split(split)
+
     def has_split(self, split: str) -> bool:
         if split == "train" and self.streamed:
             return True  # required by the schema; not read to find out
@@ -192,13 +201,7 @@ class TranslationTask(Task):
         key = (split, training)
         if key not in self._encoded:
             if not self.has_split(split):
-                if self.config.data.source == "none":
-                    raise UserError(
-                        f"split `{split}` is not available: {self.run} has no data "
-                        "(data.source: none, a model imported without --config); import it "
-                        "again with --config naming the data, or evaluate a run trained from "
-                        "it (train CONFIG --init-from RUN)"
-                    )
+                self.require_split(split)
                 raise UserError(
                     f"split `{split}` is not available; splits: {', '.join(self.raw_splits)}"
                 )

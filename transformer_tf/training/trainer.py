@@ -622,6 +622,13 @@ def build_trainer(
             says and map the weights by token, rather than adopt the source's vocabulary.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    imported = read_imported(run.path) if run.is_run() else None
+    if imported is not None:
+        raise UserError(
+            f"{run} was imported from {imported['toolkit']} ({imported['origin']}) and has no "
+            f"training state; start a run from its weights: transformer-tf train CONFIG "
+            f"--init-from {run}"
+        )
     if update_vocab and init_from is None:
         raise UserError("--update-vocab goes with --init-from: it maps a source run's weights")
     # Checked before anything is written: a missing or damaged source leaves nothing behind.
@@ -708,13 +715,6 @@ def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None
 def _build_locked(
     config, run, placement, lock, show_progress, source=None, update_vocab=False
 ) -> Trainer:
-    imported = read_imported(run.path) if run.is_run() else None
-    if imported is not None:
-        raise UserError(
-            f"{run} was imported from {imported['toolkit']} ({imported['origin']}) and has no "
-            f"training state; start a run from its weights: transformer-tf train CONFIG "
-            f"--init-from {run}"
-        )
     if placement.is_chief:
         run.check_compatible(config)
     loaded = _initial_weights(run, config, source)
