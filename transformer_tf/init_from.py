@@ -37,13 +37,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from transformer_tf.assembly import assemble
 from transformer_tf.config import Config
 from transformer_tf.errors import UserError
 from transformer_tf.layers.positional_encoding import POSITION_TABLE
-from transformer_tf.run import RunDir, restore_model, step_of
+from transformer_tf.run import RunDir, locate_checkpoint, restore_model, step_of
 
 __all__ = [
     "InitSource",
@@ -105,32 +104,18 @@ class VocabularyMapping:
 
 
 def resolve_source(given: str | os.PathLike) -> InitSource:
-    """The run and checkpoint that ``--init-from given`` names.
-
-    Args:
-        given: a run directory (its newest intact checkpoint is used) or a checkpoint prefix
-            inside one (``RUN/checkpoints/ckpt-300``; the ``.index`` file need not be named).
+    """The run and checkpoint that ``--init-from given`` names (see
+    :func:`~transformer_tf.run.locate_checkpoint`: a run directory, its ``checkpoints/best``,
+    or a checkpoint prefix inside a run).
 
     Raises:
-        UserError: neither, no checkpoint in the run, or a damaged checkpoint.
+        UserError: none of these, no checkpoint in the run, or a damaged checkpoint.
     """
-    text = str(given)
-    path = Path(text[: -len(".index")] if text.endswith(".index") else text)
     try:
-        if RunDir(path).is_run():
-            run = RunDir(path)
-            return InitSource(run, run.find_checkpoint("latest"), text)
-        run = next((RunDir(parent) for parent in path.parents if RunDir(parent).is_run()), None)
-        if run is None or not tf.io.gfile.exists(f"{path}.index"):
-            what = "does not exist" if not path.exists() and run is None else "is neither"
-            raise UserError(
-                f"{what} a run directory (with a {RunDir.CONFIG_FILE}) nor a checkpoint of one "
-                f"(a prefix such as RUN/{RunDir.CHECKPOINT_DIR}/ckpt-300 with its .index file)"
-            )
-        run.require_intact(str(path))
-        return InitSource(run, str(path), text)
+        run, which = locate_checkpoint(given)
+        return InitSource(run, run.find_checkpoint(which), str(given))
     except UserError as error:
-        raise UserError(f"--init-from {text}: {error}") from None
+        raise UserError(f"--init-from {given}: {error}") from None
 
 
 def load_source(source: InitSource) -> SourceModel:

@@ -522,6 +522,8 @@ class RunDir:
         elif which == "best":
             recorded = self._recorded_checkpoints(self.best_dir)
             path = recorded[-1] if recorded else None
+        elif re.fullmatch(r"ckpt-\d+", Path(which).name):  # a prefix (locate_checkpoint)
+            path = which
         elif re.fullmatch(r"\d+", which):
             path = str(directory / f"ckpt-{which}")
             if not tf.io.gfile.exists(path + ".index"):
@@ -568,6 +570,34 @@ class RunDir:
 
     def checkpoint_path(self, step: int) -> str:
         return str(self.checkpoint_dir / f"ckpt-{step}")
+
+
+def locate_checkpoint(spec: str | os.PathLike) -> tuple[RunDir, str]:
+    """The run and the checkpoint that a command-line reference names, for
+    :meth:`RunDir.find_checkpoint`: a run directory (``"latest"``), a run's ``checkpoints/best``
+    directory (``"best"``), or a checkpoint prefix inside a run (``RUN/checkpoints/ckpt-500``,
+    ``RUN/checkpoints/best/ckpt-480``; with or without ``.index``), returned as its path.
+
+    Raises:
+        UserError: none of these (the caller prefixes its option).
+    """
+    text = str(spec)
+    text = text[: -len(".index")] if text.endswith(".index") else text
+    path = Path(text)
+    if RunDir(path).is_run():
+        return RunDir(path), "latest"
+    if path.name == RunDir.BEST_DIR and RunDir(path.parent.parent).is_run():
+        return RunDir(path.parent.parent), "best"
+    run = next((RunDir(parent) for parent in path.parents if RunDir(parent).is_run()), None)
+    found = run is not None and re.fullmatch(r"ckpt-\d+", path.name)
+    if found and tf.io.gfile.exists(f"{text}.index"):
+        return run, text
+    what = "does not exist" if not path.exists() and run is None else "is neither"
+    raise UserError(
+        f"{what} a run directory (with a {RunDir.CONFIG_FILE}), a run's "
+        f"{RunDir.CHECKPOINT_DIR}/{RunDir.BEST_DIR}, nor a checkpoint of a run (a prefix such as "
+        f"RUN/{RunDir.CHECKPOINT_DIR}/ckpt-300 with its .index file)"
+    )
 
 
 def make_checkpoint(model, **objects) -> tf.train.Checkpoint:

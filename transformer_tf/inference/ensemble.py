@@ -11,14 +11,12 @@ members' class probabilities are averaged.
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import tensorflow as tf
 
 from transformer_tf.assembly import LoadedRun, load_run
 from transformer_tf.errors import UserError
-from transformer_tf.run import RunDir
+from transformer_tf.run import RunDir, locate_checkpoint
 
 __all__ = [
     "ClassifierEnsemble",
@@ -183,19 +181,12 @@ def check_same_vocabularies(members: list) -> None:
 
 def member_checkpoint(spec: str) -> tuple[RunDir, str]:
     """An ``--ensemble`` member: a run directory (its latest checkpoint), a run's
-    ``checkpoints/best`` directory, or a checkpoint of a run (``RUN/checkpoints/ckpt-500``)."""
-    path = Path(spec)
-    if RunDir(path).is_run():
-        return RunDir(path), "latest"
-    if path.name == RunDir.BEST_DIR and RunDir(path.parent.parent).is_run():
-        return RunDir(path.parent.parent), "best"
-    step = re.fullmatch(r"ckpt-(\d+)(\.index)?", path.name)
-    if step and path.parent.name == RunDir.CHECKPOINT_DIR and RunDir(path.parent.parent).is_run():
-        return RunDir(path.parent.parent), step.group(1)
-    raise UserError(
-        f"--ensemble {spec}: not a run directory, nor a run's checkpoints/best or "
-        "checkpoints/ckpt-<step> (expected a directory written by transformer-tf train)"
-    )
+    ``checkpoints/best`` directory, or a checkpoint of a run (``RUN/checkpoints/ckpt-500``);
+    see :func:`~transformer_tf.run.locate_checkpoint`."""
+    try:
+        return locate_checkpoint(spec)
+    except UserError as error:
+        raise UserError(f"--ensemble {spec}: {error}") from None
 
 
 def load_members(first: LoadedRun, specs: list[str], overrides=()) -> list[LoadedRun]:
