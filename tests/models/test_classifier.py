@@ -85,40 +85,6 @@ def test_naive_bayes_path_adds_the_weighted_ratios_of_the_distinct_tokens():
         model.adapt_naive_bayes(np.ones((8, 2)))
 
 
-def test_naive_bayes_path_under_token_dropout_is_unbiased():
-    """Each kept distinct token counts 1 / (1 - p^k) in training, k its occurrences: over every
-    keep pattern, weighted by its probability, the training logits average exactly to the
-    evaluation logits (summing the kept tokens alone would give 0.75 + 0.5 * 0.25 of token 3's
-    and 0.5 of token 5's share here)."""
-    import itertools
-
-    p = 0.5
-    model = TransformerClassifier(8, num_classes=2, naive_bayes=True, token_dropout=p, **SMALL)
-    ids = np.array([[3, 5, 3, 6, 0]], "int32")  # token 3 twice, padding at the end
-    model.build()
-    rng = np.random.default_rng(1)
-    model.naive_bayes_ratios.assign(rng.normal(size=(8, 2)).astype("float32"))
-    model.naive_bayes_weights.assign(rng.normal(size=8).astype("float32"))
-    real = ops.not_equal(ids, 0)
-    evaluation = ops.convert_to_numpy(model._naive_bayes_logits(ids, real))
-    expected = np.zeros_like(evaluation)
-    for keep in itertools.product([False, True], repeat=4):
-        kept = np.array([[*keep, False]])
-        probability = p ** (4 - sum(keep)) * (1 - p) ** sum(keep)
-        training = model._naive_bayes_logits(ids, ops.convert_to_tensor(kept), real)
-        expected += probability * ops.convert_to_numpy(training)
-        # The kept tokens, each scaled by its survival probability (token 3: 1 - 0.5^2).
-        weights, ratios = model.naive_bayes_weights.numpy(), model.naive_bayes_ratios.numpy()
-        kept_tokens = {int(t) for t, k in zip(ids[0], kept[0], strict=True) if k}
-        direct = sum(
-            weights[t] * ratios[t] / (1 - p ** int((ids[0] == t).sum())) for t in kept_tokens
-        )
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(training)[0], direct + np.zeros(2), rtol=1e-5
-        )
-    np.testing.assert_allclose(expected, evaluation, rtol=1e-5, atol=1e-6)
-
-
 def test_naive_bayes_path_is_float32_under_mixed_precision():
     model = TransformerClassifier(8, naive_bayes=True, dtype="mixed_bfloat16", **SMALL)
     model.build()

@@ -45,10 +45,7 @@ class TransformerClassifier(keras.Model):
             ratios, not trained: :meth:`adapt_naive_bayes` sets them from the training data
             before training (they are zeros until then, and the path adds nothing).
             ``weight`` is one trained scalar per token, zero at the start. The path sees the
-            same (truncated, token-dropped) tokens as the encoder. Under ``token_dropout`` a
-            kept token occurring ``k`` times in the review counts ``1 / (1 - p^k)`` in training
-            (its chance to survive is ``1 - p^k``), so the path's expected training logits are
-            its evaluation logits, as inverted dropout keeps activations' scale.
+            same (truncated, token-dropped) tokens as the encoder.
 
     Every argument is kept as an attribute of the same name and returned by ``get_config``.
 
@@ -169,7 +166,6 @@ class TransformerClassifier(keras.Model):
 
     def call(self, token_ids, training=None):
         mask = ops.not_equal(token_ids, PAD_ID)  # (batch, length)
-        real = mask
         if training and self.token_dropout:
             draw = keras.random.uniform(ops.shape(token_ids), seed=self.token_dropout_seed)
             mask = ops.logical_and(mask, draw >= self.token_dropout)
@@ -189,38 +185,16 @@ class TransformerClassifier(keras.Model):
             pooled = ops.sum(x * weights, axis=1) / count  # (batch, d_model)
         logits = ops.cast(self.head(self.head_dropout(pooled, training=training)), "float32")
         if self.naive_bayes:
-            dropped_from = real if training and self.token_dropout else None
-            logits = logits + self._naive_bayes_logits(token_ids, token_mask, dropped_from)
+            logits = logits + self._naive_bayes_logits(token_ids, token_mask)
         return logits
 
-    def _naive_bayes_logits(self, token_ids, mask, dropped_from=None):
-        """``sum over distinct kept tokens of weight[t] * ratio[t]``: (batch, num_classes).
-
-        ``dropped_from``: the real-token mask before token dropout (training only), whose
-        occurrence counts ``k`` rescale each kept token by ``1 / (1 - p^k)``.
-        """
+    def _naive_bayes_logits(self, token_ids, mask):
+        """``sum over distinct real tokens of weight[t] * ratio[t]``: (batch, num_classes)."""
         ids = ops.sort(ops.where(mask, token_ids, PAD_ID), axis=1)  # (batch, length)
         # After sorting, a token is new where it differs from its left neighbour.
         previous = ops.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=PAD_ID)
         distinct = ops.logical_and(ops.not_equal(ids, previous), ops.not_equal(ids, PAD_ID))
         scale = ops.take(self.naive_bayes_weights, ids) * ops.cast(distinct, "float32")
-        if dropped_from is not None:
-            # k: how often each (sorted, kept) token occurs in the whole review, by binary
-            # search in the sorted review; rows are offset by vocab_size so that one search
-            # over the flattened batch stays within each row.
-            offsets = ops.arange(ops.shape(ids)[0], dtype="int32")[:, None] * self.vocab_size
-            original = ops.cast(
-                ops.sort(ops.where(dropped_from, token_ids, PAD_ID), axis=1), "int32"
-            )
-            original = original + offsets
-            flat = ops.reshape(original, (-1,))  # (batch * length,), ascending
-            wanted = ops.reshape(ops.cast(ids, "int32") + offsets, (-1,))
-            occurrences = ops.searchsorted(flat, wanted, side="right") - ops.searchsorted(
-                flat, wanted, side="left"
-            )
-            occurrences = ops.cast(ops.reshape(occurrences, ops.shape(ids)), "float32")
-            survival = 1.0 - ops.power(float(self.token_dropout), ops.maximum(occurrences, 1.0))
-            scale = scale / survival
         ratios = ops.take(self.naive_bayes_ratios, ids, axis=0)  # (batch, length, num_classes)
         return ops.sum(ratios * scale[:, :, None], axis=1)
 
