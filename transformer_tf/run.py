@@ -45,6 +45,7 @@ import yaml
 
 from transformer_tf.config import Config, load_config, model_affecting_differences, save_config
 from transformer_tf.errors import DamagedCheckpointError, RunLockedError, RunWriteError, UserError
+from transformer_tf.files import replacing, write_atomic
 
 try:
     import fcntl
@@ -398,7 +399,7 @@ class RunDir:
 
     def write_model_args(self, name: str, arguments: dict[str, Any]) -> None:
         with writing_to("the model record", self.model_args_file):
-            _write_atomic(
+            write_atomic(
                 self.model_args_file,
                 json.dumps({"name": name, "arguments": arguments}, indent=2, sort_keys=True) + "\n",
             )
@@ -424,7 +425,7 @@ class RunDir:
         """Record the dtype policy training starts with: ``{"requested", "policy", "reason",
         "hardware"}``."""
         with writing_to("the precision record", self.precision_file):
-            _write_atomic(self.precision_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.precision_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     # -- where the weights came from -------------------------------------------------------
 
@@ -445,21 +446,13 @@ class RunDir:
 
     def write_init_from(self, record: dict[str, Any]) -> None:
         with writing_to("the init-from record", self.init_from_file):
-            _write_atomic(self.init_from_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.init_from_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def save_model(self, model) -> None:
         """Write ``model.keras`` atomically: a temporary sibling, then a rename, so a failed
         write (a full disk) leaves the previous file, or none, never half a zip."""
-        target = self.model_file
-        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # Keras wants `.keras`
-        with writing_to("the final model", target):
-            try:
-                model.save(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+        with writing_to("the final model", self.model_file), replacing(self.model_file) as tmp:
+            model.save(tmp)
 
     # -- logs ----------------------------------------------------------------------------------
 
@@ -647,18 +640,6 @@ def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
 def step_of(path: str) -> int:
     """The step of a checkpoint prefix ``.../ckpt-<step>``."""
     return int(path.rsplit("-", 1)[-1])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def remove_partial_checkpoint(prefix: str) -> None:

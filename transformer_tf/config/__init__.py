@@ -65,6 +65,7 @@ from transformer_tf.config.schema import (
     TrainingConfig,
     ValidationConfig,
 )
+from transformer_tf.files import write_atomic
 from transformer_tf.plugins import PluginError, import_plugins
 
 #: The modules that register the built-in classes; names are checked only once they are imported.
@@ -201,11 +202,7 @@ def config_from_dict(
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write ``config.to_yaml()`` to ``path`` (atomically; parent directories are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(config.to_yaml(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, config.to_yaml())
 
 
 def check_registered_names(

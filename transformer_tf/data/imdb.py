@@ -42,6 +42,7 @@ from transformer_tf.data.bucketing import (
 from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
 from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import DataError
+from transformer_tf.files import write_atomic
 
 __all__ = [
     "EncodedTexts",
@@ -612,8 +613,8 @@ class ReviewTokenizer(Tokenizer):
         vocab_path, settings_path = directory / vocab_file, directory / VECTORIZER_FILE
         # Tokens never contain "\n" (it is whitespace), but may contain other line breaks such as
         # U+2028, so the file is written and read with "\n" only, never with splitlines().
-        _write_atomic(vocab_path, "\n".join(self.vocab) + "\n")
-        _write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+        write_atomic(vocab_path, "\n".join(self.vocab) + "\n")
+        write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
         return [vocab_path, settings_path]
 
     @classmethod
@@ -687,13 +688,6 @@ class ReviewTokenizer(Tokenizer):
         ids = tf.where((ids >= 0) & (ids < self.vocab_size), ids, UNK_ID)
         kept = tf.ragged.boolean_mask(ids, ids != PAD_ID)
         return tf.strings.reduce_join(tf.gather(self.tf_module.vocab, kept), axis=1, separator=" ")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --- tf.data ---------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from transformer_tf.data.special_tokens import (
     UNK_ID,
 )
 from transformer_tf.errors import DataError, UserError
+from transformer_tf.files import write_atomic
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -721,9 +722,7 @@ def save_tokenizers(
     path = directory / MANIFEST_NAME
     # Written last and atomically: a complete manifest means complete tokenizer files, which
     # is what other workers wait for.
-    partial = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return path
 
 
