@@ -300,14 +300,7 @@ class WordTokenizer(Tokenizer):
     def _build_tf_module(self) -> tf.Module:
         tf = _tf()
         module = tf.Module(name="word_tokenizer")
-        words = self.vocab[len(SPECIAL_TOKENS) :]
-        initializer = tf.lookup.KeyValueTensorInitializer(
-            tf.constant(words, tf.string),
-            tf.range(len(SPECIAL_TOKENS), self.vocab_size, dtype=tf.int32),
-        )
-        # Tracked as a module attribute, so a SavedModel holding the module restores the table.
-        module.table = tf.lookup.StaticHashTable(initializer, default_value=UNK_ID)
-        module.vocab = tf.constant(self.vocab, tf.string)
+        _add_lookup(module, self.vocab)
         return module
 
     def tf_encode(self, strings: tf.Tensor) -> tf.RaggedTensor:
@@ -542,13 +535,7 @@ class SentencePieceVocabTokenizer(Tokenizer):
         module.sentencepiece = tf_text.SentencepieceTokenizer(
             model=self.model_proto, out_type=tf.string
         )
-        pieces = self.vocab[len(SPECIAL_TOKENS) :]
-        initializer = tf.lookup.KeyValueTensorInitializer(
-            tf.constant(pieces, tf.string),
-            tf.range(len(SPECIAL_TOKENS), self.vocab_size, dtype=tf.int32),
-        )
-        module.table = tf.lookup.StaticHashTable(initializer, default_value=UNK_ID)
-        module.vocab = tf.constant(self.vocab, tf.string)
+        _add_lookup(module, self.vocab)
         return module
 
     def tf_encode(self, strings: tf.Tensor) -> tf.RaggedTensor:
@@ -575,6 +562,19 @@ def _sentencepiece_file(path: Path):
         raise DataError(f"missing SentencePiece model file {path}") from None
     except RuntimeError as error:  # sentencepiece's error for a corrupt model
         raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
+
+
+def _add_lookup(module: tf.Module, vocab: list[str]) -> None:
+    """Give ``module`` the token -> id ``table`` (unknown tokens and the special tokens' names
+    give UNK) and the id -> token ``vocab`` of a vocabulary."""
+    tf = _tf()
+    initializer = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(vocab[len(SPECIAL_TOKENS) :], tf.string),
+        tf.range(len(SPECIAL_TOKENS), len(vocab), dtype=tf.int32),
+    )
+    # Tracked as a module attribute, so a SavedModel holding the module restores the table.
+    module.table = tf.lookup.StaticHashTable(initializer, default_value=UNK_ID)
+    module.vocab = tf.constant(vocab, tf.string)
 
 
 def _checked_vocabulary(vocab: Sequence[str], what: str) -> list[str]:
