@@ -271,6 +271,29 @@ def test_tf_functions_survive_saved_model_export(tmp_path, tokenizer):
     ]
 
 
+def test_two_sentencepiece_models_stay_apart_in_one_saved_model(
+    tmp_path, sentencepiece_tokenizer, sentencepiece_vocab_tokenizer
+):
+    """A source and a target SentencePiece model in one SavedModel (non-shared vocabularies, an
+    imported Marian model): each side encodes and decodes with its own model after loading."""
+    module = tf.Module()
+    module.source, module.target = sentencepiece_tokenizer.tf_module, sentencepiece_vocab_tokenizer.tf_module  # fmt: skip
+    spec = [tf.TensorSpec([None], tf.string)]
+    module.encode_source = tf.function(sentencepiece_tokenizer.tf_encode, input_signature=spec)
+    module.encode_target = tf.function(sentencepiece_vocab_tokenizer.tf_encode, input_signature=spec)  # fmt: skip
+    decode_spec = [tf.TensorSpec([None, None], tf.int32)]
+    module.decode_target = tf.function(sentencepiece_vocab_tokenizer.tf_decode, input_signature=decode_spec)  # fmt: skip
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    texts = [t for t in TEXTS if t]
+    assert _ragged_to_lists(loaded.encode_source(tf.constant(texts))) == [sentencepiece_tokenizer.encode(t) for t in texts]  # fmt: skip
+    target_ids = [sentencepiece_vocab_tokenizer.encode(t) for t in texts]
+    assert _ragged_to_lists(loaded.encode_target(tf.constant(texts))) == target_ids
+    padded = tf.ragged.constant(target_ids).to_tensor()
+    decoded = [s.decode("utf-8") for s in loaded.decode_target(padded).numpy()]
+    assert decoded == [sentencepiece_vocab_tokenizer.decode(ids) for ids in target_ids]
+
+
 # --- build / save / load of a pair -----------------------------------------------------------
 
 

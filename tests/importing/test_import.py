@@ -326,3 +326,20 @@ def test_an_imported_marian_model_exports_to_ctranslate2(marian_run, tmp_path, c
     assert main(["translate", str(marian_run), "--beam-size", "1", "--set", "decoding.max_length=11", *sources]) == 0  # fmt: skip
     ours = capsys.readouterr().out.splitlines()
     assert [sp_target.decode(r.hypotheses[0]) for r in results] == ours
+
+
+def test_an_imported_marian_model_exports_to_a_saved_model(marian_run, tmp_path, capsys):
+    """The SavedModel keeps the source and target SentencePiece models apart: its translations
+    are the CLI's."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401 (registers the SentencePiece ops the export uses)
+
+    sources = json.loads((MARIAN / "reference.json").read_text())["generate"]["sources"]
+    assert main(["export", str(marian_run), str(tmp_path / "saved"), "--beam-size", "1"]) == 0
+    serving = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    exported = [
+        t.decode("utf-8") for t in serving(text=tf.constant(sources))["translation"].numpy()
+    ]
+    capsys.readouterr()
+    assert main(["translate", str(marian_run), "--beam-size", "1", *sources]) == 0
+    assert exported == capsys.readouterr().out.splitlines()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -446,7 +447,7 @@ class SentencePieceTokenizer(Tokenizer):
         module = tf.Module(name="sentencepiece_tokenizer")
         # A tf.Module itself; it tracks the model as a resource for SavedModel export.
         module.sentencepiece = tf_text.SentencepieceTokenizer(
-            model=self.model_proto, out_type=tf.int32
+            model=self.model_proto, out_type=tf.int32, name=_sentencepiece_name(self.model_proto)
         )
         return module
 
@@ -533,7 +534,7 @@ class SentencePieceVocabTokenizer(Tokenizer):
 
         module = tf.Module(name="sentencepiece_vocab_tokenizer")
         module.sentencepiece = tf_text.SentencepieceTokenizer(
-            model=self.model_proto, out_type=tf.string
+            model=self.model_proto, out_type=tf.string, name=_sentencepiece_name(self.model_proto)
         )
         _add_lookup(module, self.vocab)
         return module
@@ -562,6 +563,16 @@ def _sentencepiece_file(path: Path):
         raise DataError(f"missing SentencePiece model file {path}") from None
     except RuntimeError as error:  # sentencepiece's error for a corrupt model
         raise DataError(f"cannot read the SentencePiece model {path}: {error}") from None
+
+
+def _sentencepiece_name(model_proto: bytes) -> str:
+    """A name of its own for a model's tensorflow-text SentencePiece resource.
+
+    A SavedModel restores these resources by name: two different models under the default name
+    (a source and a target model) would both come back as the first one, and the target side
+    would be decoded with the source model. Equal models may share one.
+    """
+    return f"sentencepiece_{hashlib.sha256(model_proto).hexdigest()[:16]}"
 
 
 def _add_lookup(module: tf.Module, vocab: list[str]) -> None:
