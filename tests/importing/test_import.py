@@ -336,6 +336,10 @@ def test_an_imported_marian_model_exports_to_a_saved_model(marian_run, tmp_path,
 
     sources = json.loads((MARIAN / "reference.json").read_text())["generate"]["sources"]
     assert main(["export", str(marian_run), str(tmp_path / "saved"), "--beam-size", "1"]) == 0
+    provenance = json.loads(
+        (tmp_path / "saved" / "assets.extra" / "transformer_tf_export.json").read_text()
+    )
+    assert provenance["requires"] == ["tensorflow", "tensorflow_text"]
     serving = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
     exported = [
         t.decode("utf-8") for t in serving(text=tf.constant(sources))["translation"].numpy()

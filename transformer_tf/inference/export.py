@@ -163,7 +163,7 @@ def export_run(
                 "target_vocab_size": target.vocab_size,
             },
         )
-        uses_tf_text = "sentencepiece" in (source.kind, target.kind)
+        uses_tf_text = any(kind.startswith("sentencepiece") for kind in (source.kind, target.kind))
     elif config.task == "classification":
         if beam_size is not None:
             log.warning("--beam-size has no effect on a classification export")
