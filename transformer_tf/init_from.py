@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -42,6 +42,7 @@ from transformer_tf.assembly import assemble
 from transformer_tf.config import Config
 from transformer_tf.errors import UserError
 from transformer_tf.layers.positional_encoding import POSITION_TABLE
+from transformer_tf.models import weight_path
 from transformer_tf.run import RunDir, locate_checkpoint, restore_model, step_of
 
 __all__ = [
@@ -100,7 +101,6 @@ class VocabularyMapping:
     kept: int
     new: int
     dropped: int
-    new_examples: list[str] = field(default_factory=list)
 
 
 def resolve_source(given: str | os.PathLike) -> InitSource:
@@ -170,25 +170,18 @@ def keeps_source_vocabulary(config: Config, update_vocab: bool) -> bool:
     return not update_vocab and not getattr(config.data, "vocabulary", None)
 
 
-def adopt_vocabulary(run: RunDir, source: InitSource) -> bool:
-    """Copy the source run's vocabulary into ``run`` (if ``run`` has none yet); True if copied.
+def adopt_vocabulary(run: RunDir, source: InitSource) -> None:
+    """Copy the source run's vocabulary into ``run`` (if ``run`` has none yet).
 
     Copied to a temporary sibling first and renamed: an interrupted copy leaves no partial
     vocabulary that a rerun would take for the run's own.
     """
     if run.vocab_dir.exists():
-        return False
+        return
     tmp = run.path / f".{RunDir.VOCAB_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source.run.vocab_dir, tmp)
     os.replace(tmp, run.vocab_dir)
-    return True
-
-
-def _relative(variable) -> str:
-    """A weight's path below its model (``encoder/layer_0/.../kernel``): the model's own name
-    is auto-numbered by Keras and differs between two models of one process."""
-    return variable.path.split("/", 1)[1]
 
 
 def _row_index(source_tokens: list[str], tokens: list[str]) -> np.ndarray:
@@ -207,7 +200,7 @@ def _mapped(value: np.ndarray, fresh: np.ndarray, rows: np.ndarray, axis: int) -
     return np.moveaxis(out, 0, axis)
 
 
-def _hint(config: Config, model_args: dict, source: SourceModel) -> str:
+def _hint(model_args: dict, source: SourceModel) -> str:
     differing = sorted(
         key
         for key in set(model_args) | set(source.model_args)
@@ -227,14 +220,14 @@ def _position_tables(model) -> dict[str, object]:
     """The learned position tables (:class:`~transformer_tf.layers.LearnedPositionalEmbedding`'s
     ``(max_length, d_model)`` weight) of the model, by relative path."""
     return {
-        _relative(w): w
+        weight_path(w): w
         for w in model.weights
         if w.path.endswith(f"/{POSITION_TABLE}") and len(w.shape) == 2
     }
 
 
 def transfer_weights(
-    model, vocabularies: dict[str, list[str]], source: SourceModel, model_args: dict, config
+    model, vocabularies: dict[str, list[str]], source: SourceModel, model_args: dict
 ) -> list[VocabularyMapping]:
     """Assign ``source``'s weights to ``model`` (mapped by token where the vocabularies differ).
 
@@ -245,8 +238,7 @@ def transfer_weights(
         model: the new run's built model.
         vocabularies: the new run's tokens by id, per vocabulary (``Task.vocabularies``).
         source: the loaded source (:func:`load_source`).
-        model_args: the new model's arguments (for the hint of a refusal).
-        config: the new run's config.
+        model_args: the new model's arguments (compared with the source's).
 
     Returns:
         One VocabularyMapping per vocabulary.
@@ -255,9 +247,9 @@ def transfer_weights(
         UserError: a weight missing on one side, or a shape that does not fit.
     """
     where = f"--init-from {source.source.given}"
-    hint = _hint(config, model_args, source)
-    theirs = {_relative(w): w for w in source.model.weights}
-    ours = {_relative(w): w for w in model.weights}
+    hint = _hint(model_args, source)
+    theirs = {weight_path(w): w for w in source.model.weights}
+    ours = {weight_path(w): w for w in model.weights}
     only_ours = [path for path in ours if path not in theirs]
     only_theirs = [path for path in theirs if path not in ours]
     if only_ours or only_theirs:
@@ -269,11 +261,12 @@ def transfer_weights(
         raise UserError(
             f"{where}: the two models do not have the same weights ({'; '.join(parts)}){hint}"
         )
-    axes = {_relative(v): (name, axis) for v, name, axis in model.vocabulary_weights()}
+    axes = {weight_path(v): (name, axis) for v, name, axis in model.vocabulary_weights()}
+    indexed = {name for name, _ in axes.values()}
     rows = {
         name: _row_index(source.vocabularies[name], tokens)
         for name, tokens in vocabularies.items()
-        if name in {name for name, _ in axes.values()}
+        if name in indexed
     }
     positions = _position_tables(model)
     assignments = []
@@ -318,7 +311,6 @@ def transfer_weights(
                 kept=kept,
                 new=len(tokens) - kept,
                 dropped=len(source.vocabularies[name]) - kept,
-                new_examples=[tokens[i] for i in np.flatnonzero(index < 0)[:10]],
             )
         )
     return mappings
@@ -331,10 +323,7 @@ def record(source: SourceModel, mappings: list[VocabularyMapping], adopted: bool
         "checkpoint": str(Path(source.source.checkpoint).resolve()),
         "step": source.source.step,
         "vocabulary": "source" if adopted else "mapped by token",
-        "vocabularies": [
-            {key: value for key, value in asdict(m).items() if key != "new_examples"}
-            for m in mappings
-        ],
+        "vocabularies": [asdict(m) for m in mappings],
     }
 
 

@@ -14,7 +14,6 @@ failed import leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import yaml
 
 from transformer_tf.data.tokenizers import Tokenizer, save_tokenizers
 from transformer_tf.errors import UserError
+from transformer_tf.models import weight_path
 
 __all__ = ["IMPORTED_FILE", "ImportedModel", "read_imported", "write_run"]
 
@@ -169,7 +169,7 @@ def write_run(
 def _assign(model, weights: dict[str, np.ndarray], toolkit: str) -> None:
     """Set every weight of ``model`` from ``weights`` (by path below the model); all checked
     before any is assigned."""
-    ours = {w.path.split("/", 1)[1]: w for w in model.weights}
+    ours = {weight_path(w): w for w in model.weights}
     missing = sorted(set(ours) - set(weights))
     extra = sorted(set(weights) - set(ours))
     if missing or extra:
@@ -192,11 +192,3 @@ def _assign(model, weights: dict[str, np.ndarray], toolkit: str) -> None:
             )
     for path, variable in ours.items():
         variable.assign(np.asarray(weights[path], dtype=np.float32))
-
-
-def mapping_rows(their_tokens: list[str], our_tokens: list[str], their_ids: dict[str, int]):
-    """For each of our ids, the row of the same token in the other toolkit's matrices."""
-    with contextlib.suppress(KeyError):
-        return np.array([their_ids[token] for token in our_tokens], dtype=np.int64)
-    unknown = [token for token in our_tokens if token not in their_ids][:5]
-    raise UserError(f"tokens {unknown} have no row in the imported embeddings")

@@ -157,7 +157,7 @@ def read_marian(path: str | Path) -> ImportedModel:
     tokens, rows = _our_vocabulary(vocab, config, directory)
 
     def tensor(name: str) -> np.ndarray:
-        for candidate in (name, f"model.{name}" if not name.startswith("model.") else name):
+        for candidate in (name, f"model.{name}"):  # older exports nest every tensor in model.
             if candidate in tensors:
                 return tensors[candidate]
         raise UserError(

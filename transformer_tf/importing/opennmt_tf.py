@@ -52,8 +52,12 @@ _THEIR_SPECIALS = ("<blank>", "<s>", "</s>")
 _HEADS = {"Transformer": 8, "TransformerBase": 8, "TransformerBig": 16}
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: Our sublayer names for OpenNMT-tf's (``linear_queries`` -> ``query``, ...).
-_LINEARS = {"linear_queries": "query", "linear_keys": "key", "linear_values": "value"}
-_LINEARS["linear_output"] = "output"
+_LINEARS = {
+    "linear_queries": "query",
+    "linear_keys": "key",
+    "linear_values": "value",
+    "linear_output": "output",
+}
 
 
 def _checkpoint_prefix(path: Path) -> str:

@@ -14,6 +14,12 @@ from transformer_tf.models.seq2seq import Seq2SeqTransformer
 from transformer_tf.registry import build, get_registry
 
 
+def weight_path(variable) -> str:
+    """A weight's path below its model (``encoder/layer_0/.../kernel``): the model's own name is
+    auto-numbered by Keras and differs between two models of one process, the rest does not."""
+    return variable.path.split("/", 1)[1]
+
+
 def model_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``kwargs`` that the model registered as ``name`` accepts.
 
@@ -66,4 +72,5 @@ __all__ = [
     "build_model",
     "dtype_policy_scope",
     "model_arguments",
+    "weight_path",
 ]

@@ -200,11 +200,7 @@ class TranslationTask(Task):
         truncates them (every reference is scored)."""
         key = (split, training)
         if key not in self._encoded:
-            if not self.has_split(split):
-                self.require_split(split)
-                raise UserError(
-                    f"split `{split}` is not available; splits: {', '.join(self.raw_splits)}"
-                )
+            self.require_split(split)
             source_ids, target_ids, dropped = encode_pairs(
                 self.raw_splits[split],
                 self.source_tokenizer,

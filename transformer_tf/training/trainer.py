@@ -723,9 +723,10 @@ def _build_locked(
     choice = training_precision(config, run, placement.kind)
     log.info("precision: %s", choice.describe())
     run.path.mkdir(parents=True, exist_ok=True)
-    adopted = False
-    if loaded is not None and init.keeps_source_vocabulary(config, update_vocab):
-        adopted = not placement.is_chief or init.adopt_vocabulary(run, loaded.source)
+    # A rerun of a start that failed before its first checkpoint finds the vocabulary copied.
+    adopted = loaded is not None and init.keeps_source_vocabulary(config, update_vocab)
+    if adopted and placement.is_chief:
+        init.adopt_vocabulary(run, loaded.source)
     assembly = assemble(
         config,
         run,
@@ -742,7 +743,6 @@ def _build_locked(
                 assembly.task.vocabularies(),
                 loaded,
                 assembly.model_args,
-                config,
             )
     initialized_from = run.read_init_from() if run.is_run() else None
     if loaded is not None:
