@@ -116,6 +116,12 @@ def test_train_evaluate_with_overrides_and_json(imdb, tmp_path, capsys):
     assert f"accuracy    {scores['accuracy']:.4f}" in table
     # The saved config records the override, so the run directory alone reproduces the run.
     assert "steps: 20" in (run_dir / "config.yaml").read_text()
+    # The task says which commands its runs support: translate is refused, naming the run.
+    assert main(["translate", str(run_dir), "a review"]) == 2
+    assert (
+        f"{run_dir} is a classification run; translate is not a command for classification "
+        "runs (they support: train, evaluate, export)"
+    ) in capsys.readouterr().err
     # Resuming the finished run with a larger budget continues from step 20.
     assert (
         main(

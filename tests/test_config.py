@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from transformer_tf.config import (
-    Config,
+    TASK_DATA_SOURCES,
+    ClassificationConfig,
     ParallelTextData,
+    TranslationConfig,
     check_registered_names,
     config_from_dict,
     load_config,
@@ -150,10 +152,23 @@ def test_yaml_1_1_exponent_strings_are_numbers_but_other_strings_are_not(tmp_pat
 
 
 def test_direct_constructor_validates_too():
-    config = Config(task="translation", model={"d_model": 64, "num_heads": 8})
+    config = TranslationConfig(task="translation", model={"d_model": 64, "num_heads": 8})
     assert config.model.name == "seq2seq_transformer" and config.data.source == "toy_translation"
     with pytest.raises(ValueError, match="must be divisible"):
-        Config(task="translation", model={"d_model": 30})
+        TranslationConfig(task="translation", model={"d_model": 30})
+
+
+def test_each_task_has_its_config_class_and_sections():
+    translation = config_from_dict({"task": "translation"})
+    classification = config_from_dict(
+        {"task": "classification", "data": {"source": "tfds"}, "model": {"num_classes": 3}}
+    )
+    assert type(translation) is TranslationConfig and type(classification) is ClassificationConfig
+    assert classification.model.num_classes == 3
+    assert TASK_DATA_SOURCES == {
+        "translation": ("toy_translation", "parallel_text", "tfds", "none"),
+        "classification": ("tfds", "directory"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -703,7 +718,7 @@ def test_round_trip_of_defaults_for_both_tasks(tmp_path):
 def test_classifier_keys_are_left_out_of_translation_configs():
     translation = config_from_dict({"task": "translation"})
     keys = ("pooling", "num_classes", "token_dropout", "naive_bayes")
-    assert [getattr(translation.model, key) for key in keys] == [None] * len(keys)
+    assert not any(hasattr(translation.model, key) for key in keys)
     dumped = yaml.safe_load(translation.to_yaml())["model"]
     assert not set(keys) & set(dumped)
     assert not set(keys) & set(translation.model.model_dump())
@@ -745,7 +760,7 @@ def test_translation_run_configs_of_older_versions_still_load(tmp_path):
     path = write(tmp_path, yaml.safe_dump(old, sort_keys=False))
     config = load_config(path)
     assert config == config_from_dict({"task": "translation"})
-    assert config.model.pooling is None and config.model.num_classes is None
+    assert not hasattr(config.model, "pooling") and not hasattr(config.model, "num_classes")
     assert model_affecting_differences(config, config_from_dict({"task": "translation"})) == []
 
 

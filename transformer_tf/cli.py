@@ -396,9 +396,9 @@ def _read_lines(path: Path, option: str) -> list[str]:
         raise UserError(f"{option}: {error}") from None
 
 
-def _load_translation_run(args, command: str):
+def _load_run_for(args, command: str):
+    """The run of ``args.run_dir`` at ``args.checkpoint``, if its task supports ``command``."""
     from transformer_tf.assembly import load_run
-    from transformer_tf.errors import UserError
 
     run = load_run(
         args.run_dir,
@@ -406,10 +406,7 @@ def _load_translation_run(args, command: str):
         average_last=args.average_last,
         overrides=args.overrides,
     )
-    if run.config.task != "translation":
-        raise UserError(
-            f"{args.run_dir} is a {run.config.task} run; {command} needs a translation run"
-        )
+    run.task.require_command(command, str(args.run_dir))
     return run
 
 
@@ -442,7 +439,7 @@ def cmd_translate(args) -> int:
         # As an override, so that the config is validated with it (sampling needs beam 1:
         # `--beam-size 1 --set decoding.sampling_topk=0` on a beam-search run is consistent).
         args.overrides = [*args.overrides, f"decoding.beam_size={args.beam_size}"]
-    run = _load_translation_run(args, "translate")
+    run = _load_run_for(args, "translate")
     model = run.model
     if args.ensemble:
         from transformer_tf.inference.ensemble import Ensemble, load_members
@@ -538,7 +535,7 @@ def cmd_score(args) -> int:
     from transformer_tf.inference.scoring import score_texts
     from transformer_tf.inference.translate import examples_per_batch
 
-    run = _load_translation_run(args, "score")
+    run = _load_run_for(args, "score")
     result = score_texts(
         run.model,
         run.task.source_tokenizer,

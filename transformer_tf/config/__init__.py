@@ -47,10 +47,12 @@ from transformer_tf.config.diagnostics import (
 )
 from transformer_tf.config.schema import (
     CLASSIFIER_MODEL_DEFAULTS,
-    DEFAULT_MODEL_NAMES,
+    CONFIG_ADAPTER,
     REGISTERED_MODEL_FIELDS,
+    TASK_CONFIGS,
     TASK_DATA_SOURCES,
-    TASK_VALIDATION_METRICS,
+    ClassificationConfig,
+    ClassifierModelConfig,
     Config,
     DataConfig,
     DecodingConfig,
@@ -63,6 +65,7 @@ from transformer_tf.config.schema import (
     TfdsData,
     ToyTranslationData,
     TrainingConfig,
+    TranslationConfig,
     ValidationConfig,
 )
 from transformer_tf.files import write_atomic
@@ -73,22 +76,24 @@ _BUILTIN_MODULES = frozenset({"transformer_tf.layers", "transformer_tf.models"})
 
 __all__ = [
     "CLASSIFIER_MODEL_DEFAULTS",
+    "ClassificationConfig",
+    "ClassifierModelConfig",
     "Config",
     "DataConfig",
     "DecodingConfig",
     "DirectoryData",
-    "DEFAULT_MODEL_NAMES",
     "DistributeConfig",
     "EarlyStopping",
     "ModelConfig",
     "ParallelTextData",
     "REGISTERED_MODEL_FIELDS",
     "SplitFiles",
+    "TASK_CONFIGS",
     "TASK_DATA_SOURCES",
     "TfdsData",
     "ToyTranslationData",
-    "TASK_VALIDATION_METRICS",
     "TrainingConfig",
+    "TranslationConfig",
     "ValidationConfig",
     "check_registered_names",
     "config_from_dict",
@@ -250,8 +255,8 @@ def model_affecting_differences(old: Config, new: Config) -> list[str]:
     vocabulary or tokenization (``data.source``, ``data.tokenizer``, ``data.vocab_size``,
     ``data.shared_vocab``, ``data.lowercase``, ``data.ngrams``, and the toy task's ``data.seed``
     and ``data.num_train``). A key present in only one of the two configs counts as different.
-    The classification-only ``model.pooling`` and ``model.num_classes`` are None in every
-    translation config, so two translation configs never differ there. A data section's
+    The classification-only keys (``model.pooling``...) are in classification configs only. A
+    data section's
     ``RUN_FIXED`` keys count too (classification: the validation split and the truncation of
     the reviews, which a trained run keeps).
     """
@@ -260,8 +265,8 @@ def model_affecting_differences(old: Config, new: Config) -> list[str]:
         differences.append("task")
     if list(old.plugins) != list(new.plugins):
         differences.append("plugins")
-    for field in ModelConfig.model_fields:
-        if getattr(old.model, field) != getattr(new.model, field):
+    for field in dict.fromkeys([*type(old.model).model_fields, *type(new.model).model_fields]):
+        if getattr(old.model, field, _MISSING) != getattr(new.model, field, _MISSING):
             differences.append(f"model.{field}")
     fixed = getattr(type(old.data), "RUN_FIXED", ())
     for field in (*_VOCABULARY_DATA_FIELDS, *fixed):
@@ -285,7 +290,7 @@ def _build(
     locator.overrides = apply_overrides(raw, overrides, locator.name)
     config = None
     try:
-        config = Config.model_validate(raw, context={"base_dir": base_dir})
+        config = CONFIG_ADAPTER.validate_python(raw, context={"base_dir": base_dir})
     except ValidationError as error:
         issues = issues + translate_errors(error, raw, locator)
     raise_issues(issues, locator.name)

@@ -20,7 +20,13 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
-from transformer_tf.config.schema import TASK_DATA_SOURCES, Config, Invalid
+from transformer_tf.config.schema import (
+    TASK_CONFIGS,
+    TASK_DATA_SOURCES,
+    AnyConfig,
+    DataConfig,
+    Invalid,
+)
 from transformer_tf.errors import ConfigError
 
 __all__ = [
@@ -266,6 +272,11 @@ def _translate(item: dict, raw: dict) -> tuple[tuple, str]:
         return path, f"{_dotted(path)}: {invalid.describe()}"
     if kind == "extra_forbidden" and section is not None:
         return path, _unknown_key_message(path, section)
+    if kind in ("union_tag_invalid", "union_tag_not_found") and not path:
+        expected = f"one of {_choices(TASK_CONFIGS)}"
+        if kind == "union_tag_not_found":
+            return ("task",), f"task: missing required key (expected {expected})"
+        return ("task",), f"task: expected {expected}, found {describe_found(ctx.get('tag'))}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         path = path + ("source",)
         expected = _data_sources_for(raw)
@@ -282,10 +293,11 @@ def _translate(item: dict, raw: dict) -> tuple[tuple, str]:
         return path, f"expected a mapping at the top level, found {describe_found(value, True)}"
     expected = _describe(annotation, metadata) if annotation is not None else None
     if kind == "missing":
-        if path == ("data",):
-            sources = " or ".join(f"`source: {s}`" for s in TASK_DATA_SOURCES["classification"])
+        task = raw.get("task") if isinstance(raw, dict) else None
+        if path == ("data",) and task in TASK_DATA_SOURCES:
+            sources = " or ".join(f"`source: {s}`" for s in TASK_DATA_SOURCES[task])
             return path, (
-                f"data: missing required key (task 'classification' needs a `data:` section "
+                f"data: missing required key (task {task!r} needs a `data:` section "
                 f"with {sources})"
             )
         return path, f"{dotted}: missing required key" + (
@@ -302,16 +314,17 @@ def _translate(item: dict, raw: dict) -> tuple[tuple, str]:
 def _resolve_loc(loc: tuple) -> tuple[tuple, Any, list, type[BaseModel] | None]:
     """Walk a pydantic loc through the schema: (key path, annotation, field metadata, section).
 
-    The discriminated union's tag (``('data', 'tfds', 'name')``) is dropped from the key path.
+    The discriminated unions' tags (the task's, ``('translation', 'data', 'tfds', 'name')``, and
+    the data source's) are dropped from the key path.
     ``section`` is the model the last key was looked up in (for unknown keys).
     """
-    annotation: Any = Config
+    annotation: Any = AnyConfig
     metadata: list = []
     path: list = []
     section = None
     for element in loc:
         base, _ = _strip(annotation)
-        variants = _data_variants(base)
+        variants = _variants(base)
         if isinstance(base, type) and issubclass(base, BaseModel):
             section = base
             path.append(element)
@@ -353,8 +366,9 @@ def _is_union(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType)
 
 
-def _data_variants(annotation: Any) -> dict[str, type[BaseModel]]:
-    """tag -> model for the ``data`` union (or any union of models with a ``source`` literal)."""
+def _variants(annotation: Any) -> dict[str, type[BaseModel]]:
+    """tag -> model for a union of models told apart by a literal ``task`` (the config) or
+    ``source`` (the data section)."""
     if not _is_union(annotation):
         return {}
     variants = {}
@@ -365,7 +379,7 @@ def _data_variants(annotation: Any) -> dict[str, type[BaseModel]]:
             tag = next((e.tag for e in extra if isinstance(e, Tag)), None)
         if not (isinstance(arg, type) and issubclass(arg, BaseModel)):
             return {}
-        field = arg.model_fields.get("source")
+        field = arg.model_fields.get("task") or arg.model_fields.get("source")
         if field is None or get_origin(field.annotation) is not Literal:
             return {}
         variants[tag or get_args(field.annotation)[0]] = arg
@@ -386,7 +400,7 @@ def _describe(annotation: Any, metadata: Sequence = ()) -> str:
     if _is_union(annotation):
         args = get_args(annotation)
         members = [a for a in args if a is not type(None)]
-        variants = _data_variants(_strip(annotation)[0])
+        variants = _variants(_strip(annotation)[0])
         if variants:
             text = f"a mapping with `source:` one of {_choices(_source_names(variants.values()))}"
         else:
@@ -447,7 +461,7 @@ def _unknown_key_message(path: tuple, section: type[BaseModel]) -> str:
     key, parent = path[-1], path[:-1]
     valid = list(section.model_fields)
     text = f"unknown key `{_dotted(path)}`"
-    variants = _data_variants(Config.model_fields["data"].annotation)
+    variants = _variants(DataConfig)
     if section in variants.values():
         this = get_args(section.model_fields["source"].annotation)[0]
         others = [

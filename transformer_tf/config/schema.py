@@ -19,30 +19,32 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    TypeAdapter,
     ValidationInfo,
     create_model,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from transformer_tf.block_args import BLOCK_ARG_SPECS, BlockArg
 
 __all__ = [
+    "AnyConfig",
     "BlockFields",
     "CLASSIFIER_MODEL_DEFAULTS",
+    "CONFIG_ADAPTER",
+    "ClassificationConfig",
+    "ClassificationDataConfig",
+    "ClassifierModelConfig",
     "Config",
-    "DEFAULT_MODEL_NAMES",
     "DataConfig",
     "DecodingConfig",
     "DirectoryData",
@@ -55,25 +57,16 @@ __all__ = [
     "ParallelTextData",
     "REGISTERED_MODEL_FIELDS",
     "SplitFiles",
+    "TASK_CONFIGS",
     "TASK_DATA_SOURCES",
     "TfdsData",
     "TfdsTranslationData",
     "ToyTranslationData",
-    "TASK_VALIDATION_METRICS",
     "TrainingConfig",
+    "TranslationConfig",
+    "TranslationDataConfig",
     "ValidationConfig",
 ]
-
-#: The data sources each task accepts; the first one is the default when ``data`` is absent.
-TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {
-    "translation": ("toy_translation", "parallel_text", "tfds", "none"),
-    "classification": ("tfds", "directory"),
-}
-
-DEFAULT_MODEL_NAMES: dict[str, str] = {
-    "translation": "seq2seq_transformer",
-    "classification": "transformer_classifier",
-}
 
 #: ``model.<field>`` -> the registry slot its value must be registered in.
 REGISTERED_MODEL_FIELDS: dict[str, str] = {
@@ -164,16 +157,6 @@ BlockFields = create_model(
     **{spec.name: _block_field(spec) for spec in BLOCK_ARG_SPECS},
 )
 
-#: Defaults of the keys that only classification models take. A translation config leaves
-#: them out (None, and not written by ``to_yaml``); see Config._check_classifier_keys.
-CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {
-    "pooling": "mean",
-    "num_classes": 2,
-    "token_dropout": 0.0,
-    "naive_bayes": False,
-}
-
-
 class ModelConfig(BlockFields):
     """The ``model:`` section: architecture hyperparameters and registered part names.
 
@@ -185,7 +168,7 @@ class ModelConfig(BlockFields):
 
     model_config = _STRICT
 
-    name: str | None = None  # Filled by Config: DEFAULT_MODEL_NAMES[task].
+    name: str | None = None  # Filled by Config: the task's default model.
     num_layers: int = Field(2, gt=0)
     num_encoder_layers: PositiveInt | None = None  # Defaults to num_layers.
     num_decoder_layers: PositiveInt | None = None  # Defaults to num_layers.
@@ -196,16 +179,6 @@ class ModelConfig(BlockFields):
     share_embeddings: bool = False
     tie_embeddings: bool = True
     output_bias: bool = False  # a bias on the tied output projection (OpenNMT-tf, Marian)
-    # Classification only: None (absent) in a translation config; Config fills in
-    # CLASSIFIER_MODEL_DEFAULTS for classification. The annotations have no `| None` so that
-    # `null` is rejected and the messages read "expected an integer >= 2", not "... or null".
-    pooling: Literal["mean", "cls"] = None  # type: ignore[assignment]
-    num_classes: int = Field(None, ge=2)  # type: ignore[assignment]
-    # Training only: the probability that a review token is left out (word dropout).
-    token_dropout: Number = Field(None, ge=0, lt=1)  # type: ignore[assignment]
-    # A naive-Bayes bag-of-tokens path added to the logits (NBSVM); see TransformerClassifier.
-    naive_bayes: bool = None  # type: ignore[assignment]
-
     @model_validator(mode="after")
     def _resolve(self) -> ModelConfig:
         if self.num_encoder_layers is None:
@@ -220,13 +193,26 @@ class ModelConfig(BlockFields):
             )
         return self
 
-    @model_serializer(mode="wrap")
-    def _leave_out_unset_classifier_keys(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        for key in CLASSIFIER_MODEL_DEFAULTS:
-            if key in data and data[key] is None:
-                del data[key]
-        return data
+
+
+class ClassifierModelConfig(ModelConfig):
+    """The ``model:`` section of a classification config: :class:`ModelConfig` and the keys
+    that only a classifier takes."""
+
+    pooling: Literal["mean", "cls"] = "mean"
+    num_classes: int = Field(2, ge=2)
+    # Training only: the probability that a review token is left out (word dropout).
+    token_dropout: Number = Field(0.0, ge=0, lt=1)
+    # A naive-Bayes bag-of-tokens path added to the logits (NBSVM); see TransformerClassifier.
+    naive_bayes: bool = False
+
+
+#: Defaults of the keys that only classification models take.
+CLASSIFIER_MODEL_DEFAULTS: dict[str, Any] = {
+    key: field.default
+    for key, field in ClassifierModelConfig.model_fields.items()
+    if key not in ModelConfig.model_fields
+}
 
 
 def _existing_path(value: str, info: ValidationInfo, kind: Literal["file", "directory"]) -> str:
@@ -478,45 +464,27 @@ class DirectoryData(_ClassificationData):
         return _existing_path(value, info, "directory")
 
 
-class _TranslationDataInput(dict):
-    """The raw ``data`` mapping of a translation config (marked by Config before validation),
-    so that ``source: tfds`` selects :class:`TfdsTranslationData` rather than :class:`TfdsData`."""
-
-
-#: The union tag of translation's tfds source (classification's is ``tfds``).
-TFDS_TRANSLATION_TAG = "tfds_translation"
-
-
-def _data_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return TFDS_TRANSLATION_TAG if isinstance(value, TfdsTranslationData) else value.source
-    if not isinstance(value, dict):
-        return None
-    source = value.get("source")
-    if source == "tfds" and isinstance(value, _TranslationDataInput):
-        return TFDS_TRANSLATION_TAG
-    return source
-
-
-DataConfig = Annotated[
-    Union[  # noqa: UP007
-        Annotated[ToyTranslationData, Tag("toy_translation")],
-        Annotated[ParallelTextData, Tag("parallel_text")],
-        Annotated[TfdsTranslationData, Tag(TFDS_TRANSLATION_TAG)],
-        Annotated[NoTranslationData, Tag("none")],
-        Annotated[TfdsData, Tag("tfds")],
-        Annotated[DirectoryData, Tag("directory")],
-    ],
-    Discriminator(_data_tag),
+#: The ``data:`` section of a translation config, by ``source`` (toy_translation by default).
+TranslationDataConfig = Annotated[
+    Union[ToyTranslationData, ParallelTextData, TfdsTranslationData, NoTranslationData],  # noqa: UP007
+    Field(discriminator="source"),
+]
+#: The ``data:`` section of a classification config, by ``source``.
+ClassificationDataConfig = Annotated[
+    Union[TfdsData, DirectoryData],  # noqa: UP007
+    Field(discriminator="source"),
+]
+#: Every data source of every task (the diagnostics name the other sources that take a key).
+DataConfig = Union[  # noqa: UP007
+    ToyTranslationData,
+    ParallelTextData,
+    TfdsTranslationData,
+    NoTranslationData,
+    TfdsData,
+    DirectoryData,
 ]
 
 
-#: The validation metrics of each task, by name (``training.early_stopping.metric`` is one of
-#: them). Translation's decoding scores need ``training.validation.decode``.
-TASK_VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("loss", "accuracy"),
-    "translation": ("loss", "token_accuracy", "exact_match", "bleu", "chrf"),
-}
 DECODING_METRICS = ("exact_match", "bleu", "chrf")
 #: Metrics where lower is better; every other one is maximised.
 MINIMIZED_METRICS = ("loss",)
@@ -660,24 +628,40 @@ _SECTIONS = ("model", "training", "distribute", "decoding")
 
 
 class Config(BaseModel):
-    """A complete, validated run configuration.
+    """A complete, validated run configuration: the sections every task has.
 
-    Use :func:`load_config` (a YAML file) or :func:`config_from_dict` rather than the
-    constructor: they report errors with file, line and key path, and import plugins.
+    Each task's config is a subclass that narrows ``task``, ``model`` and ``data`` and names
+    its validation metrics (:class:`TranslationConfig`, :class:`ClassificationConfig`); a
+    mapping becomes one of them by its ``task`` key (:data:`AnyConfig`). Use
+    :func:`~transformer_tf.config.load_config` (a YAML file) or
+    :func:`~transformer_tf.config.config_from_dict` rather than a constructor: they report
+    errors with file, line and key path, and import plugins.
     """
 
     model_config = _STRICT
 
-    task: Literal["translation", "classification"]
+    #: The model built when ``model.name`` is not set.
+    DEFAULT_MODEL: ClassVar[str] = ""
+    #: The validation metrics, by name (``training.early_stopping.metric`` is one of them).
+    VALIDATION_METRICS: ClassVar[tuple[str, ...]] = ("loss",)
+
+    # Each task narrows `task`, `model` and `data`; declared here so that dumps keep this order.
+    task: str
     name: str | None = None
     plugins: list[NonEmptyStr] = Field(default_factory=list)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    # For translation, `data` and `data.source` default to toy_translation (so `--set data.seed=7`
-    # works without a data section); for classification both are required.
-    data: DataConfig
+    data: Any = None
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+
+    @classmethod
+    def data_sources(cls) -> tuple[str, ...]:
+        """The ``data.source`` values this task accepts; the first is the default, if any."""
+        union = cls.model_fields["data"].annotation
+        while get_origin(union) is Annotated:
+            union = get_args(union)[0]
+        return tuple(get_args(m.model_fields["source"].annotation)[0] for m in get_args(union))
 
     @model_validator(mode="before")
     @classmethod
@@ -690,26 +674,12 @@ class Config(BaseModel):
                 raw[section] = {}
         if "data" in raw and raw["data"] is None:
             del raw["data"]
-        if raw.get("task") != "classification":  # Translation's data source has a default.
-            data = raw.get("data", {})
-            if isinstance(data, dict) and "source" not in data:
-                raw["data"] = {"source": TASK_DATA_SOURCES["translation"][0], **data}
-            if isinstance(raw.get("data"), dict):
-                raw["data"] = _TranslationDataInput(raw["data"])
         return raw
 
     @model_validator(mode="after")
     def _check_task(self) -> Config:
         if self.model.name is None:
-            self.model.name = DEFAULT_MODEL_NAMES[self.task]
-        self._check_classifier_keys()
-        allowed = TASK_DATA_SOURCES[self.task]
-        if self.data.source not in allowed:
-            raise Invalid(
-                ("data", "source"),
-                expected=f"one of {', '.join(repr(s) for s in allowed)} for task {self.task!r}",
-                found=repr(self.data.source),
-            )
+            self.model.name = self.DEFAULT_MODEL
         self._check_selection_metric()
         if self.training.batch_type == "tokens" and self.distribute.strategy == "tpu":
             # Token budgets give each length bucket its own batch size, so the batch dimension
@@ -721,47 +691,115 @@ class Config(BaseModel):
             )
         return self
 
+    def validation_metrics(self) -> tuple[str, ...]:
+        """The metrics a validation of this config reports."""
+        return self.VALIDATION_METRICS
+
+    def _metric_hint(self, metric: str) -> str:
+        """Why ``metric``, a metric of the task, is not among :meth:`validation_metrics`."""
+        return ""
+
     def _check_selection_metric(self) -> None:
         """``training.early_stopping.metric`` must be a validation metric of this run."""
         stopping = self.training.early_stopping
         if stopping is None:
             return
-        metrics = TASK_VALIDATION_METRICS[self.task]
-        if self.task == "translation" and not self.training.validation.decode:
-            metrics = tuple(m for m in metrics if m not in DECODING_METRICS)
+        metrics = self.validation_metrics()
         if stopping.metric not in metrics:
-            hint = ""
-            if stopping.metric in DECODING_METRICS and self.task == "translation":
-                hint = " (decoding scores need training.validation.decode: true)"
             raise Invalid(
                 ("training", "early_stopping", "metric"),
                 expected=f"a validation metric of task {self.task!r}: "
-                f"{', '.join(repr(m) for m in metrics)}{hint}",
+                f"{', '.join(repr(m) for m in metrics)}{self._metric_hint(stopping.metric)}",
                 found=repr(stopping.metric),
             )
-
-    def _check_classifier_keys(self) -> None:
-        """Fill in ``model.pooling``/``model.num_classes`` for classification; reject them
-        elsewhere."""
-        for key, default in CLASSIFIER_MODEL_DEFAULTS.items():
-            value = getattr(self.model, key)
-            if self.task == "classification":
-                if value is None:
-                    setattr(self.model, key, default)
-            elif value is not None:
-                # Versions before these keys became classification-only wrote them, with their
-                # defaults, into every saved config.yaml, translation runs included: exactly the
-                # default is dropped silently so that those run directories still load; any
-                # other value is an error.
-                if value == default:
-                    setattr(self.model, key, None)
-                    continue
-                raise Invalid(
-                    ("model", key),
-                    message=f"model.{key} applies to task 'classification' only (this config's "
-                    f"task is {self.task!r})",
-                )
 
     def to_yaml(self) -> str:
         """The fully resolved config as YAML; :func:`config_from_dict` of it gives an equal Config."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class TranslationConfig(Config):
+    """A translation run: an encoder-decoder on parallel text (``task: translation``)."""
+
+    DEFAULT_MODEL: ClassVar[str] = "seq2seq_transformer"
+    VALIDATION_METRICS: ClassVar[tuple[str, ...]] = ("loss", "token_accuracy", *DECODING_METRICS)
+
+    task: Literal["translation"]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    # `data` and `data.source` default to toy_translation (so that `--set data.seed=7` works
+    # without a data section).
+    data: TranslationDataConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_source(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        data = {} if raw.get("data") is None else raw["data"]
+        if isinstance(data, dict) and "source" not in data:
+            raw["data"] = {"source": cls.data_sources()[0], **data}
+        if isinstance(raw.get("model"), dict):
+            raw["model"] = _without_classifier_keys(raw["model"])
+        return raw
+
+    def validation_metrics(self) -> tuple[str, ...]:
+        if self.training.validation.decode:
+            return self.VALIDATION_METRICS
+        return tuple(m for m in self.VALIDATION_METRICS if m not in DECODING_METRICS)
+
+    def _metric_hint(self, metric: str) -> str:
+        if metric in DECODING_METRICS:
+            return " (decoding scores need training.validation.decode: true)"
+        return ""
+
+
+def _without_classifier_keys(model: dict) -> dict:
+    """A translation config's ``model`` section without the classifier-only keys.
+
+    Versions before these keys became classification-only wrote them, with their defaults, into
+    every saved config.yaml, translation runs included: exactly the default is dropped silently
+    so that those run directories still load; any other value is an error.
+    """
+    model = dict(model)
+    for key, default in CLASSIFIER_MODEL_DEFAULTS.items():
+        if key not in model:
+            continue
+        if model[key] == default and type(model[key]) is type(default):
+            del model[key]
+            continue
+        raise Invalid(
+            ("model", key),
+            message=f"model.{key} applies to task 'classification' only (this config's "
+            "task is 'translation')",
+        )
+    return model
+
+
+class ClassificationConfig(Config):
+    """A text classification run: an encoder and a classifier head (``task: classification``)."""
+
+    DEFAULT_MODEL: ClassVar[str] = "transformer_classifier"
+    VALIDATION_METRICS: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+
+    task: Literal["classification"]
+    model: ClassifierModelConfig = Field(default_factory=ClassifierModelConfig)
+    data: ClassificationDataConfig
+
+
+#: Any task's config, chosen by its ``task`` key.
+AnyConfig = Annotated[
+    Union[TranslationConfig, ClassificationConfig],  # noqa: UP007
+    Field(discriminator="task"),
+]
+#: Validates a raw mapping into the config of its task.
+CONFIG_ADAPTER: TypeAdapter = TypeAdapter(AnyConfig)
+#: ``task`` -> its config class.
+TASK_CONFIGS: dict[str, type[Config]] = {
+    get_args(cls.model_fields["task"].annotation)[0]: cls
+    for cls in (TranslationConfig, ClassificationConfig)
+}
+#: The data sources each task accepts; the first one is the default when ``data`` is absent.
+TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {
+    task: cls.data_sources() for task, cls in TASK_CONFIGS.items()
+}

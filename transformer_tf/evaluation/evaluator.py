@@ -14,7 +14,7 @@ import tensorflow as tf
 from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
 from transformer_tf.evaluation import scorers
-from transformer_tf.inference.ensemble import load_members, make_ensemble
+from transformer_tf.inference.ensemble import load_members
 from transformer_tf.inference.translate import translate_with_task
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import Task, TranslationTask
@@ -166,7 +166,7 @@ def evaluate_run(
     model = run.model
     if ensemble:
         members = load_members(run, list(ensemble), overrides)
-        model = make_ensemble(run.config.task, [run.model, *(m.model for m in members)])
+        model = run.task.ensemble([run.model, *(m.model for m in members)])
     scores = Evaluator(run.strategy, model, run.task).run(split)
     if isinstance(run.task, TranslationTask):
         scores.update(translation_scores(run.task, model, split, beam_size=beam_size))

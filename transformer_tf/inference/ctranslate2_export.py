@@ -381,11 +381,7 @@ def export_ctranslate2(
         )
     run = load_run(run_dir, checkpoint=checkpoint, average_last=average_last)
     config = run.config
-    if config.task != "translation":
-        raise UserError(
-            f"the CTranslate2 export converts translation runs; {run_dir} is a {config.task} run "
-            "(use --format savedmodel)"
-        )
+    run.task.require_command("export --format ctranslate2", str(run_dir))
     source, target = run.task.source_tokenizer, run.task.target_tokenizer
     spec = build_spec(run.model, _tokens(source), _tokens(target))
     spec.optimize(quantization=quantization)

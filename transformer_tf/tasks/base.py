@@ -50,6 +50,31 @@ class Task:
         """The model's vocabulary-size arguments (after :meth:`prepare`)."""
         raise NotImplementedError
 
+    def tokenizers(self) -> dict:
+        """The task's tokenizers by side (after :meth:`prepare`): translation's ``source`` and
+        ``target``, classification's ``review``. Ensembles compare them member by member."""
+        raise NotImplementedError
+
+    def ensemble(self, models: list):
+        """One model that averages the probabilities of ``models`` (runs of this task with the
+        same vocabularies), usable wherever one of them is (``evaluate --ensemble``)."""
+        raise NotImplementedError
+
+    #: The commands beyond ``train``, ``evaluate`` and ``export`` that the task's runs support:
+    #: ``translate``, ``score`` and ``export --format ctranslate2`` for a task whose model
+    #: generates text with the search.
+    commands: frozenset[str] = frozenset()
+
+    def require_command(self, command: str, run_name: str) -> None:
+        """Raise a UserError unless the task's runs support ``command``."""
+        if command not in self.commands:
+            own = ", ".join(["train", "evaluate", "export", *sorted(self.commands)])
+            raise UserError(
+                f"{run_name} is a {self.name} run; {command} is not a command for {self.name} "
+                f"runs (they support: {own}). {command} needs a run of a task that generates "
+                "text, such as translation"
+            )
+
     def vocabularies(self) -> dict[str, list[str]]:
         """The tokens by id of each vocabulary the model indexes (after :meth:`prepare`),
         keyed as the model's ``vocabulary_weights`` name them (``"source"``, ``"target"``)."""

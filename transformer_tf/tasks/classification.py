@@ -10,6 +10,7 @@ import tensorflow as tf
 from transformer_tf.config import Config
 from transformer_tf.data import imdb
 from transformer_tf.errors import UserError
+from transformer_tf.models.ensemble import ClassifierEnsemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
 from transformer_tf.tasks.base import Task
@@ -76,6 +77,12 @@ class ClassificationTask(Task):
 
     def vocabulary_args(self) -> dict:
         return {"vocab_size": self.tokenizer.vocab_size}
+
+    def tokenizers(self) -> dict:
+        return {"review": self.tokenizer}
+
+    def ensemble(self, models: list):
+        return ClassifierEnsemble(models)
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {"source": list(self.tokenizer.vocab)}

@@ -19,6 +19,7 @@ from transformer_tf.data.translation import (
     make_translation_dataset,
 )
 from transformer_tf.errors import UserError
+from transformer_tf.models.ensemble import Ensemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
 from transformer_tf.tasks.base import Task, per_replica_batch_size
@@ -62,6 +63,7 @@ class TranslationTask(Task):
 
     name = "translation"
     count_unit = "tokens"
+    commands = frozenset({"translate", "score", "export --format ctranslate2"})
     shards_input = True
 
     def __init__(self, config: Config, run: RunDir):
@@ -167,6 +169,12 @@ class TranslationTask(Task):
             "source_vocab_size": self.source_tokenizer.vocab_size,
             "target_vocab_size": self.target_tokenizer.vocab_size,
         }
+
+    def tokenizers(self) -> dict:
+        return {"source": self.source_tokenizer, "target": self.target_tokenizer}
+
+    def ensemble(self, models: list):
+        return Ensemble(models)
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {
