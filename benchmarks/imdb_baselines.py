@@ -2,7 +2,7 @@
 
 The same reviews, split and cleaning as ``transformer-tf train configs/imdb.yaml``
 (:func:`~transformer_tf.data.imdb.split_validation` with the config's fraction and split_seed,
-:func:`~transformer_tf.data.imdb.clean_text`, whitespace words and bigrams), then scikit-learn:
+:func:`~transformer_tf.data.review_tokenizer.clean_text`, whitespace words and bigrams), then scikit-learn:
 
 * ``nb_lr``: NBSVM's naive-Bayes log-count ratios (binary features, smoothing 1) scaling a
   logistic regression (Wang & Manning 2012; liblinear, C = 1);
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from transformer_tf.data.imdb import clean_text, load_imdb_directory, split_validation
+from transformer_tf.data.imdb import load_imdb_directory, split_validation
+from transformer_tf.data.review_tokenizer import clean_text
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imdb.yaml"
 

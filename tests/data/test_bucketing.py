@@ -26,7 +26,11 @@ def test_bucket_boundaries_known_answers():
     # 8 wide while 25% is less than 8 tokens, then geometric (round half to even: 62.5 -> 62).
     assert bucket_boundaries(100, step=8, growth=1.25) == [8, 16, 24, 32, 40, 50, 62, 78, 98, 100]
     assert bucket_boundaries(7, step=2, growth=3.0) == [2, 6, 7]
-    with pytest.raises(UserError, match="max_length >= 1"):
+    # A first boundary of its own, then at least 1 wider and 25% apart (the review buckets).
+    assert bucket_boundaries(24, step=1, growth=1.25, first=8) == [8, 10, 12, 15, 19, 24]
+    with pytest.raises(UserError, match="first >= 1"):
+        bucket_boundaries(24, first=0)
+    with pytest.raises(UserError, match="max_length, step and first >= 1"):
         bucket_boundaries(0)
     with pytest.raises(UserError, match="growth >= 1"):
         bucket_boundaries(10, growth=0.5)

@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transformer_tf.data.imdb import (
+from transformer_tf.data.classification import (
     EncodedTexts,
-    ReviewTokenizer,
-    TextSplit,
-    clean_text,
     document_counts,
     encode_texts,
-    load_imdb_directory,
-    load_imdb_tfds,
     make_classification_dataset,
     review_bucket_boundaries,
-    split_validation,
-    tf_clean_text,
     truncate,
 )
+from transformer_tf.data.imdb import (
+    TextSplit,
+    load_imdb_directory,
+    load_imdb_tfds,
+    split_validation,
+)
+from transformer_tf.data.review_tokenizer import ReviewTokenizer, clean_text, tf_clean_text
 from transformer_tf.errors import DataError
 
 POS = ["A great film!<br /><br />Loved it.", "Wonderful acting, don't miss it.", ""]

@@ -297,8 +297,7 @@ def _translate(item: dict, raw: dict) -> tuple[tuple, str]:
         if path == ("data",) and task in TASK_DATA_SOURCES:
             sources = " or ".join(f"`source: {s}`" for s in TASK_DATA_SOURCES[task])
             return path, (
-                f"data: missing required key (task {task!r} needs a `data:` section "
-                f"with {sources})"
+                f"data: missing required key (task {task!r} needs a `data:` section with {sources})"
             )
         return path, f"{dotted}: missing required key" + (
             f" (expected {expected})" if expected else ""

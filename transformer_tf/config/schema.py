@@ -157,6 +157,7 @@ BlockFields = create_model(
     **{spec.name: _block_field(spec) for spec in BLOCK_ARG_SPECS},
 )
 
+
 class ModelConfig(BlockFields):
     """The ``model:`` section: architecture hyperparameters and registered part names.
 
@@ -179,6 +180,7 @@ class ModelConfig(BlockFields):
     share_embeddings: bool = False
     tie_embeddings: bool = True
     output_bias: bool = False  # a bias on the tied output projection (OpenNMT-tf, Marian)
+
     @model_validator(mode="after")
     def _resolve(self) -> ModelConfig:
         if self.num_encoder_layers is None:
@@ -192,7 +194,6 @@ class ModelConfig(BlockFields):
                 f"`model.num_heads` ({self.num_heads})",
             )
         return self
-
 
 
 class ClassifierModelConfig(ModelConfig):

@@ -30,23 +30,30 @@ DEFAULT_BUCKET_STEP = 8
 BATCH_TYPES = ("examples", "tokens")
 
 
-def bucket_boundaries(max_length: int, step: int = DEFAULT_BUCKET_STEP, growth: float = 1.0):
-    """Inclusive upper bucket lengths from ``step`` up to ``max_length`` (module convention).
+def bucket_boundaries(
+    max_length: int,
+    step: int = DEFAULT_BUCKET_STEP,
+    growth: float = 1.0,
+    first: int | None = None,
+):
+    """Inclusive upper bucket lengths from ``first`` up to ``max_length`` (module convention).
 
-    The first boundary is ``step``; each next one is ``max(b + step, round(b * growth))``, so
+    The first boundary is ``first`` (``step`` by default); each next one is ``max(b + step, round(b * growth))``, so
     buckets are ``step`` wide while that is wider than ``growth`` and grow geometrically after
     (a batch then pads each example by at most about ``growth - 1`` of its length). The last
     boundary is exactly ``max_length``, so that no bucket is nominally longer than the data.
 
     Known answers: ``bucket_boundaries(61)`` is ``[8, 16, 24, 32, 40, 48, 56, 61]``;
     ``bucket_boundaries(100, step=8, growth=1.25)`` is ``[8, 16, 24, 32, 40, 50, 62, 78, 98,
-    100]``; ``bucket_boundaries(5)`` is ``[5]``.
+    100]``; ``bucket_boundaries(24, step=1, growth=1.25, first=8)`` is ``[8, 10, 12, 15, 19,
+    24]``; ``bucket_boundaries(5)`` is ``[5]``.
 
     Args:
         max_length: int >= 1, the longest example length to cover.
         step: int >= 1, the first boundary and the smallest bucket width. Defaults to 8.
         growth: float >= 1.0, the ratio between consecutive boundaries once the buckets are
             wider than ``step``. Defaults to 1.0 (buckets of constant width ``step``).
+        first: int >= 1 or None, the first boundary. Defaults to ``step``.
 
     Returns:
         list[int], strictly increasing, ending with ``max_length``.
@@ -54,13 +61,14 @@ def bucket_boundaries(max_length: int, step: int = DEFAULT_BUCKET_STEP, growth: 
     Raises:
         UserError: an argument out of range.
     """
-    if max_length < 1 or step < 1 or growth < 1.0:
+    first = step if first is None else first
+    if max_length < 1 or step < 1 or growth < 1.0 or first < 1:
         raise UserError(
-            "bucket_boundaries needs max_length >= 1, step >= 1 and growth >= 1, got "
-            f"{max_length}, {step}, {growth}"
+            "bucket_boundaries needs max_length, step and first >= 1 and growth >= 1, got "
+            f"{max_length}, {step}, {first}, {growth}"
         )
     boundaries = []
-    bound = step
+    bound = first
     while bound < max_length:
         boundaries.append(bound)
         bound = max(bound + step, round(bound * growth))

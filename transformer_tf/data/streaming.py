@@ -23,7 +23,6 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from transformer_tf.data.parallel import open_data_file
@@ -37,7 +36,6 @@ __all__ = [
     "check_aligned",
     "count_lines",
     "encode_text_pairs",
-    "epoch_seeds",
     "filter_pairs",
     "parallel_text_pairs",
     "sample_parallel",
@@ -235,14 +233,6 @@ def _open_text(path: Path):
         return open(path, encoding="utf-8", errors="replace", newline="\n")
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
-
-
-def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
-    """The (example shuffle, batch shuffle) seeds of an epoch, as the in-memory pipeline."""
-    example_seed, batch_seed = (
-        int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(2)
-    )
-    return example_seed, batch_seed
 
 
 # --- TensorFlow Datasets ----------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """Tokenizers with one interface, in Python and as in-graph TensorFlow ops for serving.
 
-Two kinds:
+The kinds (:data:`TOKENIZER_KINDS`, by ``kind``):
 
 * :class:`WordTokenizer`: whitespace words (optionally with punctuation split off), for the toy
   task and for word-level baselines;
 * :class:`SentencePieceTokenizer`: a BPE or unigram model trained with the ``sentencepiece``
-  library, in graph via ``tensorflow_text.SentencepieceTokenizer``.
+  library, in graph via ``tensorflow_text.SentencepieceTokenizer``;
+* :class:`SentencePieceVocabTokenizer`: SentencePiece segmentation with the pieces looked up in
+  a separate vocabulary (imported OpenNMT-tf and Marian models);
+* ``review``: :class:`~transformer_tf.data.review_tokenizer.ReviewTokenizer`, the
+  classification task's (cleaning, words and n-grams), in its own module, which registers it
+  here when imported.
 
 Ids 0-3 are always ``<pad>``, ``<unk>``, ``<s>``, ``</s>`` (see ``special_tokens``).
 ``encode`` adds neither BOS nor EOS; ``decode`` stops at the first EOS and skips PAD and BOS.

@@ -25,6 +25,7 @@ from transformer_tf.data.bucketing import (
     check_boundaries,
 )
 from transformer_tf.data.parallel import ParallelCorpus
+from transformer_tf.data.seeds import epoch_seeds
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import UserError
@@ -187,9 +188,7 @@ def make_translation_dataset(
     target_flat = tf.constant(_concatenate(target_ids), tf.int32)
     source_starts = tf.constant(np.concatenate([[0], np.cumsum(source_lengths)]), tf.int64)
     target_starts = tf.constant(np.concatenate([[0], np.cumsum(target_lengths)]), tf.int64)
-    example_seed, batch_seed = (
-        int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(2)
-    )
+    example_seed, batch_seed = epoch_seeds(seed, epoch)
 
     def ids(index):
         x = source_flat[source_starts[index] : source_starts[index + 1]]

@@ -16,8 +16,8 @@ in graph, so that it can be served (TF Serving, ``tf.saved_model.load``) without
   differently, so only floating-point noise could differ).
 * classification runs: ``text`` ``(batch,)`` tf.string -> ``{"probabilities": (batch,
   num_classes) float32, "label": (batch,) int32}``: the run's
-  :class:`~transformer_tf.data.imdb.ReviewTokenizer` in graph (``tf_encode``: cleaning, words
-  and n-grams, vocabulary), :func:`~transformer_tf.data.imdb.truncate` as in training, the
+  :class:`~transformer_tf.data.review_tokenizer.ReviewTokenizer` in graph (``tf_encode``: cleaning, words
+  and n-grams, vocabulary), :func:`~transformer_tf.data.classification.truncate` as in training, the
   classifier and a softmax.
 
 SentencePiece runs use ``tensorflow_text`` ops: a process loading such an export must
@@ -49,7 +49,7 @@ import tensorflow as tf
 
 import transformer_tf
 from transformer_tf.assembly import load_run
-from transformer_tf.data.imdb import truncate
+from transformer_tf.data.classification import truncate
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.search import make_decoder
@@ -280,11 +280,11 @@ def build_classification_module(
     ``serve`` returns ``{"probabilities": (batch, num_classes) float32, "label": (batch,)
     int32}``. Text goes through the training preprocessing: ``tokenizer.tf_encode`` (in-graph
     cleaning, words and n-grams, the run's vocabulary) and
-    :func:`~transformer_tf.data.imdb.truncate` to ``max_length`` ids.
+    :func:`~transformer_tf.data.classification.truncate` to ``max_length`` ids.
 
     Args:
         model: ``TransformerClassifier``, built and restored.
-        tokenizer: :class:`~transformer_tf.data.imdb.ReviewTokenizer`, the run's.
+        tokenizer: :class:`~transformer_tf.data.review_tokenizer.ReviewTokenizer`, the run's.
         max_length: int, ``data.max_length``.
         truncation: str, ``data.truncation`` (``head``, ``tail`` or ``head_tail``).
     """

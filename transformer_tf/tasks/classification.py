@@ -8,7 +8,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from transformer_tf.config import Config
-from transformer_tf.data import imdb
+from transformer_tf.data import classification, imdb
+from transformer_tf.data.review_tokenizer import ReviewTokenizer
 from transformer_tf.errors import UserError
 from transformer_tf.models.ensemble import ClassifierEnsemble
 from transformer_tf.run import RunDir
@@ -59,13 +60,13 @@ class ClassificationTask(Task):
         self._encoded.clear()  # ids made with another tokenizer would be stale
         vocab_dir = self.run.vocab_dir
         if (vocab_dir / "vocab.txt").exists():
-            self.tokenizer = imdb.ReviewTokenizer.load(vocab_dir)
+            self.tokenizer = ReviewTokenizer.load(vocab_dir)
             return
         if not create:
             raise UserError(f"{vocab_dir} has no vocabulary: is {self.run} a trained run?")
         data = self.config.data
         texts, _ = self.splits["train"]
-        self.tokenizer = imdb.ReviewTokenizer.build(
+        self.tokenizer = ReviewTokenizer.build(
             texts,
             data.vocab_size,
             ngrams=data.ngrams,
@@ -101,7 +102,7 @@ class ClassificationTask(Task):
             raise UserError(f"split `{split}` is not available; splits: {', '.join(self.splits)}")
         _, labels = self.splits[split]
         data = self.config.data
-        return imdb.make_classification_dataset(
+        return classification.make_classification_dataset(
             self._encoded_split(split),
             labels,
             batch_size=self.config.training.batch_size,
@@ -113,11 +114,11 @@ class ClassificationTask(Task):
             batch_type=self.config.training.batch_type,
         )
 
-    def _encoded_split(self, split: str) -> imdb.EncodedTexts:
+    def _encoded_split(self, split: str) -> classification.EncodedTexts:
         # Encoded once per run, not once per epoch (each epoch builds a new dataset).
         if split not in self._encoded:
             data = self.config.data
-            self._encoded[split] = imdb.encode_texts(
+            self._encoded[split] = classification.encode_texts(
                 self.splits[split][0],
                 self.tokenizer,
                 max_length=data.max_length,
@@ -130,7 +131,7 @@ class ClassificationTask(Task):
         truncated for training (:meth:`TransformerClassifier.adapt_naive_bayes`)."""
         if getattr(model, "naive_bayes", False):
             model.adapt_naive_bayes(
-                imdb.document_counts(
+                classification.document_counts(
                     self._encoded_split("train"),
                     self.splits["train"][1],
                     vocab_size=self.tokenizer.vocab_size,

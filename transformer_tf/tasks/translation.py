@@ -12,6 +12,7 @@ import tensorflow as tf
 from transformer_tf.config import Config
 from transformer_tf.data import streaming, tokenizers
 from transformer_tf.data.parallel import read_parallel
+from transformer_tf.data.seeds import epoch_seeds
 from transformer_tf.data.toy import toy_splits
 from transformer_tf.data.translation import (
     batch_translation_examples,
@@ -265,7 +266,7 @@ class TranslationTask(Task):
     def _streamed_train(self, epoch, batch_size, shard, static) -> tf.data.Dataset:
         data, training = self.config.data, self.config.training
         num_pipelines, pipeline_id = shard or (1, 0)
-        example_seed, batch_seed = streaming.epoch_seeds(training.seed, epoch)
+        example_seed, batch_seed = epoch_seeds(training.seed, epoch)
         if data.source == "tfds":
             pairs = streaming.tfds_text_pairs(
                 data.name, data.splits["train"], data.source_language, data.target_language,
