@@ -35,6 +35,13 @@ def write(directory: Path, text: str, name: str = "config.yaml") -> Path:
     return path
 
 
+def config_error(path: Path, overrides=()) -> str:
+    """The message of the ConfigError that loading ``path`` with ``overrides`` raises."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, overrides)
+    return str(excinfo.value)
+
+
 def error_lines(excinfo: pytest.ExceptionInfo) -> list[str]:
     return str(excinfo.value).splitlines()
 
@@ -185,9 +192,8 @@ def test_missing_file(tmp_path):
 
 def test_invalid_yaml_reports_line_and_column(tmp_path):
     path = write(tmp_path, "task: translation\nmodel:\n  d_model: [1, 2\n  num_heads: 4\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    message = str(excinfo.value)
+    message = config_error(path)
+    message = message
     assert message.startswith(f"{path}:4:")
     assert "invalid YAML" in message and "line 3" in message
 
@@ -195,27 +201,24 @@ def test_invalid_yaml_reports_line_and_column(tmp_path):
 def test_unsafe_yaml_tags_are_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = write(tmp_path, f"task: !!python/object/apply:os.system ['touch {marker}']\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert f"{path}:1:" in str(excinfo.value) and "invalid YAML" in str(excinfo.value)
+    message = config_error(path)
+    assert f"{path}:1:" in message and "invalid YAML" in message
     assert not marker.exists()
 
 
 def test_top_level_must_be_a_mapping(tmp_path):
     path = write(tmp_path, "- task\n- translation\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value).startswith(f"{path}:1: expected a mapping")
-    assert "found a list ['task', 'translation']" in str(excinfo.value)
+    message = config_error(path)
+    assert message.startswith(f"{path}:1: expected a mapping")
+    assert "found a list ['task', 'translation']" in message
     with pytest.raises(ConfigError, match="<config>: expected a mapping at the top level"):
         config_from_dict(["task"])
 
 
 def test_duplicate_keys_are_errors(tmp_path):
     path = write(tmp_path, "task: translation\nmodel:\n  d_model: 64\n  d_model: 32\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}:4: duplicate key `model.d_model` (also at line 3); each key may appear only once"
     )
 
@@ -294,16 +297,14 @@ def test_wrong_type(tmp_path):
 
 def test_section_of_wrong_type(tmp_path):
     path = write(tmp_path, "task: translation\nmodel: 5\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == f"{path}:2: model: expected a mapping, found 5 (int)"
+    message = config_error(path)
+    assert message == f"{path}:2: model: expected a mapping, found 5 (int)"
 
 
 def test_bad_literal(tmp_path):
     path = write(tmp_path, "task: translation\nmodel:\n  activation: tanh\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}:3: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'"
     )
 
@@ -334,19 +335,17 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
 
 def test_missing_required_task_has_no_line_but_names_the_file(tmp_path):
     path = write(tmp_path, "name: run\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}: task: missing required key (expected one of 'translation', 'classification')"
     )
 
 
 def test_classification_requires_data(tmp_path):
     path = write(tmp_path, "task: classification\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value).startswith(f"{path}: data: missing required key")
-    assert "`source: tfds` or `source: directory`" in str(excinfo.value)
+    message = config_error(path)
+    assert message.startswith(f"{path}: data: missing required key")
+    assert "`source: tfds` or `source: directory`" in message
 
 
 def test_every_error_is_listed_at_once_in_schema_order(tmp_path):
@@ -377,20 +376,14 @@ def test_every_error_is_listed_at_once_in_schema_order(tmp_path):
 
 def test_d_model_divisible_by_num_heads(tmp_path):
     path = write(tmp_path, "task: translation\nmodel:\n  d_model: 30\n  num_heads: 4\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
-        f"{path}:3: `model.d_model` (30) must be divisible by `model.num_heads` (4)"
-    )
+    message = config_error(path)
+    assert message == (f"{path}:3: `model.d_model` (30) must be divisible by `model.num_heads` (4)")
 
 
 def test_list_item_errors_point_at_the_item(tmp_path):
     path = write(tmp_path, 'task: translation\ndistribute:\n  devices:\n    - "/gpu:0"\n    - ""\n')
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
-        f"{path}:5: distribute.devices[1]: expected a non-empty string, found ''"
-    )
+    message = config_error(path)
+    assert message == (f"{path}:5: distribute.devices[1]: expected a non-empty string, found ''")
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,9 +392,8 @@ def test_list_item_errors_point_at_the_item(tmp_path):
 
 def test_unknown_data_source(tmp_path):
     path = write(tmp_path, "task: classification\ndata:\n  source: tfd\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}:3: data.source: expected one of 'tfds', 'directory' for task 'classification', "
         "found 'tfd'"
     )
@@ -428,9 +420,8 @@ def test_missing_data_source(tmp_path):
 
 def test_data_source_must_fit_the_task(tmp_path):
     path = write(tmp_path, "task: translation\ndata:\n  source: directory\n  path: .\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds', "
         "'none' for task 'translation', found 'directory'"
     )
@@ -441,9 +432,8 @@ def test_token_batches_are_refused_on_tpu(tmp_path):
         tmp_path,
         "task: translation\ntraining:\n  batch_type: tokens\ndistribute:\n  strategy: tpu\n",
     )
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    message = config_error(path)
+    assert message == (
         f"{path}:3: training.batch_type: expected `examples` with `distribute.strategy: tpu` "
         "(static batch shapes), found 'tokens'"
     )
@@ -603,9 +593,8 @@ def test_overrides_are_typed_by_yaml_and_validated_by_the_schema(tmp_path):
 
 def test_bad_override_value_is_located_at_the_override(tmp_path):
     path = write(tmp_path, "task: translation\ntraining:\n  batch_size: 8\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, ["training.batch_size=abc"])
-    assert str(excinfo.value) == (
+    message = config_error(path, ["training.batch_size=abc"])
+    assert message == (
         "override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0, "
         "found 'abc' (str)"
     )
@@ -613,9 +602,8 @@ def test_bad_override_value_is_located_at_the_override(tmp_path):
 
 def test_unknown_override_key_did_you_mean(tmp_path):
     path = write(tmp_path, "task: translation\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, ["model.d_modle=3"])
-    assert str(excinfo.value) == (
+    message = config_error(path, ["model.d_modle=3"])
+    assert message == (
         "override `--set model.d_modle=3`: unknown key `model.d_modle`; did you mean "
         "`model.d_model`?"
     )
@@ -623,9 +611,8 @@ def test_unknown_override_key_did_you_mean(tmp_path):
 
 def test_override_of_a_whole_section_owns_the_errors_below_it(tmp_path):
     path = write(tmp_path, "task: translation\nmodel:\n  d_model: 64\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, ["model={d_model: 64, num_heads: 0}"])
-    assert str(excinfo.value) == (
+    message = config_error(path, ["model={d_model: 64, num_heads: 0}"])
+    assert message == (
         "override `--set model={d_model: 64, num_heads: 0}`: model.num_heads: expected an "
         "integer > 0, found 0"
     )
@@ -643,10 +630,9 @@ def test_override_of_a_whole_section_owns_the_errors_below_it(tmp_path):
 )
 def test_malformed_overrides(tmp_path, override, expected):
     path = write(tmp_path, "task: translation\nmodel:\n  d_model: 64\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, [override])
-    assert str(excinfo.value).startswith(f"override `--set {override}`: ")
-    assert expected in str(excinfo.value)
+    message = config_error(path, [override])
+    assert message.startswith(f"override `--set {override}`: ")
+    assert expected in message
 
 
 def test_config_from_dict_applies_overrides_without_mutating_its_input():
