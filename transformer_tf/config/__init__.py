@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from transformer_tf.config import schema
 from transformer_tf.config.diagnostics import (
     Locator,
     apply_overrides,
@@ -45,28 +46,13 @@ from transformer_tf.config.diagnostics import (
     translate_errors,
     yaml_error_message,
 )
+
+# The schema's names are the package's: `from transformer_tf.config import TrainingConfig`.
+from transformer_tf.config.schema import *  # noqa: F403
 from transformer_tf.config.schema import (
-    CLASSIFIER_MODEL_DEFAULTS,
     CONFIG_ADAPTER,
     REGISTERED_MODEL_FIELDS,
-    TASK_CONFIGS,
-    TASK_DATA_SOURCES,
-    ClassificationConfig,
-    ClassifierModelConfig,
     Config,
-    DataConfig,
-    DecodingConfig,
-    DirectoryData,
-    DistributeConfig,
-    EarlyStopping,
-    ModelConfig,
-    ParallelTextData,
-    SplitFiles,
-    TfdsData,
-    ToyTranslationData,
-    TrainingConfig,
-    TranslationConfig,
-    ValidationConfig,
 )
 from transformer_tf.files import write_atomic
 from transformer_tf.plugins import PluginError, import_plugins
@@ -75,26 +61,7 @@ from transformer_tf.plugins import PluginError, import_plugins
 _BUILTIN_MODULES = frozenset({"transformer_tf.layers", "transformer_tf.models"})
 
 __all__ = [
-    "CLASSIFIER_MODEL_DEFAULTS",
-    "ClassificationConfig",
-    "ClassifierModelConfig",
-    "Config",
-    "DataConfig",
-    "DecodingConfig",
-    "DirectoryData",
-    "DistributeConfig",
-    "EarlyStopping",
-    "ModelConfig",
-    "ParallelTextData",
-    "REGISTERED_MODEL_FIELDS",
-    "SplitFiles",
-    "TASK_CONFIGS",
-    "TASK_DATA_SOURCES",
-    "TfdsData",
-    "ToyTranslationData",
-    "TrainingConfig",
-    "TranslationConfig",
-    "ValidationConfig",
+    *schema.__all__,
     "check_registered_names",
     "config_from_dict",
     "load_config",

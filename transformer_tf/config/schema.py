@@ -349,6 +349,21 @@ class _StreamedTranslationData(BaseModel):
     vocab_sample: int = Field(500_000, ge=1)
     bucket_width: int = Field(2, ge=1)  # = data.translation.DEFAULT_BUCKET_WIDTH
     vocabulary: str | None = None
+    TRAIN_SPLIT: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _has_train_split(self) -> _StreamedTranslationData:
+        """Streamed sources train on ``splits.train``: it must be there."""
+        splits = getattr(self, "splits", {"train": None})
+        if "train" not in splits:
+            found = ", ".join(repr(name) for name in splits) or "none"
+            raise Invalid(
+                ("splits", "train"),
+                missing=True,
+                expected=self.TRAIN_SPLIT,
+                found=f"splits found: {found}",
+            )
+        return self
 
     @field_validator("vocabulary")
     @classmethod
@@ -374,17 +389,8 @@ class ParallelTextData(_StreamedTranslationData):
     source: Literal["parallel_text"]
     splits: dict[str, SplitFiles]
 
-    @model_validator(mode="after")
-    def _has_train_split(self) -> ParallelTextData:
-        if "train" not in self.splits:
-            found = ", ".join(repr(name) for name in self.splits) or "none"
-            raise Invalid(
-                ("splits", "train"),
-                missing=True,
-                expected="a mapping with `source` and `target` files",
-                found=f"splits found: {found}",
-            )
-        return self
+    #: What a ``splits.train`` entry is (said when it is missing).
+    TRAIN_SPLIT: ClassVar[str] = "a mapping with `source` and `target` files"
 
 
 class TfdsTranslationData(_StreamedTranslationData):
@@ -405,17 +411,7 @@ class TfdsTranslationData(_StreamedTranslationData):
         default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
     )
 
-    @model_validator(mode="after")
-    def _has_train_split(self) -> TfdsTranslationData:
-        if "train" not in self.splits:
-            found = ", ".join(repr(name) for name in self.splits) or "none"
-            raise Invalid(
-                ("splits", "train"),
-                missing=True,
-                expected="the tfds split to train on, e.g. `train`",
-                found=f"splits found: {found}",
-            )
-        return self
+    TRAIN_SPLIT: ClassVar[str] = "the tfds split to train on, e.g. `train`"
 
 
 class _ClassificationData(BaseModel):
