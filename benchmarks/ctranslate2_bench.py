@@ -4,7 +4,7 @@
         [--beam-size 4] [--length-penalty 0] [--limit N] [--threads T] [--output FILE.json]
 
 Translates every sentence of SOURCE (one per line) with the engine
-(:func:`~transformer_tf.inference.translate.translate_texts`, the run's latest checkpoint) and
+(:func:`~transformer_tf.inference.translate.translate`, the run's latest checkpoint) and
 with CTranslate2 exports of the same checkpoint in float32 and int8 (written to a temporary
 directory), with the same beam size, maximum lengths and length penalty 0 by default (the only
 value that ranks hypotheses alike: CTranslate2 divides by length^alpha, the engine by GNMT's
@@ -33,7 +33,8 @@ from transformer_tf import load_builtins
 from transformer_tf.assembly import load_run
 from transformer_tf.evaluation.scorers import bleu
 from transformer_tf.inference.ctranslate2_export import export_ctranslate2
-from transformer_tf.inference.translate import examples_per_batch, translate_texts
+from transformer_tf.inference.options import DecodingOptions, examples_per_batch
+from transformer_tf.inference.translate import translate as engine_translate
 
 
 def read_pairs(source: Path, reference: Path, limit: int | None) -> tuple[list[str], list[str]]:
@@ -74,16 +75,19 @@ def main(argv=None) -> int:
     sources, references = read_pairs(args.source, args.reference, args.limit)
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     config, task = run.config, run.task
-    max_in, max_out = config.data.max_length, config.decoding.max_length
-    batch_size = examples_per_batch(config)
+    options = DecodingOptions(  # beam search, as the CTranslate2 side: no sampling
+        beam_size=args.beam_size,
+        length_penalty=args.length_penalty,
+        max_input_length=config.data.max_length,
+        max_output_length=config.decoding.max_length,
+        batch_size=examples_per_batch(config),
+    )
+    max_in, max_out = options.max_input_length, options.max_output_length
+    batch_size = options.batch_size
     source_tok, target_tok = task.source_tokenizer, task.target_tokenizer
 
     def engine(texts):
-        return translate_texts(
-            run.model, source_tok, target_tok, texts,
-            max_input_length=max_in, max_output_length=max_out, beam_size=args.beam_size,
-            length_penalty=args.length_penalty, batch_size=batch_size,
-        )  # fmt: skip
+        return engine_translate(run.model, source_tok, target_tok, texts, options).texts
 
     source_vocab, target_vocab = _vocab(source_tok), _vocab(target_tok)
     target_index = {token: i for i, token in enumerate(target_vocab)}

@@ -495,7 +495,8 @@ def translate_memory(params: dict) -> dict:
 
     from transformer_tf.assembly import assemble
     from transformer_tf.config import config_from_dict
-    from transformer_tf.inference.translate import translate_texts
+    from transformer_tf.inference.options import DecodingOptions
+    from transformer_tf.inference.translate import translate
     from transformer_tf.run import RunDir
 
     keras.utils.set_random_seed(0)
@@ -507,16 +508,10 @@ def translate_memory(params: dict) -> dict:
         task, model = assembly.task, assembly.model
         texts = [s for s, _ in task.raw_splits["train"][: params["sentences"]]]
         start = time.perf_counter()
-        outputs = translate_texts(
-            model,
-            task.source_tokenizer,
-            task.target_tokenizer,
-            texts,
-            max_input_length=32,
-            max_output_length=40,
-            beam_size=4,
-            batch_size=64,
+        options = DecodingOptions(
+            max_input_length=32, max_output_length=40, beam_size=4, batch_size=64
         )
+        outputs = translate(model, task.source_tokenizer, task.target_tokenizer, texts, options)
         seconds = time.perf_counter() - start
     return {
         "kind": "translate_memory",

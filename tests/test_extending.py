@@ -148,10 +148,14 @@ def test_the_custom_layers_are_really_used(run):
 def translations_of(run_dir, texts: list[str]) -> list[str]:
     """The Python API's translations (the config's decoding), for the CLI's to equal."""
     from transformer_tf.assembly import load_run
-    from transformer_tf.inference.translate import translate_with_task
+    from transformer_tf.inference.options import DecodingOptions
+    from transformer_tf.inference.translate import translate
 
     run = load_run(run_dir)
-    return translate_with_task(run.task, run.model, texts)
+    options = DecodingOptions.from_config(run.config)
+    return translate(
+        run.model, run.task.source_tokenizer, run.task.target_tokenizer, texts, options
+    ).texts
 
 
 def test_evaluate_and_translate(run, tmp_path):
@@ -356,22 +360,22 @@ _SERVE_SCRIPT = """
 def test_export_serves_without_the_plugin(run, example, tmp_path):
     pytest.importorskip("transformer_tf.inference.export")
     from transformer_tf.assembly import load_run
-    from transformer_tf.inference.translate import translate_texts
+    from transformer_tf.inference.options import DecodingOptions
+    from transformer_tf.inference.translate import translate
 
     code, out, err = _cli("export", run["dir"], tmp_path / "export")
     assert code == 0, err
     loaded = load_run(run["dir"])
     config = loaded.config
-    expected = translate_texts(
-        loaded.model,
-        loaded.task.source_tokenizer,
-        loaded.task.target_tokenizer,
-        TEXTS,
+    options = DecodingOptions(
         max_input_length=config.data.max_length,
         max_output_length=config.decoding.max_length,
         beam_size=config.decoding.beam_size,
         length_penalty=config.decoding.length_penalty,
     )
+    expected = translate(
+        loaded.model, loaded.task.source_tokenizer, loaded.task.target_tokenizer, TEXTS, options
+    ).texts
     # The SavedModel is a graph: it serves with TensorFlow alone, the plugin file gone.
     plugin = example / "my_layers.py"
     moved = tmp_path / "moved" / "my_layers.py"

@@ -418,10 +418,9 @@ def _write_output(text: str, path: Path | None) -> None:
 
 
 def cmd_translate(args) -> int:
-    from transformer_tf.errors import UserError
+    from transformer_tf.inference.options import DecodingOptions  # no TensorFlow
 
-    if args.n_best < 1:
-        raise UserError(f"--n-best must be >= 1, got {args.n_best}")
+    DecodingOptions.check_flags(n_best=args.n_best)
     if args.attention_plot is not None:
         _check_attention_plot(args)
     if args.text:
@@ -433,7 +432,7 @@ def cmd_translate(args) -> int:
 
         texts = split_lines(sys.stdin.read(), keep_empty_tail=True)
     _load_builtins(args)
-    from transformer_tf.inference.translate import translate_nbest_with_task, translate_with_task
+    from transformer_tf.inference.translate import translate
 
     if args.beam_size is not None:
         # As an override, so that the config is validated with it (sampling needs beam 1:
@@ -446,22 +445,20 @@ def cmd_translate(args) -> int:
 
         members = load_members(run, args.ensemble, args.overrides)
         model = Ensemble([run.model, *(m.model for m in members)])
-    truncate = not args.no_truncate
+    options = DecodingOptions.from_config(run.config, beam_size=args.beam_size, n_best=args.n_best)
     align = args.alignment or args.attention_plot is not None
+    nbest = translate(
+        model,
+        run.task.source_tokenizer,
+        run.task.target_tokenizer,
+        texts,
+        options,
+        truncate=not args.no_truncate,
+        alignment=align,
+    )
     if args.n_best == 1 and not args.with_scores and args.format == "text" and not align:
-        lines = translate_with_task(
-            run.task, model, texts, beam_size=args.beam_size, truncate=truncate
-        )
+        lines = nbest.texts
     else:
-        nbest = translate_nbest_with_task(
-            run.task,
-            model,
-            texts,
-            n_best=args.n_best,
-            beam_size=args.beam_size,
-            truncate=truncate,
-            alignment=align,
-        )
         if args.attention_plot is not None:
             from transformer_tf.inference.translate import plot_attention
 
@@ -532,8 +529,8 @@ def cmd_score(args) -> int:
             f"{len(targets)}; each target line must translate the source line at the same place"
         )
     _load_builtins(args)
+    from transformer_tf.inference.options import examples_per_batch
     from transformer_tf.inference.scoring import score_texts
-    from transformer_tf.inference.translate import examples_per_batch
 
     run = _load_run_for(args, "score")
     result = score_texts(

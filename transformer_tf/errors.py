@@ -20,6 +20,11 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class DecodingOptionsError(UserError, ValueError):
+    """An invalid decoding setting (:class:`~transformer_tf.inference.options.DecodingOptions`):
+    a beam size, n-best count, length or sampling setting out of range, or sampling with a beam."""
+
+
 class DataError(UserError):
     """Unreadable or inconsistent data files."""
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from transformer_tf.config.schema import DecodingConfig, TrainingConfig
 from transformer_tf.data.tokenizers import WordTokenizer
 from transformer_tf.evaluation import evaluator, scorers
 
@@ -20,8 +21,17 @@ def _task(lowercase=False):
     tokenizer = WordTokenizer.build(
         [t for _, t in PAIRS], lowercase=lowercase, split_punctuation=True
     )
-    config = SimpleNamespace(data=SimpleNamespace(lowercase=lowercase))
-    return SimpleNamespace(raw_splits={"test": PAIRS}, target_tokenizer=tokenizer, config=config)
+    config = SimpleNamespace(
+        data=SimpleNamespace(lowercase=lowercase, max_length=64),
+        decoding=DecodingConfig(),
+        training=TrainingConfig(),
+    )
+    return SimpleNamespace(
+        raw_splits={"test": PAIRS},
+        source_tokenizer=None,
+        target_tokenizer=tokenizer,
+        config=config,
+    )
 
 
 @pytest.fixture
@@ -29,10 +39,10 @@ def decoded(monkeypatch):
     """Replace decoding with fixed hypotheses, as a word tokenizer writes them."""
     outputs = {}
 
-    def translate(task, model, texts, *, beam_size=None):
-        return [outputs[text] for text in texts]
+    def translate(model, source_tokenizer, target_tokenizer, texts, options):
+        return SimpleNamespace(texts=[outputs[text] for text in texts])
 
-    monkeypatch.setattr(evaluator, "translate_with_task", translate)
+    monkeypatch.setattr(evaluator, "translate", translate)
     return outputs
 
 

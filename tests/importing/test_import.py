@@ -227,10 +227,13 @@ def test_marian_greedy_output_is_its_own(marian_run, capsys):
     assert main(["translate", str(marian_run), "--beam-size", "1", "--set", "decoding.max_length=11", *generate["sources"]]) == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines() == generate["text"]
     run = load_run(marian_run, overrides=["decoding.max_length=11"])
-    from transformer_tf.inference.translate import translate_nbest_with_task
+    from transformer_tf.inference.options import DecodingOptions
+    from transformer_tf.inference.translate import translate
 
     ours_of = _marian_to_ours()
-    hypotheses = translate_nbest_with_task(run.task, run.model, generate["sources"], n_best=1, beam_size=1)  # fmt: skip
+    options = DecodingOptions.from_config(run.config, n_best=1, beam_size=1)
+    source, target = run.task.source_tokenizer, run.task.target_tokenizer
+    hypotheses = translate(run.model, source, target, generate["sources"], options)
     for (best,), sequence in zip(hypotheses, generate["sequences_each_alone"], strict=True):
         expected = [int(ours_of[i]) for i in sequence[1:] if i != 0][:11]  # without start, </s>
         assert best.ids == expected

@@ -15,11 +15,12 @@ from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import BOS_ID, PAD_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.ensemble import Ensemble
+from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.inference.translate import (
     attention_matrices,
     attention_plot_size,
     pharaoh,
-    translate_nbest_with_task,
+    translate,
 )
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
 from transformer_tf.models import Seq2SeqTransformer
@@ -129,10 +130,17 @@ def _sentence(run_dir):
     return load_run(run_dir).task.raw_splits["test"][0][0]
 
 
+def _translate_aligned(run, sentence):
+    """The best hypotheses of ``sentence`` with their alignments (the run's decoding)."""
+    options = DecodingOptions.from_config(run.config)
+    source, target = run.task.source_tokenizer, run.task.target_tokenizer
+    return translate(run.model, source, target, [sentence], options, alignment=True)[0]
+
+
 def test_translate_alignment_text_and_jsonl(run_dir, capsys):
     sentence = _sentence(run_dir)
     run = load_run(run_dir)
-    (best,) = translate_nbest_with_task(run.task, run.model, [sentence], alignment=True)[0]
+    (best,) = _translate_aligned(run, sentence)
     source_ids = run.task.source_tokenizer.encode_batch([sentence])[0]
     (matrix,) = attention_matrices(run.model, [source_ids], [best.ids], batch_size=1)
     expected = pharaoh(matrix)
@@ -154,7 +162,7 @@ def test_attention_plot_writes_a_png_of_the_expected_size(run_dir, tmp_path, cap
     matplotlib_image = pytest.importorskip("matplotlib.image")
     sentence = _sentence(run_dir)
     run = load_run(run_dir)
-    (best,) = translate_nbest_with_task(run.task, run.model, [sentence], alignment=True)[0]
+    (best,) = _translate_aligned(run, sentence)
     path = tmp_path / "attention.png"
     assert main(["translate", str(run_dir), sentence, "--attention-plot", str(path)]) == 0
     assert capsys.readouterr().out == f"{best.text}\n"  # the translation, no alignment

@@ -22,6 +22,7 @@ from tests.fixtures import translation_config, write_config
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import PAD_ID
+from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.inference.search import make_decoder
 from transformer_tf.inference.translate import translate_ids
 from transformer_tf.registry import REGISTRIES, Registry
@@ -46,7 +47,8 @@ def _export(run_dir, export_dir, *extra):
 
 
 def _engine_ids(run, sources, beam_size):
-    decoder = make_decoder(run.model, max_length=MAX_LENGTH, beam_size=beam_size, length_penalty=0)
+    options = DecodingOptions(max_output_length=MAX_LENGTH, beam_size=beam_size, length_penalty=0)
+    decoder = make_decoder(run.model, options)
     return translate_ids(sources, batch_size=8, decoder=decoder)
 
 

@@ -17,7 +17,8 @@ from transformer_tf.cli import main
 from transformer_tf.evaluation.evaluator import evaluate_run
 from transformer_tf.inference import beam_search, greedy_search
 from transformer_tf.inference.ensemble import ClassifierEnsemble, Ensemble
-from transformer_tf.inference.translate import translate_with_task
+from transformer_tf.inference.options import DecodingOptions
+from transformer_tf.inference.translate import translate
 
 
 def _train(root, name, **training):
@@ -43,8 +44,10 @@ def _sources(run, count=8):
 def test_an_ensemble_of_a_run_with_itself_translates_like_the_run(runs):
     run = load_run(runs[0])
     texts = _sources(run)
-    alone = translate_with_task(run.task, run.model, texts)
-    doubled = translate_with_task(run.task, Ensemble([run.model, run.model]), texts)
+    options = DecodingOptions.from_config(run.config)
+    source, target = run.task.source_tokenizer, run.task.target_tokenizer
+    alone = translate(run.model, source, target, texts, options).texts
+    doubled = translate(Ensemble([run.model, run.model]), source, target, texts, options).texts
     assert doubled == alone
     ids = run.task.source_tokenizer.encode_batch(texts)
     width = max(map(len, ids))

@@ -30,7 +30,8 @@ from transformer_tf.data.toy import toy_splits
 from transformer_tf.errors import UserError
 from transformer_tf.inference import export
 from transformer_tf.inference.export import PROVENANCE_DIR, PROVENANCE_FILE, export_run
-from transformer_tf.inference.translate import translate_texts
+from transformer_tf.inference.options import DecodingOptions
+from transformer_tf.inference.translate import translate
 from transformer_tf.training.trainer import train
 
 pytestmark = pytest.mark.slow
@@ -108,16 +109,15 @@ def _translation_training(**overrides) -> dict:
 def _reference_translations(run_dir: Path, texts: list[str], beam_size: int) -> list[str]:
     run = load_run(run_dir)
     config = run.config
-    return translate_texts(
-        run.model,
-        run.task.source_tokenizer,
-        run.task.target_tokenizer,
-        texts,
+    options = DecodingOptions(
         max_input_length=config.data.max_length,
         max_output_length=config.decoding.max_length,
         beam_size=beam_size,
         length_penalty=config.decoding.length_penalty,
     )
+    return translate(
+        run.model, run.task.source_tokenizer, run.task.target_tokenizer, texts, options
+    ).texts
 
 
 def _reference_probabilities(run_dir: Path, texts: list[str]) -> np.ndarray:
@@ -222,7 +222,7 @@ def _provenance(path: Path) -> dict:
     return json.loads((path / PROVENANCE_DIR / PROVENANCE_FILE).read_text(encoding="utf-8"))
 
 
-def test_word_export_translates_like_translate_texts(served, word_run):
+def test_word_export_translates_like_translate(served, word_run):
     expected = _reference_translations(word_run, WORD_TEXTS, beam_size=2)
     assert served["word"]["outputs"]["translation"] == expected
     assert served["word"]["empty"]["translation"] == []
@@ -230,7 +230,7 @@ def test_word_export_translates_like_translate_texts(served, word_run):
     assert len({t for t in expected if t}) >= 3
 
 
-def test_sentencepiece_export_translates_like_translate_texts(served, sentencepiece_run):
+def test_sentencepiece_export_translates_like_translate(served, sentencepiece_run):
     expected = _reference_translations(sentencepiece_run, SP_TEXTS, beam_size=SP_BEAM_SIZE)
     assert served["sentencepiece"]["outputs"]["translation"] == expected
     assert served["sentencepiece"]["empty"]["translation"] == []

@@ -12,7 +12,7 @@ import tensorflow as tf
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
 from transformer_tf.data.tokenizers import WordTokenizer
 from transformer_tf.errors import UserError
-from transformer_tf.inference import beam_search, greedy_search, make_decoder
+from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
 from transformer_tf.inference.export import build_translation_module
 from transformer_tf.inference.scoring import score_ids, score_texts
 from transformer_tf.models import Seq2SeqTransformer
@@ -154,7 +154,8 @@ def test_nbest_first_column_is_the_one_best_and_scores_descend(model):
 
 
 def test_make_decoder_n_best_traces_once_and_rejects_more_than_the_beam(model):
-    decoder = make_decoder(model, max_length=8, beam_size=3, num_hypotheses=2)
+    options = DecodingOptions(beam_size=3, n_best=2, max_output_length=8)
+    decoder = make_decoder(model, options, with_scores=True)
     for batch, length in ((2, 5), (3, 9)):
         source = _sources(2, batch=batch, length=length)
         ids, scores = decoder(tf.constant(source))
@@ -163,9 +164,9 @@ def test_make_decoder_n_best_traces_once_and_rejects_more_than_the_beam(model):
         np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-6)
     assert decoder.experimental_get_tracing_count() == 1
     # The ids-only decoder is unchanged.
-    assert make_decoder(model, max_length=8, beam_size=3)(tf.constant(source)).shape.rank == 2
-    with pytest.raises(ValueError, match="num_hypotheses"):
-        make_decoder(model, max_length=8, beam_size=2, num_hypotheses=3)
+    assert make_decoder(model, options)(tf.constant(source)).shape.rank == 2
+    with pytest.raises(ValueError, match="--n-best 3"):
+        make_decoder(model, options.replace(beam_size=2, n_best=3), with_scores=True)
 
 
 def test_greedy_scores_are_summed_log_probs():
@@ -173,7 +174,8 @@ def test_greedy_scores_are_summed_log_probs():
     ids, scores = greedy_search(model, np.array([[7]], "int32"), 6, with_scores=True)
     np.testing.assert_array_equal(ids.numpy(), [[A, EOS_ID]])
     np.testing.assert_allclose(scores.numpy(), [model.log_prob([A, EOS_ID])], atol=1e-6)
-    ids, scores = make_decoder(model, max_length=6, num_hypotheses=1)(tf.constant([[7]]))
+    options = DecodingOptions(beam_size=1, max_output_length=6)
+    ids, scores = make_decoder(model, options, with_scores=True)(tf.constant([[7]]))
     assert ids.shape[:2] == (1, 1)
     np.testing.assert_allclose(scores.numpy(), [[model.log_prob([A, EOS_ID])]], atol=1e-6)
 
@@ -239,10 +241,10 @@ def test_score_texts_checks_pairs_and_target_lengths(model):
 def test_translation_module_returns_scores_nbest_and_truncation(model):
     tokenizer = WordTokenizer([*SPECIAL_TOKENS, *(f"w{i}" for i in range(VOCAB - 4))])
     texts = ["w1 w2 w3", "w5", "w1 w2 w3 w4 w5 w6 w7", "w1 w2 w3 w4 w5 w6"]
-    module = build_translation_module(
-        model, tokenizer, tokenizer, max_input_length=7, max_output_length=8, beam_size=3,
-        length_penalty=0.6, n_best=2,
-    )  # fmt: skip
+    options = DecodingOptions(
+        max_input_length=7, max_output_length=8, beam_size=3, length_penalty=0.6, n_best=2
+    )
+    module = build_translation_module(model, tokenizer, tokenizer, options, nbest_outputs=True)
     outputs = {k: v.numpy() for k, v in module.serve(tf.constant(texts)).items()}
     assert outputs["truncated"].tolist() == [False, False, True, False]
     source = np.zeros((4, 6), "int32")
@@ -256,10 +258,8 @@ def test_translation_module_returns_scores_nbest_and_truncation(model):
     assert [[t.decode() for t in row] for row in outputs["translations"]] == expected
     assert [t.decode() for t in outputs["translation"]] == [row[0] for row in expected]
     # Without n_best: the same translation and scores, no n-best outputs.
-    plain = build_translation_module(
-        model, tokenizer, tokenizer, max_input_length=7, max_output_length=8, beam_size=3,
-        length_penalty=0.6,
-    ).serve(tf.constant(texts))  # fmt: skip
+    plain_module = build_translation_module(model, tokenizer, tokenizer, options.replace(n_best=1))
+    plain = plain_module.serve(tf.constant(texts))
     assert set(plain) == {"translation", "scores", "truncated"}
     np.testing.assert_array_equal(plain["translation"].numpy(), outputs["translation"])
     assert plain["translation"].shape == (4,)

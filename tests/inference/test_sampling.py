@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
-from transformer_tf.inference import greedy_search, make_decoder
+from transformer_tf.inference import DecodingOptions, greedy_search, make_decoder
 from transformer_tf.inference.search import sample_search
 from transformer_tf.models import Seq2SeqTransformer
 
@@ -143,7 +143,10 @@ def test_topk_one_is_greedy_on_the_real_model(model):
     np.testing.assert_allclose(scores.numpy(), greedy_scores.numpy(), atol=1e-6)
     # The default settings of make_decoder are greedy.
     np.testing.assert_array_equal(
-        make_decoder(model, max_length=8)(tf.constant(source)).numpy(), greedy.numpy()
+        make_decoder(model, DecodingOptions(beam_size=1, max_output_length=8))(
+            tf.constant(source)
+        ).numpy(),
+        greedy.numpy(),
     )
 
 
@@ -158,16 +161,17 @@ def test_cached_and_uncached_sampling_agree(model):
 
 def test_make_decoder_samples_reproducibly_and_rejects_bad_settings(model):
     source = tf.constant(_sources(2))
-    decoder = make_decoder(model, max_length=8, sampling_topk=0, seed=3)
+    options = DecodingOptions(beam_size=1, max_output_length=8, sampling_topk=0, seed=3)
+    decoder = make_decoder(model, options)
     np.testing.assert_array_equal(decoder(source).numpy(), decoder(source).numpy())
     np.testing.assert_array_equal(
         decoder(source).numpy(), sample_search(model, source, 8, topk=0, seed=3)[0].numpy()
     )
     with pytest.raises(ValueError, match="sampling needs beam_size=1"):
-        make_decoder(model, max_length=8, beam_size=2, sampling_topk=0)
+        make_decoder(model, options.replace(beam_size=2))
     with pytest.raises(ValueError, match="sampling_temperature"):
-        make_decoder(model, max_length=8, sampling_topk=0, sampling_temperature=0.0)
+        make_decoder(model, options.replace(sampling_temperature=0.0))
     with pytest.raises(ValueError, match="sampling_topp"):
-        make_decoder(model, max_length=8, sampling_topp=1.5)
+        make_decoder(model, options.replace(sampling_topk=1, sampling_topp=1.5))
     with pytest.raises(ValueError, match="sampling_topk"):
-        make_decoder(model, max_length=8, sampling_topk=-1)
+        make_decoder(model, options.replace(sampling_topk=-1))

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
-from transformer_tf.inference import beam_search, greedy_search, make_decoder
+from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
 from transformer_tf.inference.search import cache_position_axes, segment_ends
 from transformer_tf.models import Seq2SeqTransformer
 
@@ -129,8 +129,9 @@ def test_beam_score_is_the_model_log_prob_and_beats_greedy(model):
 
 
 def test_make_decoder_traces_once(model):
-    decoder = make_decoder(model, max_length=MAX_LENGTH)
-    assert make_decoder(model, max_length=MAX_LENGTH) is decoder
+    greedy = DecodingOptions(beam_size=1, max_output_length=MAX_LENGTH)
+    decoder = make_decoder(model, greedy)
+    assert make_decoder(model, DecodingOptions(beam_size=1, max_output_length=MAX_LENGTH)) is decoder  # fmt: skip
     for batch, length in ((2, 5), (3, 9)):
         source = _sources(7, batch=batch, length=length)
         np.testing.assert_array_equal(
@@ -138,7 +139,7 @@ def test_make_decoder_traces_once(model):
         )
     assert decoder.experimental_get_tracing_count() == 1
 
-    beam_decoder = make_decoder(model, max_length=MAX_LENGTH, beam_size=4)
+    beam_decoder = make_decoder(model, greedy.replace(beam_size=4))
     source = _sources(8)
     np.testing.assert_array_equal(
         beam_decoder(tf.constant(source)).numpy(),

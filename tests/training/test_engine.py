@@ -153,7 +153,7 @@ def test_jit_compiled_step_follows_the_plain_step(tmp_path):
 
 def test_token_budget_batches_train_and_evaluate(tmp_path):
     from tests.fixtures import translation_config
-    from transformer_tf.inference.translate import examples_per_batch
+    from transformer_tf.inference.options import examples_per_batch
 
     raw = translation_config(training={"batch_size": 320, "batch_type": "tokens", "steps": 30})
     config = config_from_dict(raw)

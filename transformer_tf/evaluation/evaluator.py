@@ -15,7 +15,8 @@ from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
 from transformer_tf.evaluation import scorers
 from transformer_tf.inference.ensemble import load_members
-from transformer_tf.inference.translate import translate_with_task
+from transformer_tf.inference.options import DecodingOptions
+from transformer_tf.inference.translate import translate
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import Task, TranslationTask
 
@@ -90,7 +91,11 @@ def translation_scores(
     a word tokenizer's ``a , b .`` for ``a, b.``), or no sentence with punctuation could match.
     """
     pairs = task.raw_splits[split][:max_sentences]
-    hypotheses = translate_with_task(task, model, [s for s, _ in pairs], beam_size=beam_size)
+    options = DecodingOptions.from_config(task.config, beam_size=beam_size)
+    sources = [s for s, _ in pairs]
+    hypotheses = translate(
+        model, task.source_tokenizer, task.target_tokenizer, sources, options
+    ).texts
     references = [t for _, t in pairs]
     if getattr(task.config.data, "lowercase", False):
         references = [r.lower() for r in references]

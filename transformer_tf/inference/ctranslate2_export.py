@@ -53,6 +53,7 @@ from transformer_tf.data.tokenizers import (
 )
 from transformer_tf.errors import UserError
 from transformer_tf.inference.export import check_export_dir
+from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
 from transformer_tf.layers.attention import MultiHeadAttention
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
@@ -387,6 +388,7 @@ def export_ctranslate2(
     spec.optimize(quantization=quantization)
 
     shared = source is target
+    options = DecodingOptions.from_config(config)  # the settings that reproduce the engine
     info = {
         "format": "ctranslate2",
         "run_dir": str(run_dir.resolve()),
@@ -394,10 +396,10 @@ def export_ctranslate2(
         "step": run.step,
         "quantization": quantization or "float32",
         "tokenizer": {"source": source.kind, "target": target.kind, "shared": shared},
-        "max_input_length": config.data.max_length - 1,
-        "max_decoding_length": config.decoding.max_length,
-        "beam_size": config.decoding.beam_size,
-        "length_penalty_gnmt": float(config.decoding.length_penalty),
+        "max_input_length": options.max_input_length - 1,
+        "max_decoding_length": options.max_output_length,
+        "beam_size": options.beam_size,
+        "length_penalty_gnmt": options.length_penalty,
         "versions": {
             "transformer_tf": transformer_tf.__version__,
             "ctranslate2": _ctranslate2().__version__,

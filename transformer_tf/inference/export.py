@@ -12,7 +12,8 @@ in graph, so that it can be served (TF Serving, ``tf.saved_model.load``) without
   Exported with ``n_best=N`` (``export --n-best N``) it also returns ``"translations"`` ``(batch,
   N)`` tf.string and ``"all_scores"`` ``(batch, N)`` float32, best first (``translation`` is
   their first column). The translations are those of
-  :func:`~transformer_tf.inference.translate.translate_texts` on the same checkpoint (batched
+  :func:`~transformer_tf.inference.translate.translate` with the same
+  :class:`~transformer_tf.inference.options.DecodingOptions` on the same checkpoint (batched
   differently, so only floating-point noise could differ).
 * classification runs: ``text`` ``(batch,)`` tf.string -> ``{"probabilities": (batch,
   num_classes) float32, "label": (batch,) int32}``: the run's
@@ -52,8 +53,8 @@ from transformer_tf.assembly import load_run
 from transformer_tf.data.classification import truncate
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import UserError
+from transformer_tf.inference.options import SAMPLING_FIELDS, DecodingOptions
 from transformer_tf.inference.search import make_decoder
-from transformer_tf.inference.translate import decoding_options
 from transformer_tf.run import writing_to
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,14 @@ def export_run(
 
     Raises:
         UserError: ``export_dir`` is a file or a non-empty directory, ``beam_size < 1``,
-            ``n_best`` outside ``1 .. beam_size``, or the run cannot be loaded (see :func:`~transformer_tf.assembly.load_run`).
+            ``n_best`` outside ``1 .. beam_size``, ``beam_size > 1`` while the run samples
+            (see :class:`~transformer_tf.inference.options.DecodingOptions`), or the run cannot
+            be loaded (see :func:`~transformer_tf.assembly.load_run`).
     """
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     # Checked before loading the run: refusing should be instant and touch nothing.
     check_export_dir(export_dir)
-    if beam_size is not None and beam_size < 1:
-        raise UserError(f"--beam-size must be >= 1, got {beam_size}")
-    if n_best is not None and n_best < 1:
-        raise UserError(f"--n-best must be >= 1, got {n_best}")
+    DecodingOptions.check_flags(beam_size=beam_size, n_best=n_best)
 
     run = load_run(run_dir, checkpoint=checkpoint, average_last=average_last)
     config = run.config
@@ -115,28 +115,10 @@ def export_run(
         "signature": SIGNATURE_NAME,
     }
     if config.task == "translation":
-        options = decoding_options(config, beam_size)
-        beam_size = options["beam_size"]
-        if n_best is not None and n_best > beam_size:
-            raise UserError(
-                f"--n-best {n_best} must be between 1 and the beam size, {beam_size} "
-                "(--beam-size or decoding.beam_size)"
-            )
-        sampling = {
-            key: options[key]
-            for key in ("sampling_topk", "sampling_topp", "sampling_temperature", "seed")
-        }
+        options = DecodingOptions.from_config(config, beam_size=beam_size, n_best=n_best)
         source, target = run.task.source_tokenizer, run.task.target_tokenizer
         module = build_translation_module(
-            run.model,
-            source,
-            target,
-            max_input_length=config.data.max_length,
-            max_output_length=config.decoding.max_length,
-            beam_size=beam_size,
-            length_penalty=float(config.decoding.length_penalty),
-            n_best=n_best,
-            **sampling,
+            run.model, source, target, options, nbest_outputs=n_best is not None
         )
         outputs = {
             "translation": "(batch,) string",
@@ -149,12 +131,16 @@ def export_run(
         provenance.update(
             inputs={"text": "(batch,) string, raw source sentences"},
             outputs=outputs,
-            beam_size=beam_size,
+            beam_size=options.beam_size,
             n_best=n_best,
-            sampling=sampling if config.decoding.sampling and beam_size == 1 else None,
-            length_penalty=float(config.decoding.length_penalty),
-            max_input_length=config.data.max_length,
-            max_output_length=config.decoding.max_length,
+            sampling=(
+                {name: getattr(options, name) for name in SAMPLING_FIELDS}
+                if options.sampling
+                else None
+            ),
+            length_penalty=options.length_penalty,
+            max_input_length=options.max_input_length,
+            max_output_length=options.max_output_length,
             tokenizer={
                 "source": source.kind,
                 "target": target.kind,
@@ -199,49 +185,31 @@ def build_translation_module(
     model,
     source_tokenizer,
     target_tokenizer,
+    options: DecodingOptions,
     *,
-    max_input_length: int,
-    max_output_length: int,
-    beam_size: int,
-    length_penalty: float,
-    n_best: int | None = None,
-    sampling_topk: int = 1,
-    sampling_topp: float = 1.0,
-    sampling_temperature: float = 1.0,
-    seed: int = 0,
+    nbest_outputs: bool = False,
 ) -> tf.Module:
     """A ``tf.Module`` whose ``serve(text)`` translates a ``(batch,)`` string tensor in graph.
 
     ``serve`` returns ``{"translation": (batch,) tf.string, "scores": (batch,) float32,
     "truncated": (batch,) bool}``, the same strings as
-    :func:`~transformer_tf.inference.translate.translate_texts` with the same arguments, and
-    with ``n_best=N`` also ``"translations"`` ``(batch, N)`` and ``"all_scores"`` ``(batch, N)``.
+    :func:`~transformer_tf.inference.translate.translate` with the same options (its
+    ``.texts``), and with ``nbest_outputs`` also ``"translations"`` ``(batch, N)`` and
+    ``"all_scores"`` ``(batch, N)``, ``N = options.n_best``.
 
     Args:
         model: a decoding model (``Seq2SeqTransformer``), built and restored.
         source_tokenizer, target_tokenizer: :class:`~transformer_tf.data.tokenizers.Tokenizer`.
-        max_input_length: int >= 2, ``data.max_length``; sources keep ``max_input_length - 1``
-            tokens.
-        max_output_length: int, the most generated tokens (``decoding.max_length``).
-        beam_size: int >= 1 (1 is greedy search).
-        length_penalty: float, GNMT length-penalty exponent (beam search only).
-        n_best: int in ``1 .. beam_size`` or None (the default): no n-best outputs.
-        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (beam 1;
-            see :func:`~transformer_tf.inference.search.make_decoder`). The defaults do not
-            sample.
+        options: :class:`~transformer_tf.inference.options.DecodingOptions`: the search (see
+            :func:`~transformer_tf.inference.search.make_decoder`); sources keep
+            ``options.max_input_length - 1`` tokens. ``batch_size`` plays no part: the server
+            batches.
+        nbest_outputs: bool, also return the n-best lists (``export --n-best``). Defaults to
+            False.
     """
-    decoder = make_decoder(
-        model,
-        max_length=max_output_length,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
-        num_hypotheses=n_best or 1,
-        sampling_topk=sampling_topk,
-        sampling_topp=sampling_topp,
-        sampling_temperature=sampling_temperature,
-        seed=seed,
-    )
-    keep = int(max_input_length) - 1
+    decoder = make_decoder(model, options, with_scores=True)
+    n_best = options.n_best
+    keep = options.max_input_length - 1
     module = tf.Module(name="transformer_tf_translation")
     # The tokenizers' resources (lookup tables, SentencePiece model) must be reachable from the
     # module for the SavedModel to include them; tf_module is what holds them.
@@ -263,7 +231,7 @@ def build_translation_module(
             "scores": tf.ensure_shape(scores[:, 0], [None]),
             "truncated": tf.ensure_shape(truncated, [None]),
         }
-        if n_best is not None:
+        if nbest_outputs:
             outputs["translations"] = tf.ensure_shape(texts, [None, n_best])
             outputs["all_scores"] = tf.ensure_shape(scores, [None, n_best])
         return outputs

@@ -4,6 +4,12 @@ The model is written with ``keras.ops``; this module is the TensorFlow engine ar
 decoding loops are ``tf.while_loop``s over fixed-shape state (the decoder cache is preallocated
 for ``max_length`` positions), so one trace serves every batch size and source length.
 
+Every search's settings are a :class:`~transformer_tf.inference.options.DecodingOptions`,
+validated when it is made: :func:`make_decoder` takes one, and :func:`greedy_search`,
+:func:`sample_search` and :func:`beam_search` make one of their arguments (a bad beam size,
+length or sampling setting raises its
+:class:`~transformer_tf.errors.DecodingOptionsError`, a ValueError).
+
 A decoding model provides (see :class:`~transformer_tf.models.seq2seq.Seq2SeqTransformer`):
 
 - ``encode(source_ids, training=False) -> (encoder_output, source_mask)``;
@@ -43,6 +49,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
+from transformer_tf.inference.options import DecodingOptions
 
 # Score of impossible hypotheses (beam slots not filled yet, masked tokens). Finite, so that
 # sums and divisions of it never produce NaN; far below any real log-probability.
@@ -74,10 +81,8 @@ def greedy_search(
         produced one, then ``PAD_ID``. The loop stops as soon as every row has produced EOS.
         With ``with_scores``, the pair ``(ids, scores (batch,) float32)``.
     """
-    fn = _compiled(
-        model, max_length=max_length, beam_size=1, length_penalty=0.0, use_cache=use_cache,
-        algorithm="greedy",
-    )  # fmt: skip
+    options = DecodingOptions(beam_size=1, max_output_length=max_length)
+    fn = _compiled(model, options, algorithm="greedy", use_cache=use_cache)
     ids, scores = fn(_as_source(source_ids))
     return (ids[:, 0], scores[:, 0]) if with_scores else ids[:, 0]
 
@@ -115,10 +120,11 @@ def sample_search(
         ``(batch,)`` float32, each row's summed log-probability under the model (no temperature,
         no filtering).
     """
-    fn = _compiled(
-        model, max_length=max_length, beam_size=1, length_penalty=0.0, use_cache=use_cache,
-        algorithm="greedy", sampling=_sampling_key(topk, topp, temperature, seed),
+    options = DecodingOptions(
+        beam_size=1, max_output_length=max_length, sampling_topk=topk, sampling_topp=topp,
+        sampling_temperature=temperature, seed=seed,
     )  # fmt: skip
+    fn = _compiled(model, options, algorithm="greedy", use_cache=use_cache)
     ids, scores = fn(_as_source(source_ids))
     return ids[:, 0], scores[:, 0]
 
@@ -168,10 +174,11 @@ def beam_search(
         log-probability of each returned hypothesis. With ``num_hypotheses=N``: ``ids``
         ``(batch, N, length)`` and ``scores`` ``(batch, N)``, best first.
     """
-    fn = _compiled(
-        model, max_length=max_length, beam_size=beam_size, length_penalty=length_penalty,
-        use_cache=use_cache, algorithm="beam", num_hypotheses=num_hypotheses or 1,
+    options = DecodingOptions(
+        beam_size=beam_size, n_best=num_hypotheses or 1, length_penalty=length_penalty,
+        max_output_length=max_length,
     )  # fmt: skip
+    fn = _compiled(model, options, algorithm="beam", use_cache=use_cache)
     ids, scores = fn(_as_source(source_ids))
     if num_hypotheses is None:
         return ids[:, 0], scores[:, 0]
@@ -179,114 +186,66 @@ def beam_search(
 
 
 def make_decoder(
-    model,
-    *,
-    max_length: int,
-    beam_size: int = 1,
-    length_penalty: float = 0.6,
-    use_cache: bool = True,
-    num_hypotheses: int | None = None,
-    sampling_topk: int = 1,
-    sampling_topp: float = 1.0,
-    sampling_temperature: float = 1.0,
-    seed: int = 0,
+    model, options: DecodingOptions, *, with_scores: bool = False, use_cache: bool = True
 ) -> Callable[[tf.Tensor], tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
     """A compiled decoder ``source_ids (batch, source_length) int32 -> ids (batch, length)``.
 
-    ``beam_size=1`` gives :func:`greedy_search` (or :func:`sample_search` when sampling is on:
-    ``sampling_topk != 1`` or ``sampling_topp < 1``), larger values :func:`beam_search`. The
-    result is a ``tf.function`` with input signature ``(None, None) int32``: it is traced once,
-    whatever the batch size and source length, and can be exported (attach it and the model to
-    a ``tf.Module``). Repeated calls with the same arguments return the same function.
+    ``options.beam_size`` 1 gives :func:`greedy_search` (or :func:`sample_search` when
+    ``options.sampling``), larger values :func:`beam_search`. The result is a ``tf.function``
+    with input signature ``(None, None) int32``: it is traced once, whatever the batch size and
+    source length, and can be exported (attach it and the model to a ``tf.Module``). Repeated
+    calls with equal options return the same function.
 
     Args:
         model: a decoding model, e.g. ``Seq2SeqTransformer``.
-        max_length: int, the most tokens to generate per row (EOS included).
-        beam_size: int >= 1.
-        length_penalty: float, GNMT length-penalty exponent (beam search only).
+        options: :class:`~transformer_tf.inference.options.DecodingOptions`, validated; the
+            search reads ``beam_size``, ``n_best``, ``length_penalty`` (beam search only),
+            ``max_output_length`` and the sampling settings.
+        with_scores: bool. False (the default): the decoder returns the best ids ``(batch,
+            length)`` only. True: it returns ``(ids (batch, N, length), scores (batch, N))``
+            with ``N = options.n_best``, best first (see the module docstring for scores).
         use_cache: bool, incremental decoding with the decoder cache.
-        num_hypotheses: int in ``1 .. beam_size`` or None. None (the default): the decoder
-            returns the best ids ``(batch, length)`` only. N: it returns ``(ids (batch, N,
-            length), scores (batch, N))``, best first (see the module docstring for scores).
-        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (see
-            :func:`sample_search`); they apply with ``beam_size=1`` only. The defaults (1, 1.0,
-            1.0, 0) are greedy search.
 
     Raises:
-        ValueError: a bad length, beam size, ``num_hypotheses`` or sampling setting, or
-            sampling asked for with ``beam_size > 1``.
+        ValueError: ``options.max_output_length`` exceeds the model's target positions.
     """
-    greedy = beam_size == 1
-    sampling = _sampling_key(sampling_topk, sampling_topp, sampling_temperature, seed)
-    if sampling is not None and not greedy:
-        raise ValueError(f"sampling needs beam_size=1, got beam_size={beam_size}")
-    fn = _compiled(
+    return _compiled(
         model,
-        max_length=max_length,
-        beam_size=beam_size,
-        length_penalty=0.0 if greedy else length_penalty,
+        options,
+        algorithm="greedy" if options.beam_size == 1 else "beam",
         use_cache=use_cache,
-        algorithm="greedy" if greedy else "beam",
-        num_hypotheses=num_hypotheses or 1,
-        sampling=sampling,
-        ids_only=num_hypotheses is None,
+        ids_only=not with_scores,
     )
-    return fn
-
-
-def _sampling_key(topk, topp, temperature, seed):
-    """Validated sampling settings as a hashable tuple, or None when they mean greedy search."""
-    topk, topp, temperature, seed = int(topk), float(topp), float(temperature), int(seed)
-    if topk < 0:
-        raise ValueError(f"sampling_topk must be >= 0, got {topk}")
-    if not 0.0 < topp <= 1.0:
-        raise ValueError(f"sampling_topp must be in (0, 1], got {topp}")
-    if not temperature > 0.0:
-        raise ValueError(f"sampling_temperature must be > 0, got {temperature}")
-    if topk == 1 and topp >= 1.0:
-        return None
-    return (topk, topp, temperature, seed)
 
 
 def _as_source(source_ids) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(source_ids), tf.int32)
 
 
-def _compiled(
-    model,
-    *,
-    max_length,
-    beam_size,
-    length_penalty,
-    use_cache,
-    algorithm,
-    num_hypotheses=1,
-    sampling=None,
-    ids_only=False,
-):
+def _compiled(model, options: DecodingOptions, *, algorithm, use_cache, ids_only=False):
     """The cached ``tf.function`` for one (model, decoding configuration).
 
-    It returns ``(ids (batch, N, length), scores (batch, N))``, or ``ids (batch, length)``
-    (the best hypothesis) when ``ids_only``.
+    ``algorithm`` is ``"greedy"`` (beam size 1; sampling when ``options.sampling``) or
+    ``"beam"``. The function returns ``(ids (batch, N, length), scores (batch, N))`` with ``N =
+    options.n_best``, or ``ids (batch, length)`` (the best hypothesis) when ``ids_only``.
     """
-    max_length, beam_size = int(max_length), int(beam_size)
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    num_hypotheses = int(num_hypotheses)
-    if not 1 <= num_hypotheses <= beam_size:
-        raise ValueError(
-            f"num_hypotheses must be in 1 .. beam_size={beam_size}, got {num_hypotheses}"
-        )
+    max_length, beam_size = options.max_output_length, options.beam_size
+    num_hypotheses = options.n_best
     model_positions = getattr(model, "max_length", None)
     if isinstance(model_positions, int) and max_length > model_positions:
         raise ValueError(
             f"max_length={max_length} exceeds the model's {model_positions} target positions"
         )
+    greedy = algorithm == "greedy"
+    length_penalty = 0.0 if greedy else options.length_penalty
+    sampling = (
+        (options.sampling_topk, options.sampling_topp, options.sampling_temperature, options.seed)
+        if greedy and options.sampling
+        else None
+    )
     key = (
-        algorithm, max_length, beam_size, float(length_penalty), bool(use_cache),
-        num_hypotheses, sampling, bool(ids_only),
+        algorithm, max_length, beam_size, length_penalty, bool(use_cache), num_hypotheses,
+        sampling, bool(ids_only),
     )  # fmt: skip
     functions = _FUNCTIONS.setdefault(model, {})
     if key not in functions:

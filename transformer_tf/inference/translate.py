@@ -4,12 +4,16 @@ Sources longer than ``data.max_length - 1`` tokens (the source EOS is implicit) 
 length with a warning that counts them, or refused (``truncate=False``, ``translate
 --no-truncate``) with :class:`OverlongInputError`.
 
-Scores (``translate --with-scores``, :func:`translate_nbest`): beam search gives each hypothesis
+One entry point, :func:`translate`, decodes with a
+:class:`~transformer_tf.inference.options.DecodingOptions` (a run's:
+``DecodingOptions.from_config(run.config)``) and returns each source's ``n_best`` hypotheses.
+
+Scores (``translate --with-scores``, :attr:`Translation.score`): beam search gives each hypothesis
 its summed natural-log probability divided by the GNMT length penalty ``((5 + length) / 6) **
 decoding.length_penalty`` (``length`` counts the generated tokens, EOS included); greedy search
 and sampling give the summed log-probability.
 
-Alignments (``translate --alignment``, ``translate_nbest(..., alignment=True)``): after decoding,
+Alignments (``translate --alignment``, ``translate(..., alignment=True)``): after decoding,
 one teacher-forced pass of the decoder over each hypothesis (BOS + its tokens) gives the last
 decoder block's cross-attention, averaged over heads: a ``(target tokens, source tokens)`` matrix
 on the tokens the tokenizers made (source padding and target EOS excluded). Each target token is
@@ -28,6 +32,7 @@ import tensorflow as tf
 
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.errors import UserError
+from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.inference.search import make_decoder
 
 log = logging.getLogger(__name__)
@@ -134,7 +139,7 @@ def translate_ids(source_ids: list[list[int]], *, batch_size: int, decoder) -> l
     """Decode lists of source ids in length-sorted batches; returns ids in input order.
 
     ``decoder`` maps ``(batch, length)`` source ids to ``(batch, length)`` output ids (see
-    :func:`~transformer_tf.inference.search.make_decoder`).
+    :func:`~transformer_tf.inference.search.make_decoder`, ``with_scores=False``).
     """
     outputs: list[list[int] | None] = [None] * len(source_ids)
     for chunk, batch in _batches(source_ids, batch_size):
@@ -147,8 +152,8 @@ def translate_ids(source_ids: list[list[int]], *, batch_size: int, decoder) -> l
 def translate_ids_nbest(
     source_ids: list[list[int]], *, batch_size: int, decoder
 ) -> list[list[tuple[list[int], float]]]:
-    """Like :func:`translate_ids` with an n-best decoder (``make_decoder(...,
-    num_hypotheses=N)``: ``(ids (batch, N, length), scores (batch, N))``); returns, in input
+    """Like :func:`translate_ids` with an n-best decoder (``make_decoder(model, options,
+    with_scores=True)``: ``(ids (batch, N, length), scores (batch, N))``); returns, in input
     order, the ``(ids, score)`` pairs of each source, best first."""
     outputs: list = [None] * len(source_ids)
     for chunk, batch in _batches(source_ids, batch_size):
@@ -223,118 +228,74 @@ def _strip(ids) -> list[int]:
     return result
 
 
-def translate_texts(
+class Translations(list):
+    """What :func:`translate` returns: for each source, in input order, its ``options.n_best``
+    :class:`Translation` hypotheses, best first (a list of lists)."""
+
+    @property
+    def texts(self) -> list[str]:
+        """list[str], the best translation of each source."""
+        return [hypotheses[0].text for hypotheses in self]
+
+
+def translate(
     model,
     source_tokenizer,
     target_tokenizer,
     texts: list[str],
+    options: DecodingOptions,
     *,
-    max_input_length: int,
-    max_output_length: int,
-    beam_size: int = 4,
-    length_penalty: float = 0.6,
-    batch_size: int = 64,
-    sampling_topk: int = 1,
-    sampling_topp: float = 1.0,
-    sampling_temperature: float = 1.0,
-    seed: int = 0,
     truncate: bool = True,
-) -> list[str]:
-    """Source sentences -> detokenized translations (the best hypothesis of each).
+    alignment: bool = False,
+) -> Translations:
+    """Translate sources with the decoder that ``options`` describe (see
+    :func:`~transformer_tf.inference.search.make_decoder`).
+
+    The one translation entry point: the CLI's ``translate``, evaluation's decoding and
+    ensembles (an :class:`~transformer_tf.inference.ensemble.Ensemble` as ``model``) call it; an
+    export serves the same decoder in graph
+    (:func:`~transformer_tf.inference.export.build_translation_module`).
 
     Args:
         model: a decoding model (see :mod:`transformer_tf.inference.search`).
         source_tokenizer, target_tokenizer: the run's tokenizers.
         texts: list[str], the sources.
-        max_input_length: int, ``data.max_length`` (see :func:`encode_sources`).
-        max_output_length: int, the most generated tokens (``decoding.max_length``).
-        beam_size: int >= 1 (1: greedy search or sampling). Defaults to 4.
-        length_penalty: float, GNMT length-penalty exponent. Defaults to 0.6.
-        batch_size: int, sentences per decoding batch. Defaults to 64.
-        sampling_topk, sampling_topp, sampling_temperature, seed: sampling settings (see
-            :class:`~transformer_tf.config.schema.DecodingConfig`); the defaults do not sample.
+        options: :class:`~transformer_tf.inference.options.DecodingOptions` (a run's:
+            ``DecodingOptions.from_config(run.config, beam_size=..., n_best=...)``): the
+            search, ``n_best`` hypotheses per source, the lengths (see :func:`encode_sources`)
+            and ``batch_size`` sources per decoding batch.
         truncate: bool, cut over-long sources with a warning, or raise
             :class:`OverlongInputError`. Defaults to True.
-    """
-    decoder = make_decoder(
-        model,
-        max_length=max_output_length,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
-        sampling_topk=sampling_topk,
-        sampling_topp=sampling_topp,
-        sampling_temperature=sampling_temperature,
-        seed=seed,
-    )
-    source_ids, _ = encode_sources(source_tokenizer, texts, max_input_length, truncate=truncate)
-    decoded = translate_ids(source_ids, batch_size=batch_size, decoder=decoder)
-    return [target_tokenizer.decode(ids) for ids in decoded]
-
-
-def translate_nbest(
-    model,
-    source_tokenizer,
-    target_tokenizer,
-    texts: list[str],
-    *,
-    max_input_length: int,
-    max_output_length: int,
-    n_best: int = 1,
-    beam_size: int = 4,
-    length_penalty: float = 0.6,
-    batch_size: int = 64,
-    sampling_topk: int = 1,
-    sampling_topp: float = 1.0,
-    sampling_temperature: float = 1.0,
-    seed: int = 0,
-    truncate: bool = True,
-    alignment: bool = False,
-) -> list[list[Translation]]:
-    """Source sentences -> the ``n_best`` best :class:`Translation` of each, best first, with
-    their scores and tokens. Arguments as :func:`translate_texts`, and:
-
-    Args:
-        n_best: int in ``1 .. beam_size``, hypotheses per source. Defaults to 1.
         alignment: bool, also fill each translation's ``alignment``, ``attention`` and
             ``source_tokens`` (see the module docstring). Defaults to False.
 
+    Returns:
+        :class:`Translations`: per source its ``options.n_best`` hypotheses with their scores
+        and tokens, best first; ``.texts`` the best translation of each.
+
     Raises:
-        UserError: ``n_best`` is not in ``1 .. beam_size``, or ``alignment`` with a decoder
-            layer that does not return attention weights.
+        UserError: ``alignment`` with a decoder layer that does not return attention weights.
         OverlongInputError: see ``truncate``.
     """
-    if not 1 <= n_best <= beam_size:
-        raise UserError(
-            f"--n-best {n_best} must be between 1 and the beam size, {beam_size} "
-            "(--beam-size or decoding.beam_size)"
-        )
-    decoder = make_decoder(
-        model,
-        max_length=max_output_length,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
-        num_hypotheses=n_best,
-        sampling_topk=sampling_topk,
-        sampling_topp=sampling_topp,
-        sampling_temperature=sampling_temperature,
-        seed=seed,
+    decoder = make_decoder(model, options, with_scores=True)
+    source_ids, _ = encode_sources(
+        source_tokenizer, texts, options.max_input_length, truncate=truncate
     )
-    source_ids, _ = encode_sources(source_tokenizer, texts, max_input_length, truncate=truncate)
-    decoded = translate_ids_nbest(source_ids, batch_size=batch_size, decoder=decoder)
-    results = [
+    decoded = translate_ids_nbest(source_ids, batch_size=options.batch_size, decoder=decoder)
+    results = Translations(
         [
             Translation(target_tokenizer.decode(ids), target_tokenizer.tokens(ids), ids, score)
             for ids, score in hypotheses
         ]
         for hypotheses in decoded
-    ]
+    )
     if alignment:
         pairs = [(i, h) for i, hypotheses in enumerate(results) for h in hypotheses]
         matrices = attention_matrices(
             model,
             [source_ids[i] for i, _ in pairs],
             [h.ids for _, h in pairs],
-            batch_size=batch_size,
+            batch_size=options.batch_size,
         )
         for (i, h), matrix in zip(pairs, matrices, strict=True):
             h.attention, h.alignment = matrix, pharaoh(matrix)
@@ -390,80 +351,3 @@ def plot_attention(path, attention: np.ndarray, source_tokens, target_tokens) ->
     figure.colorbar(image, ax=axes)
     figure.tight_layout()  # moves the axes inside the figure; the size stays
     figure.savefig(path, format="png", dpi=PLOT_DPI)
-
-
-def decoding_options(config, beam_size: int | None = None) -> dict:
-    """The keyword arguments of :func:`translate_texts` from a config's ``data`` and
-    ``decoding`` sections and ``training`` batch size; ``beam_size`` overrides
-    ``decoding.beam_size``.
-
-    Raises:
-        UserError: ``beam_size < 1``, or ``beam_size > 1`` while the config samples.
-    """
-    decoding = config.decoding
-    if beam_size is not None and beam_size < 1:
-        raise UserError(f"--beam-size must be >= 1, got {beam_size}")
-    if beam_size is not None and beam_size > 1 and decoding.sampling:
-        raise UserError(
-            f"--beam-size {beam_size}: the run's decoding settings sample (decoding."
-            f"sampling_topk={decoding.sampling_topk}, sampling_topp={decoding.sampling_topp}), "
-            "which needs beam size 1; drop --beam-size or --set decoding.sampling_topk=1"
-        )
-    return {
-        "max_input_length": config.data.max_length,
-        "max_output_length": decoding.max_length,
-        "beam_size": decoding.beam_size if beam_size is None else beam_size,
-        "length_penalty": decoding.length_penalty,
-        "batch_size": examples_per_batch(config),
-        "sampling_topk": decoding.sampling_topk,
-        "sampling_topp": decoding.sampling_topp,
-        "sampling_temperature": decoding.sampling_temperature,
-        "seed": decoding.seed,
-    }
-
-
-def translate_with_task(
-    task, model, texts: list[str], *, beam_size: int | None = None, truncate: bool = True
-) -> list[str]:
-    """Translate with a translation task's tokenizers and its config's decoding settings
-    (``decoding.beam_size`` unless ``beam_size`` is given; see :func:`decoding_options`)."""
-    return translate_texts(
-        model,
-        task.source_tokenizer,
-        task.target_tokenizer,
-        texts,
-        truncate=truncate,
-        **decoding_options(task.config, beam_size),
-    )
-
-
-def translate_nbest_with_task(
-    task,
-    model,
-    texts: list[str],
-    *,
-    n_best: int = 1,
-    beam_size: int | None = None,
-    truncate: bool = True,
-    alignment: bool = False,
-) -> list[list[Translation]]:
-    """:func:`translate_nbest` with a translation task's tokenizers and decoding settings."""
-    return translate_nbest(
-        model,
-        task.source_tokenizer,
-        task.target_tokenizer,
-        texts,
-        n_best=n_best,
-        truncate=truncate,
-        alignment=alignment,
-        **decoding_options(task.config, beam_size),
-    )
-
-
-def examples_per_batch(config) -> int:
-    """Sentences per decoding batch: ``training.batch_size``, or with a token budget
-    (``batch_type: tokens``) as many sentences of the maximum length as the budget holds."""
-    training = config.training
-    if training.batch_type == "tokens":
-        return max(1, training.batch_size // max(config.data.max_length, 1))
-    return training.batch_size
