@@ -177,7 +177,7 @@ def test_validation_decodes_and_selects_best_by_bleu(tmp_path):
 
 def test_validation_can_decode_greedily_a_few_sentences(tmp_path):
     from transformer_tf.assembly import load_run
-    from transformer_tf.evaluation.evaluator import translation_scores
+    from transformer_tf.tasks.translation import decoding_scores
 
     validation = {"beam_size": 1, "max_sentences": 5}
     raw = translation_config(training={"steps": 10, "eval_every": 10, "validation": validation})
@@ -186,7 +186,7 @@ def test_validation_can_decode_greedily_a_few_sentences(tmp_path):
     assert main(["train", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
     record = json.loads((run_dir / "validation_log.jsonl").read_text())
     run = load_run(run_dir)
-    expected = translation_scores(run.task, run.model, "validation", beam_size=1, max_sentences=5)
+    expected = decoding_scores(run.task, run.model, "validation", beam_size=1, max_sentences=5)
     assert record["bleu"] == pytest.approx(expected["bleu"], abs=1e-9)
     assert record["chrf"] == pytest.approx(expected["chrf"], abs=1e-9)
     # exact match over 5 sentences moves in steps of 1/5

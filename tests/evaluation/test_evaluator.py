@@ -8,7 +8,8 @@ import pytest
 
 from transformer_tf.config.schema import DecodingConfig, TrainingConfig
 from transformer_tf.data.tokenizers import WordTokenizer
-from transformer_tf.evaluation import evaluator, scorers
+from transformer_tf.evaluation import scorers
+from transformer_tf.tasks import translation
 
 PAIRS = [
     ("ein hund, eine katze.", "a dog, a cat."),
@@ -42,7 +43,7 @@ def decoded(monkeypatch):
     def translate(model, source_tokenizer, target_tokenizer, texts, options):
         return SimpleNamespace(texts=[outputs[text] for text in texts])
 
-    monkeypatch.setattr(evaluator, "translate", translate)
+    monkeypatch.setattr(translation, "translate", translate)
     return outputs
 
 
@@ -50,7 +51,7 @@ def test_exact_match_compares_a_word_tokenizer_output_with_the_reference_written
     # The detokenized output of a word model keeps punctuation split off: `a dog , a cat .`.
     decoded.update({"ein hund, eine katze.": "a dog , a cat .", "was?": "what ?"})
     decoded["der baum"] = "the house"
-    scores = evaluator.translation_scores(_task(), model=None, split="test")
+    scores = translation.decoding_scores(_task(), model=None, split="test")
     assert scores["exact_match"] == pytest.approx(2 / 3)
     # BLEU and chrF score the raw references, as published scores do.
     hypotheses = ["a dog , a cat .", "what ?", "the house"]
@@ -65,7 +66,7 @@ def test_an_unknown_word_in_the_reference_never_matches_an_unk_output(decoded):
     decoded["der baum"] = "the <unk>"
     pairs = [*PAIRS[:2], ("der baum", "the elephant")]
     task.raw_splits = {"test": pairs}
-    scores = evaluator.translation_scores(task, model=None, split="test")
+    scores = translation.decoding_scores(task, model=None, split="test")
     assert scores["exact_match"] == pytest.approx(2 / 3)
 
 
@@ -74,6 +75,6 @@ def test_lowercased_runs_compare_lowercased_references(decoded):
     decoded["der baum"] = "the tree"
     task = _task(lowercase=True)
     task.raw_splits = {"test": [(s, t.capitalize()) for s, t in PAIRS]}
-    scores = evaluator.translation_scores(task, model=None, split="test")
+    scores = translation.decoding_scores(task, model=None, split="test")
     assert scores["exact_match"] == 1.0
     assert scores["bleu"] == pytest.approx(100.0)

@@ -13,8 +13,8 @@ from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_T
 from transformer_tf.data.tokenizers import WordTokenizer
 from transformer_tf.errors import UserError
 from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
-from transformer_tf.inference.export import build_translation_module
 from transformer_tf.inference.scoring import score_ids, score_texts
+from transformer_tf.inference.serving import build_translation_module
 from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 24

@@ -13,12 +13,9 @@ import tensorflow as tf
 
 from transformer_tf.assembly import load_run
 from transformer_tf.distribute import build_strategy, distribute_dataset
-from transformer_tf.evaluation import scorers
 from transformer_tf.inference.ensemble import load_members
-from transformer_tf.inference.options import DecodingOptions
-from transformer_tf.inference.translate import translate
 from transformer_tf.run import RunDir
-from transformer_tf.tasks import Task, TranslationTask
+from transformer_tf.tasks import Task
 
 
 class Evaluator:
@@ -72,57 +69,11 @@ class Evaluator:
         return {name: value / max(count, 1.0) for name, (value, count) in totals.items()}
 
 
-def translation_scores(
-    task: TranslationTask,
-    model,
-    split: str,
-    *,
-    beam_size: int | None = None,
-    max_sentences: int | None = None,
-) -> dict:
-    """Decode a split with the run's decoding settings and score it: exact match, BLEU, chrF.
-
-    ``beam_size`` overrides ``decoding.beam_size``; ``max_sentences`` scores only the first N
-    pairs of the split (validation during training, for speed).
-
-    BLEU and chrF (sacreBLEU) compare the detokenized output with the raw references, as
-    published scores do. Exact match compares like with like: each reference is written as the
-    target tokenizer writes its output (:meth:`~transformer_tf.data.tokenizers.Tokenizer.normalize`:
-    a word tokenizer's ``a , b .`` for ``a, b.``), or no sentence with punctuation could match.
-    """
-    pairs = task.raw_splits[split][:max_sentences]
-    options = DecodingOptions.from_config(task.config, beam_size=beam_size)
-    sources = [s for s, _ in pairs]
-    hypotheses = translate(
-        model, task.source_tokenizer, task.target_tokenizer, sources, options
-    ).texts
-    references = [t for _, t in pairs]
-    if getattr(task.config.data, "lowercase", False):
-        references = [r.lower() for r in references]
-    normalized = [task.target_tokenizer.normalize(r) for r in references]
-    return {
-        "exact_match": scorers.exact_match(hypotheses, normalized),
-        "bleu": scorers.bleu(hypotheses, references),
-        "chrf": scorers.chrf(hypotheses, references),
-    }
-
-
 def validation_scores(evaluator: Evaluator, split: str = "validation") -> dict:
     """What a validation during training reports: the teacher-forced metrics and, for
     translation with ``training.validation.decode``, the decoding scores."""
     scores = evaluator.run(split)
-    task = evaluator.task
-    settings = task.config.training.validation
-    if isinstance(task, TranslationTask) and settings.decode:
-        scores.update(
-            translation_scores(
-                task,
-                evaluator.model,
-                split,
-                beam_size=settings.beam_size,
-                max_sentences=settings.max_sentences,
-            )
-        )
+    scores.update(evaluator.task.output_scores(evaluator.model, split, validation=True))
     return scores
 
 
@@ -141,7 +92,7 @@ def evaluate_run(
 
     Classification reports ``loss`` and ``accuracy``; translation reports ``loss``,
     ``token_accuracy`` (teacher forced, padding excluded), and from decoding ``exact_match``,
-    ``bleu`` and ``chrf`` (see :func:`translation_scores`).
+    ``bleu`` and ``chrf`` (see :func:`~transformer_tf.tasks.translation.decoding_scores`).
 
     Args:
         run_dir: a directory written by ``transformer-tf train`` (str, PathLike or RunDir).
@@ -173,8 +124,7 @@ def evaluate_run(
         members = load_members(run, list(ensemble), overrides)
         model = run.task.ensemble([run.model, *(m.model for m in members)])
     scores = Evaluator(run.strategy, model, run.task).run(split)
-    if isinstance(run.task, TranslationTask):
-        scores.update(translation_scores(run.task, model, split, beam_size=beam_size))
+    scores.update(run.task.output_scores(model, split, beam_size=beam_size))
     result = {"split": split, "checkpoint": run.checkpoint, "step": run.step}
     if ensemble:
         result["ensemble"] = [run.checkpoint, *(m.checkpoint for m in members)]

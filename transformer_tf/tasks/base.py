@@ -60,6 +60,21 @@ class Task:
         same vocabularies), usable wherever one of them is (``evaluate --ensemble``)."""
         raise NotImplementedError
 
+    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
+        """What ``transformer-tf export`` saves: a
+        :class:`~transformer_tf.inference.serving.Serving` whose module's ``serve(text)`` does
+        the task's whole inference in graph. ``beam_size`` and ``n_best`` are the export's
+        flags (tasks that do not decode ignore them with a warning)."""
+        raise NotImplementedError
+
+    def output_scores(
+        self, model, split: str, *, validation: bool = False, beam_size: int | None = None
+    ) -> dict:
+        """Scores of the model's own outputs on ``split`` beyond the teacher-forced
+        :meth:`metrics` (translation decodes and reports BLEU, chrF and exact match);
+        ``validation``: as set for validations during training. None by default."""
+        return {}
+
     #: The commands beyond ``train``, ``evaluate`` and ``export`` that the task's runs support:
     #: ``translate``, ``score`` and ``export --format ctranslate2`` for a task whose model
     #: generates text with the search.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 
@@ -11,10 +12,13 @@ from transformer_tf.config import Config
 from transformer_tf.data import classification, imdb
 from transformer_tf.data.review_tokenizer import ReviewTokenizer
 from transformer_tf.errors import UserError
+from transformer_tf.inference.serving import Serving, build_classification_module
 from transformer_tf.models.ensemble import ClassifierEnsemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
 from transformer_tf.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationTask(Task):
@@ -81,6 +85,24 @@ class ClassificationTask(Task):
 
     def tokenizers(self) -> dict:
         return {"review": self.tokenizer}
+
+    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
+        for flag, value in (("--beam-size", beam_size), ("--n-best", n_best)):
+            if value is not None:
+                log.warning("%s has no effect on a classification export", flag)
+        data = self.config.data
+        module = build_classification_module(
+            model, self.tokenizer, max_length=data.max_length, truncation=data.truncation
+        )
+        provenance = {
+            "inputs": {"text": "(batch,) string, raw texts"},
+            "outputs": {"probabilities": "(batch, num_classes) float32", "label": "(batch,) int32"},
+            "num_classes": self.config.model.num_classes,
+            "max_input_length": data.max_length,
+            "truncation": data.truncation,
+            "vocab_size": self.tokenizer.vocab_size,
+        }
+        return Serving(module, provenance)
 
     def ensemble(self, models: list):
         return ClassifierEnsemble(models)

@@ -20,6 +20,10 @@ from transformer_tf.data.translation import (
     make_translation_dataset,
 )
 from transformer_tf.errors import UserError
+from transformer_tf.evaluation import scorers
+from transformer_tf.inference.options import SAMPLING_FIELDS, DecodingOptions
+from transformer_tf.inference.serving import Serving, build_translation_module
+from transformer_tf.inference.translate import translate
 from transformer_tf.models.ensemble import Ensemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
@@ -177,6 +181,55 @@ class TranslationTask(Task):
     def ensemble(self, models: list):
         return Ensemble(models)
 
+    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
+        options = DecodingOptions.from_config(self.config, beam_size=beam_size, n_best=n_best)
+        source, target = self.source_tokenizer, self.target_tokenizer
+        module = build_translation_module(
+            model, source, target, options, nbest_outputs=n_best is not None
+        )
+        outputs = {
+            "translation": "(batch,) string",
+            "scores": "(batch,) float32, the search's score of each translation",
+            "truncated": "(batch,) bool, whether the input was cut to max_input_length - 1",
+        }
+        if n_best is not None:
+            outputs["translations"] = f"(batch, {n_best}) string, best first"
+            outputs["all_scores"] = f"(batch, {n_best}) float32"
+        sampling = {name: getattr(options, name) for name in SAMPLING_FIELDS}
+        provenance = {
+            "inputs": {"text": "(batch,) string, raw source sentences"},
+            "outputs": outputs,
+            "beam_size": options.beam_size,
+            "n_best": n_best,
+            "sampling": sampling if options.sampling else None,
+            "length_penalty": options.length_penalty,
+            "max_input_length": options.max_input_length,
+            "max_output_length": options.max_output_length,
+            "tokenizer": {
+                "source": source.kind,
+                "target": target.kind,
+                "shared": source is target,
+                "source_vocab_size": source.vocab_size,
+                "target_vocab_size": target.vocab_size,
+            },
+        }
+        # SentencePiece runs tokenize with tensorflow_text ops.
+        uses_tf_text = any(kind.startswith("sentencepiece") for kind in (source.kind, target.kind))
+        requires = ("tensorflow", "tensorflow_text") if uses_tf_text else ("tensorflow",)
+        return Serving(module, provenance, requires)
+
+    def output_scores(
+        self, model, split: str, *, validation: bool = False, beam_size: int | None = None
+    ) -> dict:
+        settings = self.config.training.validation
+        if not validation:
+            return decoding_scores(self, model, split, beam_size=beam_size)
+        if not settings.decode:
+            return {}
+        return decoding_scores(
+            self, model, split, beam_size=settings.beam_size, max_sentences=settings.max_sentences
+        )
+
     def vocabularies(self) -> dict[str, list[str]]:
         return {
             "source": tokenizers.token_list(self.source_tokenizer),
@@ -320,3 +373,38 @@ class TranslationTask(Task):
 
     def metrics(self) -> dict:
         return {"token_accuracy": metrics.token_accuracy}
+
+
+def decoding_scores(
+    task: TranslationTask,
+    model,
+    split: str,
+    *,
+    beam_size: int | None = None,
+    max_sentences: int | None = None,
+) -> dict:
+    """Decode a split with the run's decoding settings and score it: exact match, BLEU, chrF.
+
+    ``beam_size`` overrides ``decoding.beam_size``; ``max_sentences`` scores only the first N
+    pairs of the split (validation during training, for speed).
+
+    BLEU and chrF (sacreBLEU) compare the detokenized output with the raw references, as
+    published scores do. Exact match compares like with like: each reference is written as the
+    target tokenizer writes its output (:meth:`~transformer_tf.data.tokenizers.Tokenizer.normalize`:
+    a word tokenizer's ``a , b .`` for ``a, b.``), or no sentence with punctuation could match.
+    """
+    pairs = task.raw_splits[split][:max_sentences]
+    options = DecodingOptions.from_config(task.config, beam_size=beam_size)
+    sources = [s for s, _ in pairs]
+    hypotheses = translate(
+        model, task.source_tokenizer, task.target_tokenizer, sources, options
+    ).texts
+    references = [t for _, t in pairs]
+    if getattr(task.config.data, "lowercase", False):
+        references = [r.lower() for r in references]
+    normalized = [task.target_tokenizer.normalize(r) for r in references]
+    return {
+        "exact_match": scorers.exact_match(hypotheses, normalized),
+        "bleu": scorers.bleu(hypotheses, references),
+        "chrf": scorers.chrf(hypotheses, references),
+    }
