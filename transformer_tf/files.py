@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["replacing", "write_atomic"]
+__all__ = ["new_directory", "replacing", "write_atomic"]
 
 
 @contextlib.contextmanager
@@ -38,3 +40,33 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (see :func:`replacing`)."""
     with replacing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def new_directory(
+    path: str | os.PathLike, check: Callable[[Path], None], *, error: type[Exception] = OSError
+) -> Iterator[Path]:
+    """Yield a temporary sibling directory to fill; on success it becomes ``path``.
+
+    A sibling (same parent, so the same file system) makes the final rename atomic; on any
+    failure the temporary directory is removed and ``path`` is left as it was. ``check(path)``
+    runs again right before the rename (filling may take minutes; it raises if something has
+    appeared there meanwhile); ``os.rename`` replaces an empty directory and fails on a
+    non-empty one, so a late writer is safe too, and that failure is raised as ``error``.
+    The directory is made readable by all (``mkdtemp``'s 0700 is for the incomplete one only:
+    an export is read by servers running as other users). Exports and imported runs use it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        check(path)
+        try:
+            os.rename(tmp, path)
+        except OSError as exc:
+            raise error(f"cannot move the finished directory into {path}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

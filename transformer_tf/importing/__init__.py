@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from transformer_tf.data.tokenizers import Tokenizer, save_tokenizers
 from transformer_tf.errors import UserError
+from transformer_tf.files import new_directory
 from transformer_tf.models import weight_path
 
 __all__ = ["IMPORTED_FILE", "ImportedModel", "read_imported", "write_run"]
@@ -133,13 +133,9 @@ def write_run(
     from transformer_tf.run import RunDir, make_checkpoint
 
     target = Path(run_dir)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"--run-dir {target} exists and is not empty; import into a new directory")
+    _check_new_run_dir(target)
     config = _config(imported, config_path, overrides)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.parent / f".{target.name}.import-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with new_directory(target, _check_new_run_dir, error=UserError) as partial:
         run = RunDir(partial)
         save_tokenizers(run.vocab_dir, imported.source_tokenizer, imported.target_tokenizer)
         built = assemble(config, run, write=True, policy="float32")
@@ -157,13 +153,12 @@ def write_run(
         (partial / IMPORTED_FILE).write_text(
             json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        if target.exists():
-            target.rmdir()  # empty, checked above
-        os.replace(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return target
+
+
+def _check_new_run_dir(target: Path) -> None:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"--run-dir {target} exists and is not empty; import into a new directory")
 
 
 def _assign(model, weights: dict[str, np.ndarray], toolkit: str) -> None:

@@ -35,8 +35,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -52,6 +50,7 @@ from transformer_tf.data.tokenizers import (
     WordTokenizer,
 )
 from transformer_tf.errors import UserError
+from transformer_tf.files import new_directory
 from transformer_tf.inference.export import check_export_dir
 from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
@@ -407,24 +406,12 @@ def export_ctranslate2(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
-    parent = export_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp", dir=parent))
-    try:
+    with new_directory(export_dir, check_export_dir, error=UserError) as tmp:
         spec.save(str(tmp))
         tokenizer_files = _save_tokenizers(tmp, source, target, shared)
         info["tokenizer"]["files"] = tokenizer_files
         (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_readme(info, source, tokenizer_files), encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 is for the incomplete directory only.
-        check_export_dir(export_dir)
-        try:
-            os.rename(tmp, export_dir)
-        except OSError as error:
-            raise UserError(f"cannot move the export into {export_dir}: {error}") from error
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return export_dir
 
 

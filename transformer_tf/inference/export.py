@@ -41,8 +41,6 @@ import json
 import logging
 import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -51,6 +49,7 @@ import tensorflow as tf
 import transformer_tf
 from transformer_tf.assembly import load_run
 from transformer_tf.errors import UserError
+from transformer_tf.files import new_directory
 from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.run import writing_to
 
@@ -133,37 +132,19 @@ def check_export_dir(export_dir: Path) -> None:
 
 
 def _save_atomically(module: tf.Module, export_dir: Path, provenance: dict) -> None:
-    """Save ``module`` to a temporary sibling of ``export_dir``, then rename it into place.
-
-    A sibling (same parent, so the same file system) makes the final rename atomic; on any
-    failure the temporary directory is removed and ``export_dir`` is left as it was.
-    """
-    parent = export_dir.parent
-    with writing_to("the SavedModel", export_dir):
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", suffix=".tmp", dir=parent))
-    try:
-        # A full disk or a read-only parent: one line naming the export (RunWriteError).
-        with writing_to("the SavedModel", export_dir):
-            tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
-            extra = tmp / PROVENANCE_DIR
-            extra.mkdir()
-            (extra / PROVENANCE_FILE).write_text(
-                json.dumps(provenance, indent=2) + "\n", encoding="utf-8"
-            )
-            # mkdtemp makes the directory 0700 (private while incomplete); an export is meant
-            # to be read by a server running as another user.
-            os.chmod(tmp, 0o755)
-        # Checked again right before the rename: the export may have taken minutes. os.rename
-        # replaces an empty directory and fails on a non-empty one, so a late writer is safe.
-        check_export_dir(export_dir)
-        try:
-            os.rename(tmp, export_dir)
-        except OSError as error:
-            raise UserError(f"cannot move the export into {export_dir}: {error}") from error
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Save ``module`` and its provenance into ``export_dir`` through a temporary sibling
+    (:func:`~transformer_tf.files.new_directory`): all of it, or nothing."""
+    # A full disk or a read-only parent: one line naming the export (RunWriteError).
+    with (
+        writing_to("the SavedModel", export_dir),
+        new_directory(export_dir, check_export_dir, error=UserError) as tmp,
+    ):
+        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
+        extra = tmp / PROVENANCE_DIR
+        extra.mkdir()
+        (extra / PROVENANCE_FILE).write_text(
+            json.dumps(provenance, indent=2) + "\n", encoding="utf-8"
+        )
 
 
 def _versions(uses_tf_text: bool) -> dict:
