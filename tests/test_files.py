@@ -22,7 +22,7 @@ def test_write_atomic_replaces_and_a_failed_write_leaves_the_old_file(tmp_path):
     with pytest.raises(RuntimeError), replacing(path) as tmp:
         tmp.write_text("half")
         raise RuntimeError("disk full")
-    assert path.read_text() == "two\r\n"
+    assert path.read_bytes() == b"two\r\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]
 
 
