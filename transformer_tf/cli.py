@@ -508,13 +508,9 @@ def _check_attention_plot(args) -> None:
         )
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"--attention-plot {path}: the file exists and is not writable")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as error:
-        raise UserError(
-            "--attention-plot needs matplotlib: pip install 'transformer-tf[plot]' "
-            "(or pip install 'matplotlib>=3.8,<4')"
-        ) from error
+    from transformer_tf.inference.translate import require_matplotlib
+
+    require_matplotlib()
 
 
 def cmd_score(args) -> int:
@@ -557,42 +553,35 @@ def cmd_export(args) -> int:
     from transformer_tf.errors import UserError
 
     if args.format == "ctranslate2":
-        if args.n_best is not None:
-            raise UserError(
-                "--n-best is a savedmodel option: a CTranslate2 model returns n-best lists when "
-                "it translates (translate_batch(..., num_hypotheses=N, return_scores=True))"
-            )
-        if args.beam_size is not None:
-            raise UserError(
-                "--beam-size is a savedmodel option: a CTranslate2 model takes the beam size "
-                "when it translates (translate_batch(..., beam_size=K))"
-            )
+        # A CTranslate2 model takes its decoding settings when it translates.
+        for flag, value, setting in (
+            ("--n-best", args.n_best, "num_hypotheses=N, return_scores=True"),
+            ("--beam-size", args.beam_size, "beam_size=K"),
+        ):
+            if value is not None:
+                raise UserError(
+                    f"{flag} is a savedmodel option: a CTranslate2 model takes it when it "
+                    f"translates (translate_batch(..., {setting}))"
+                )
         _load_builtins(args)
-        from transformer_tf.inference.ctranslate2_export import export_ctranslate2
+        from transformer_tf.inference.ctranslate2_export import export_ctranslate2 as exporter
 
-        path = export_ctranslate2(
-            args.run_dir,
-            args.export_dir,
-            checkpoint=args.checkpoint,
-            average_last=args.average_last,
-            quantization=args.quantization,
-        )
-        print(f"exported CTranslate2 model to {path}")
-        return 0
-    if args.quantization is not None:
-        raise UserError("--quantization is a ctranslate2 option (--format ctranslate2)")
-    _load_builtins(args)
-    from transformer_tf.inference.export import export_run
+        kind, options = "CTranslate2 model", {"quantization": args.quantization}
+    else:
+        if args.quantization is not None:
+            raise UserError("--quantization is a ctranslate2 option (--format ctranslate2)")
+        _load_builtins(args)
+        from transformer_tf.inference.export import export_run as exporter
 
-    path = export_run(
+        kind, options = "SavedModel", {"beam_size": args.beam_size, "n_best": args.n_best}
+    path = exporter(
         args.run_dir,
         args.export_dir,
         checkpoint=args.checkpoint,
         average_last=args.average_last,
-        beam_size=args.beam_size,
-        n_best=args.n_best,
+        **options,
     )
-    print(f"exported SavedModel to {path}")
+    print(f"exported {kind} to {path}")
     return 0
 
 

@@ -671,6 +671,11 @@ class Config(BaseModel):
                 raw[section] = {}
         if "data" in raw and raw["data"] is None:
             del raw["data"]
+        return cls._task_defaults(raw)
+
+    @classmethod
+    def _task_defaults(cls, raw: dict) -> dict:
+        """The raw mapping with the task's own defaults filled in, before validation."""
         return raw
 
     @model_validator(mode="after")
@@ -727,13 +732,9 @@ class TranslationConfig(Config):
     # without a data section).
     data: TranslationDataConfig
 
-    @model_validator(mode="before")
     @classmethod
-    def _default_source(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            return raw
-        raw = dict(raw)
-        data = {} if raw.get("data") is None else raw["data"]
+    def _task_defaults(cls, raw: dict) -> dict:
+        data = raw.get("data", {})
         if isinstance(data, dict) and "source" not in data:
             raw["data"] = {"source": cls.data_sources()[0], **data}
         if isinstance(raw.get("model"), dict):

@@ -1,8 +1,10 @@
 """Corpus-level translation scorers: sacreBLEU BLEU and chrF, and exact match.
 
 Every scorer takes detokenized hypothesis and reference strings, one reference per sentence,
-in the same order, and returns a float (BLEU and chrF on sacreBLEU's 0-100 scale, exact match
-as a share in [0, 1]). :data:`SCORERS` maps each scorer's name to its function.
+in the same order (``hypotheses``: the system outputs; ``references``: one per sentence, as many
+as hypotheses, else a ValueError), and returns a float (BLEU and chrF on sacreBLEU's 0-100
+scale, exact match as a share in [0, 1]). :data:`SCORERS` maps each scorer's name to its
+function.
 """
 
 from __future__ import annotations
@@ -25,50 +27,27 @@ def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (sacreBLEU defaults: 13a tokenization, exp smoothing, n-grams up to 4).
-
-    Args:
-        hypotheses: list[str], the system outputs, one per sentence.
-        references: list[str], one reference per sentence, same length as ``hypotheses``.
-
-    Returns: float in [0, 100]; 0.0 for an empty corpus (sacreBLEU itself rejects one).
-
-    Raises: ValueError when the two lists differ in length.
-    """
-    hypotheses, references = _check_pairs(hypotheses, references)
-    if not hypotheses:
-        return 0.0
-    return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    """Corpus BLEU (sacreBLEU defaults: 13a tokenization, exp smoothing, n-grams up to 4), in
+    [0, 100]; 0.0 for an empty corpus (sacreBLEU itself rejects one)."""
+    return _sacrebleu(sacrebleu.corpus_bleu, hypotheses, references)
 
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF (sacreBLEU defaults: character n-grams 1-6 without whitespace, beta = 2).
+    """Corpus chrF (sacreBLEU defaults: character n-grams 1-6 without whitespace, beta = 2), in
+    [0, 100]; 0.0 for an empty corpus."""
+    return _sacrebleu(sacrebleu.corpus_chrf, hypotheses, references)
 
-    Args:
-        hypotheses: list[str], the system outputs, one per sentence.
-        references: list[str], one reference per sentence, same length as ``hypotheses``.
 
-    Returns: float in [0, 100]; 0.0 for an empty corpus.
-
-    Raises: ValueError when the two lists differ in length.
-    """
+def _sacrebleu(corpus_score: Callable, hypotheses, references) -> float:
     hypotheses, references = _check_pairs(hypotheses, references)
     if not hypotheses:
         return 0.0
-    return float(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+    return float(corpus_score(hypotheses, [references]).score)
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Share of sentences whose hypothesis equals its reference after ``str.strip()``.
-
-    Args:
-        hypotheses: list[str], the system outputs, one per sentence.
-        references: list[str], one reference per sentence, same length as ``hypotheses``.
-
-    Returns: float in [0, 1]; 0.0 for an empty corpus.
-
-    Raises: ValueError when the two lists differ in length.
-    """
+    """Share of sentences whose hypothesis equals its reference after ``str.strip()``, in
+    [0, 1]; 0.0 for an empty corpus."""
     hypotheses, references = _check_pairs(hypotheses, references)
     if not hypotheses:
         return 0.0

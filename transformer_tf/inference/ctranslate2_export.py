@@ -219,6 +219,14 @@ def _layer_norm(spec, layer) -> None:
     spec.beta = _numpy(layer.beta)
 
 
+def _self_attention(spec, block) -> None:
+    """A block's self-attention: its norm, the fused query/key/value projection, the output."""
+    attention = block.self_attention
+    _layer_norm(spec.layer_norm, block.self_attention_norm)
+    _linear(spec.linear[0], attention.query_dense, attention.key_dense, attention.value_dense)
+    _linear(spec.linear[1], attention.output_dense)
+
+
 def _ffn(spec, block) -> None:
     _layer_norm(spec.layer_norm, block.feed_forward_norm)
     _linear(spec.linear_0, block.feed_forward_layer.inner_dense)
@@ -269,15 +277,7 @@ def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
     encoder_spec.scale_embeddings = True
     encoder_spec.position_encodings.encodings = _positions(model.source_embedding, rows)
     for layer_spec, block in zip(encoder_spec.layer, model.encoder.blocks, strict=True):
-        attention = block.self_attention
-        _layer_norm(layer_spec.self_attention.layer_norm, block.self_attention_norm)
-        _linear(
-            layer_spec.self_attention.linear[0],
-            attention.query_dense,
-            attention.key_dense,
-            attention.value_dense,
-        )
-        _linear(layer_spec.self_attention.linear[1], attention.output_dense)
+        _self_attention(layer_spec.self_attention, block)
         _ffn(layer_spec.ffn, block)
     if pre_norm:
         _layer_norm(encoder_spec.layer_norm, model.encoder.final_norm)
@@ -291,15 +291,8 @@ def build_spec(model, source_vocab: list[str], target_vocab: list[str]):
     decoder_spec.scale_embeddings = True
     decoder_spec.position_encodings.encodings = _positions(model.target_embedding, rows)
     for layer_spec, block in zip(decoder_spec.layer, model.decoder.blocks, strict=True):
-        attention, cross = block.self_attention, block.cross_attention
-        _layer_norm(layer_spec.self_attention.layer_norm, block.self_attention_norm)
-        _linear(
-            layer_spec.self_attention.linear[0],
-            attention.query_dense,
-            attention.key_dense,
-            attention.value_dense,
-        )
-        _linear(layer_spec.self_attention.linear[1], attention.output_dense)
+        cross = block.cross_attention
+        _self_attention(layer_spec.self_attention, block)
         _layer_norm(layer_spec.attention.layer_norm, block.cross_attention_norm)
         _linear(layer_spec.attention.linear[0], cross.query_dense)
         _linear(layer_spec.attention.linear[1], cross.key_dense, cross.value_dense)

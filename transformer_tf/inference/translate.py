@@ -316,6 +316,17 @@ def attention_plot_size(num_source: int, num_target: int) -> tuple[int, int]:
     return round(width * PLOT_DPI), round(height * PLOT_DPI)
 
 
+def require_matplotlib() -> None:
+    """Raise a UserError saying how to install matplotlib (``--attention-plot``) if it is not."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise UserError(
+            "--attention-plot needs matplotlib: pip install 'transformer-tf[plot]' "
+            "(or pip install 'matplotlib>=3.8,<4')"
+        ) from error
+
+
 def plot_attention(path, attention: np.ndarray, source_tokens, target_tokens) -> None:
     """Draw a cross-attention heatmap as a PNG (matplotlib, no display needed).
 
@@ -328,14 +339,10 @@ def plot_attention(path, attention: np.ndarray, source_tokens, target_tokens) ->
     Raises:
         UserError: matplotlib is not installed, or a side is empty.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise UserError(
-            "--attention-plot needs matplotlib: pip install 'transformer-tf[plot]' "
-            "(or pip install 'matplotlib>=3.8,<4')"
-        ) from error
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     if attention.size == 0:
         raise UserError("--attention-plot: the source or the translation is empty, nothing to draw")
     width, height = attention_plot_size(len(source_tokens), len(target_tokens))
