@@ -1,7 +1,10 @@
-"""Tasks: what a run learns. Each task owns its data, vocabulary, loss and metrics.
+"""Tasks: what a run learns. Each task owns its data, vocabulary, loss and metrics, how its
+models ensemble, what it serves, the scores of its outputs and the commands its runs support.
 
-:class:`~transformer_tf.tasks.base.Task` is the interface the trainer and the evaluator use;
-:func:`make_task` picks the implementation for ``config.task``.
+:class:`~transformer_tf.tasks.base.Task` is the interface the trainer, the evaluator, ensembles,
+the exports and the CLI use (none of them branches on a task's name); :func:`make_task` picks
+the implementation for ``config.task``. Its config section is the task's config class
+(:mod:`transformer_tf.config.schema`). ``docs/extending.md`` says what a new task implements.
 """
 
 from __future__ import annotations

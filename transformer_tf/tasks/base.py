@@ -72,7 +72,7 @@ class Task:
     ) -> dict:
         """Scores of the model's own outputs on ``split`` beyond the teacher-forced
         :meth:`metrics` (translation decodes and reports BLEU, chrF and exact match);
-        ``validation``: as set for validations during training. None by default."""
+        ``validation``: as set for validations during training. Nothing (``{}``) by default."""
         return {}
 
     #: The commands beyond ``train``, ``evaluate`` and ``export`` that the task's runs support:
