@@ -46,6 +46,7 @@ import yaml
 from transformer_tf.config import Config, load_config, model_affecting_differences, save_config
 from transformer_tf.errors import DamagedCheckpointError, RunLockedError, RunWriteError, UserError
 from transformer_tf.files import replacing, write_atomic
+from transformer_tf.training.ema import restore_averages
 
 try:
     import fcntl
@@ -604,16 +605,32 @@ def make_checkpoint(model, **objects) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(model_weights=list(model.weights), **objects)
 
 
-def restore_model(model, path: str) -> None:
-    """Load only the model weights from a training checkpoint."""
+def restore_model(model, path: str, averaged: bool = False) -> bool:
+    """Load only the model weights from a training checkpoint.
+
+    Args:
+        model: keras.Model, of the run's architecture.
+        path: str, the checkpoint's prefix.
+        averaged: bool, then put the moving averages of the trainable weights that the
+            checkpoint holds (``training.ema_decay``) in their place. Defaults to False.
+
+    Returns:
+        bool, whether moving averages were loaded (False when ``averaged`` is, or the
+        checkpoint holds none: the raw weights are then loaded).
+    """
     status = make_checkpoint(model).restore(path).expect_partial()
     status.assert_existing_objects_matched()
+    if not averaged:
+        return False
+    return restore_averages(model.trainable_variables, path)
 
 
-def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
+def average_checkpoints(model, run: RunDir, last: int, averaged: bool = False) -> list[int]:
     """Set the model's weights to the mean of the last ``last`` checkpoints; returns their steps.
 
-    Averaging the final checkpoints of a run is a cheap ensemble that usually adds BLEU.
+    Averaging the final checkpoints of a run is a cheap ensemble that usually adds BLEU. With
+    ``averaged`` each checkpoint contributes its moving averages where it holds them (see
+    :func:`restore_model`).
     """
     steps = run.checkpoint_steps()
     if last < 1:
@@ -629,7 +646,7 @@ def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
         run.require_intact(run.checkpoint_path(step))
     total = [np.zeros(w.shape, "float64") for w in model.weights]
     for step in chosen:
-        restore_model(model, run.checkpoint_path(step))
+        restore_model(model, run.checkpoint_path(step), averaged)
         for acc, weight in zip(total, model.weights, strict=True):
             acc += np.asarray(weight.numpy(), "float64")
     for acc, weight in zip(total, model.weights, strict=True):
