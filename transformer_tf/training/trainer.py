@@ -220,13 +220,7 @@ class Trainer:
             if training.ema_decay is not None
             else None
         )
-        self.checkpoint = make_training_checkpoint(
-            self.model,
-            optimizer,
-            self.state.trackables(),
-            self.selector.trackables(),
-            self.ema.trackables() if self.ema is not None else {},
-        )
+        self.checkpoint = self._make_checkpoint(with_ema=self.ema is not None)
         self.writer = CheckpointWriter(
             self.checkpoint, self.run, training.keep_checkpoints, self.is_chief
         )
@@ -243,6 +237,17 @@ class Trainer:
         self._signal_elsewhere = False  # multi-worker: another worker was signalled
         self._agree = None  # multi-worker: the compiled "was any worker signalled?" reduction
 
+    def _make_checkpoint(self, with_ema: bool) -> tf.train.Checkpoint:
+        """The training checkpoint: model, optimizer, state, selector, and the moving averages
+        under ``ema`` when ``with_ema``."""
+        return make_training_checkpoint(
+            self.model,
+            self.optimizer,
+            self.state.trackables(),
+            self.selector.trackables(),
+            self.ema.trackables() if with_ema else {},
+        )
+
     def restore_latest(self) -> str | None:
         """Restore the newest intact checkpoint of the run, if there is one; returns its path.
 
@@ -253,11 +258,14 @@ class Trainer:
         if latest:
             # A checkpoint written without moving averages (ema_decay set on a resumed run)
             # restores all but them; the averages then start at the restored weights.
-            status = self.checkpoint.restore(latest)
-            status.assert_existing_objects_matched()
             has_averages = checkpoint_has_averages(latest)
-            if (self.ema is not None) != has_averages:
-                status.expect_partial()  # averages saved but no longer wanted, or not saved
+            checkpoint = self.checkpoint
+            if self.ema is not None and not has_averages:
+                checkpoint = self._make_checkpoint(with_ema=False)
+            status = checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
+            if has_averages and self.ema is None:
+                status.expect_partial()  # averages saved, no longer wanted (ema_decay unset)
             if self.ema is not None and not has_averages:
                 self.ema.reset()
                 log.warning("%s holds no moving averages: they start at its weights", latest)
