@@ -239,8 +239,8 @@ def test_evaluate_uses_the_averages_unless_raw_weights(tmp_path, capsys):
     assert averaged["loss"] != pytest.approx(raw_scores["loss"], rel=1e-4)
 
     # Which weights: the trainable ones in the order the trainer averaged them.
-    weight_index = {id(w): i for i, w in enumerate(load_run(run_dir).model.weights)}
     model = load_run(run_dir).model
+    weight_index = {id(w): i for i, w in enumerate(model.weights)}
     trainable_index = [weight_index[id(v)] for v in model.trainable_variables]
 
     def averages(reader, count):
@@ -287,6 +287,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             "averages": [a.numpy().tolist() for a in trainer.ema.averages],
             "weights": [v.numpy().tolist() for v in trainer.model.trainable_variables],
             "num_updates": int(trainer.ema.num_updates.numpy()),
+            "names": [v.path for v in trainer.model.trainable_variables],
         }
     print("EMA " + json.dumps(result))
     """
@@ -311,8 +312,19 @@ def test_two_mirrored_replicas_give_the_single_device_averages(tmp_path):
     result = json.loads(line[len("EMA ") :])
     single, mirrored = result["single"], result["mirrored"]
     assert single["num_updates"] == mirrored["num_updates"] == 4
-    for got, expected in zip(mirrored["averages"], single["averages"], strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    # An attention key's bias has a gradient that is zero but for rounding (softmax ignores a
+    # shift of all its scores), which Adam scales up to steps of the learning rate in a
+    # direction set by the summation order: those weights themselves differ between one and
+    # two replicas, so their averages are not compared.
+    compared = 0
+    for name, got, expected in zip(
+        single["names"], mirrored["averages"], single["averages"], strict=True
+    ):
+        if name.endswith("key/bias"):
+            continue
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7, err_msg=name)
+        compared += 1
+    assert compared >= len(single["names"]) - 3
     # The averages are not the weights.
     assert not np.allclose(single["averages"][0], single["weights"][0], rtol=1e-4)
 
