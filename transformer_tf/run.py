@@ -7,12 +7,13 @@ A run directory is what ``transformer-tf train`` writes and what ``evaluate``, `
     RUN/model_args.json         the arguments the model was built with (its shape)
     RUN/precision.json          the precision training computes in, and why (``auto``)
     RUN/vocab/                  tokenizers or vocabulary
-    RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints
+    RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints (with ``ema``: the
+                                moving averages of ``training.ema_decay``)
     RUN/checkpoints/best/       the best checkpoint on validation
     RUN/logs/{train,validation} TensorBoard
     RUN/train_log.jsonl         one record per logging window
     RUN/validation_log.jsonl    one record per validation
-    RUN/model.keras             the final model, written when training ends
+    RUN/model.keras             the final model (the moving averages with training.ema_decay)
     RUN/.lock                   held (``flock``) by the trainer using the directory
 
 Every other module asks :class:`RunDir` for a path instead of spelling it. Checkpoints store
