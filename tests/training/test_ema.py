@@ -1,6 +1,6 @@
 """``training.ema_decay``: the moving averages of the weights (training/ema.py), against the
-formula computed by hand from the weights after each update; resumed, used by validation and
-evaluate (``--raw-weights`` not), on two mirrored replicas, and refused out of range.
+formula computed by hand from the weights after each update; resumed, used by validation,
+evaluate and score (``--raw-weights`` not), on two mirrored replicas, and refused out of range.
 
 The formula: after update t = 1, 2, ...  decay_t = min(decay, (1 + t) / (10 + t)) and
 average_t = decay_t * average_{t-1} + (1 - decay_t) * weight_t, average_0 = the initial weight.
@@ -256,6 +256,37 @@ def test_evaluate_uses_the_averages_unless_raw_weights(tmp_path, capsys):
     assert raw_scores["loss"] == pytest.approx(
         _loss_by_hand_assignment(run_dir, raw_weights), rel=1e-6
     )
+
+
+def test_score_uses_the_averages_unless_raw_weights(tmp_path, capsys):
+    from transformer_tf.inference.scoring import score_texts
+
+    run_dir = tmp_path / "run"
+    build_trainer(ema_config(steps=3, checkpoint_every=3, ema_decay=0.5), run_dir,
+                  show_progress=False).train()  # fmt: skip
+    pairs = RunDir(run_dir).read_config()
+    run = load_run(run_dir)
+    sources, targets = zip(*run.task.raw_splits["validation"][:5], strict=True)
+    (tmp_path / "src").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    (tmp_path / "tgt").write_text("\n".join(targets) + "\n", encoding="utf-8")
+    printed = {}
+    for flags in ([], ["--raw-weights"]):
+        args = ["score", str(run_dir), "--source", str(tmp_path / "src")]
+        assert main([*args, "--target", str(tmp_path / "tgt"), *flags]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        printed[bool(flags)] = [float(line.split(" ||| ")[0]) for line in lines]
+    assert printed[False] != pytest.approx(printed[True], rel=1e-4)
+    for raw_weights in (False, True):
+        loaded = load_run(run_dir, raw_weights=raw_weights)
+        want = score_texts(
+            loaded.model,
+            loaded.task.source_tokenizer,
+            loaded.task.target_tokenizer,
+            list(sources),
+            list(targets),
+            max_input_length=pairs.data.max_length,
+        ).scores
+        assert printed[raw_weights] == pytest.approx(list(want), abs=1e-5)
 
 
 # --- Two mirrored replicas --------------------------------------------------------------------
