@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -25,6 +26,7 @@ from transformer_tf.precision import PrecisionChoice, detect_hardware, resolve_p
 from transformer_tf.registry import get_registry
 from transformer_tf.run import RunDir, average_checkpoints, restore_model, step_of
 from transformer_tf.tasks import Task, make_task
+from transformer_tf.training.ema import checkpoint_has_averages
 
 __all__ = [
     "Assembly",
@@ -57,6 +59,8 @@ class LoadedRun(Assembly):
     strategy: tf.distribute.Strategy | None = None
     checkpoint: str = ""  # what was loaded: a checkpoint path, or "average of steps ..."
     step: int | None = None
+    # Which weights: "averaged" (the moving averages of training.ema_decay) or "raw".
+    weights: str = "raw"
 
 
 def precision(config: Config, strategy: tf.distribute.Strategy | None = None) -> PrecisionChoice:
@@ -227,6 +231,7 @@ def load_run(
     average_last: int | None = None,
     overrides=(),
     strategy: tf.distribute.Strategy | None = None,
+    raw_weights: bool = False,
 ) -> LoadedRun:
     """The config, task (with its vocabulary) and model of a run directory, from a checkpoint.
 
@@ -239,26 +244,42 @@ def load_run(
         overrides: ``key.path=value`` strings; they may repoint data, decoding or distribute
             settings, never change the model.
         strategy: build the model under this strategy; None uses the default strategy.
+        raw_weights: bool, load the trained weights themselves even when the run keeps their
+            moving averages (``training.ema_decay``), which are loaded otherwise. A checkpoint
+            without averages (written before ``ema_decay`` was set) gives its raw weights, with
+            a warning.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     config = run.read_config(overrides)
     assembly = assemble(config, run, write=False, strategy=strategy)
     model = assembly.model
+    averaged = config.training.ema_decay is not None and not raw_weights
     if average_last:
-        steps = average_checkpoints(model, run, average_last)
+        steps = average_checkpoints(model, run, average_last, averaged)
         loaded, step = f"average of steps {', '.join(map(str, steps))}", steps[-1]
+        paths = [run.checkpoint_path(s) for s in steps]
     else:
         loaded = run.find_checkpoint(checkpoint)
         try:
-            restore_model(model, loaded)
+            restore_model(model, loaded, averaged)
         except tf.errors.NotFoundError:
             if checkpoint != "latest":
                 raise
             # A trainer still running removed it (keep_checkpoints) after it was found: its
             # successor is complete by now, because the state file names only complete ones.
             loaded = run.find_checkpoint(checkpoint)
-            restore_model(model, loaded)
+            restore_model(model, loaded, averaged)
         step = step_of(loaded)
+        paths = [loaded]
+    if averaged:
+        missing = [Path(p).name for p in paths if not checkpoint_has_averages(p)]
+        if missing:
+            log.warning(
+                "%s holds no moving averages (written before training.ema_decay was set): "
+                "using its raw weights",
+                ", ".join(missing),
+            )
+        averaged = len(missing) < len(paths)
     return LoadedRun(
         config,
         run,
@@ -268,4 +289,5 @@ def load_run(
         strategy=strategy or tf.distribute.get_strategy(),
         checkpoint=loaded,
         step=step,
+        weights="averaged" if averaged else "raw",
     )

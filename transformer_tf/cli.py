@@ -109,6 +109,15 @@ def _add_set(parser):
     )
 
 
+def _add_raw_weights(parser):
+    parser.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="use the trained weights themselves, not their moving averages (a run with "
+        "training.ema_decay; without it, a no-op)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transformer-tf",
@@ -143,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--average-last", type=int, metavar="K", help="average the last K checkpoints"
     )
+    _add_raw_weights(evaluate)
     evaluate.add_argument("--beam-size", type=int, help="beam size for decoding (translation)")
     evaluate.add_argument("--output-json", type=Path, help="also write the scores here")
     evaluate.add_argument(
@@ -166,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--beam-size", type=int, help="beam size (default: decoding.beam_size)")
     translate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     translate.add_argument("--average-last", type=int, metavar="K")
+    _add_raw_weights(translate)
     translate.add_argument(
         "--n-best", type=int, default=1, metavar="N",
         help="print the N best hypotheses per input, best first (N <= beam size; default 1)",
@@ -211,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", type=Path, help="write `SCORE ||| TARGET` lines here")
     score.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     score.add_argument("--average-last", type=int, metavar="K")
+    _add_raw_weights(score)
     _add_set(score)
 
     export = commands.add_parser(
@@ -220,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("export_dir", type=Path)
     export.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     export.add_argument("--average-last", type=int, metavar="K")
+    _add_raw_weights(export)
     export.add_argument(
         "--format",
         choices=("savedmodel", "ctranslate2"),
@@ -377,6 +390,7 @@ def cmd_evaluate(args) -> int:
         beam_size=args.beam_size,
         distributed=args.distributed,
         ensemble=args.ensemble,
+        raw_weights=args.raw_weights,
     )
     print(format_table(result))
     write_json(result, args.output_json or args.run_dir / f"eval_{args.split}.json")
@@ -405,6 +419,7 @@ def _load_run_for(args, command: str):
         checkpoint=args.checkpoint,
         average_last=args.average_last,
         overrides=args.overrides,
+        raw_weights=args.raw_weights,
     )
     run.task.require_command(command, str(args.run_dir))
     return run
@@ -443,7 +458,7 @@ def cmd_translate(args) -> int:
     if args.ensemble:
         from transformer_tf.inference.ensemble import Ensemble, load_members
 
-        members = load_members(run, args.ensemble, args.overrides)
+        members = load_members(run, args.ensemble, args.overrides, args.raw_weights)
         model = Ensemble([run.model, *(m.model for m in members)])
     options = DecodingOptions.from_config(run.config, beam_size=args.beam_size, n_best=args.n_best)
     align = args.alignment or args.attention_plot is not None
@@ -579,6 +594,7 @@ def cmd_export(args) -> int:
         args.export_dir,
         checkpoint=args.checkpoint,
         average_last=args.average_last,
+        raw_weights=args.raw_weights,
         **options,
     )
     print(f"exported {kind} to {path}")

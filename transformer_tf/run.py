@@ -7,12 +7,13 @@ A run directory is what ``transformer-tf train`` writes and what ``evaluate``, `
     RUN/model_args.json         the arguments the model was built with (its shape)
     RUN/precision.json          the precision training computes in, and why (``auto``)
     RUN/vocab/                  tokenizers or vocabulary
-    RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints
+    RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints (with ``ema``: the
+                                moving averages of ``training.ema_decay``)
     RUN/checkpoints/best/       the best checkpoint on validation
     RUN/logs/{train,validation} TensorBoard
     RUN/train_log.jsonl         one record per logging window
     RUN/validation_log.jsonl    one record per validation
-    RUN/model.keras             the final model, written when training ends
+    RUN/model.keras             the final model (the moving averages with training.ema_decay)
     RUN/.lock                   held (``flock``) by the trainer using the directory
 
 Every other module asks :class:`RunDir` for a path instead of spelling it. Checkpoints store
@@ -46,6 +47,7 @@ import yaml
 from transformer_tf.config import Config, load_config, model_affecting_differences, save_config
 from transformer_tf.errors import DamagedCheckpointError, RunLockedError, RunWriteError, UserError
 from transformer_tf.files import replacing, write_atomic
+from transformer_tf.training.ema import restore_averages
 
 try:
     import fcntl
@@ -604,16 +606,32 @@ def make_checkpoint(model, **objects) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(model_weights=list(model.weights), **objects)
 
 
-def restore_model(model, path: str) -> None:
-    """Load only the model weights from a training checkpoint."""
+def restore_model(model, path: str, averaged: bool = False) -> bool:
+    """Load only the model weights from a training checkpoint.
+
+    Args:
+        model: keras.Model, of the run's architecture.
+        path: str, the checkpoint's prefix.
+        averaged: bool, then put the moving averages of the trainable weights that the
+            checkpoint holds (``training.ema_decay``) in their place. Defaults to False.
+
+    Returns:
+        bool, whether moving averages were loaded (False when ``averaged`` is, or the
+        checkpoint holds none: the raw weights are then loaded).
+    """
     status = make_checkpoint(model).restore(path).expect_partial()
     status.assert_existing_objects_matched()
+    if not averaged:
+        return False
+    return restore_averages(model.trainable_variables, path)
 
 
-def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
+def average_checkpoints(model, run: RunDir, last: int, averaged: bool = False) -> list[int]:
     """Set the model's weights to the mean of the last ``last`` checkpoints; returns their steps.
 
-    Averaging the final checkpoints of a run is a cheap ensemble that usually adds BLEU.
+    Averaging the final checkpoints of a run is a cheap ensemble that usually adds BLEU. With
+    ``averaged`` each checkpoint contributes its moving averages where it holds them (see
+    :func:`restore_model`).
     """
     steps = run.checkpoint_steps()
     if last < 1:
@@ -629,7 +647,7 @@ def average_checkpoints(model, run: RunDir, last: int) -> list[int]:
         run.require_intact(run.checkpoint_path(step))
     total = [np.zeros(w.shape, "float64") for w in model.weights]
     for step in chosen:
-        restore_model(model, run.checkpoint_path(step))
+        restore_model(model, run.checkpoint_path(step), averaged)
         for acc, weight in zip(total, model.weights, strict=True):
             acc += np.asarray(weight.numpy(), "float64")
     for acc, weight in zip(total, model.weights, strict=True):

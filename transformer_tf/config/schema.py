@@ -548,6 +548,11 @@ class TrainingConfig(BaseModel):
     warmup_steps: int = Field(1000, ge=0)
     label_smoothing: Number = Field(0.1, ge=0, lt=1)
     clip_norm: Annotated[Number, Field(gt=0)] | None = 1.0
+    # An exponential moving average of the weights, updated after each update with
+    # decay_t = min(ema_decay, (1 + t) / (10 + t)) (transformer_tf.training.ema); validation,
+    # `best/`, evaluate, translate, score and export use the averages (`--raw-weights`: not).
+    # None: off. Typical: 0.9999 (0.999 for short runs).
+    ema_decay: Annotated[Number, Field(gt=0, lt=1)] | None = None
     # One step is one update: `gradient_accumulation` micro-batches of `batch_size` summed
     # (fewer at the end of an epoch), so `steps`, `warmup_steps` and the `*_every` count updates.
     gradient_accumulation: int = Field(1, ge=1)

@@ -87,6 +87,7 @@ def evaluate_run(
     beam_size: int | None = None,
     distributed: bool = False,
     ensemble: list[str] = (),
+    raw_weights: bool = False,
 ) -> dict:
     """Score a checkpoint of a run on ``split`` (``transformer-tf evaluate``).
 
@@ -106,6 +107,11 @@ def evaluate_run(
             :func:`~transformer_tf.inference.ensemble.member_checkpoint`) whose probabilities are
             averaged with this run's: for translation at every step, teacher-forced and
             decoding alike; for classification the class probabilities.
+        raw_weights: bool, score the raw weights of a run (and its ensemble members) that
+            keeps moving averages (``training.ema_decay``) rather than the averages.
+
+    The result says which weights were scored (``weights``: ``averaged`` or ``raw``) when the
+    run keeps moving averages.
     """
     strategy = None
     if distributed:
@@ -117,15 +123,18 @@ def evaluate_run(
         average_last=average_last,
         overrides=overrides,
         strategy=strategy,
+        raw_weights=raw_weights,
     )
     run.task.require_split(split)
     model = run.model
     if ensemble:
-        members = load_members(run, list(ensemble), overrides)
+        members = load_members(run, list(ensemble), overrides, raw_weights)
         model = run.task.ensemble([run.model, *(m.model for m in members)])
     scores = Evaluator(run.strategy, model, run.task).run(split)
     scores.update(run.task.output_scores(model, split, beam_size=beam_size))
     result = {"split": split, "checkpoint": run.checkpoint, "step": run.step}
+    if run.config.training.ema_decay is not None:
+        result["weights"] = run.weights
     if ensemble:
         result["ensemble"] = [run.checkpoint, *(m.checkpoint for m in members)]
     return {**result, **scores}

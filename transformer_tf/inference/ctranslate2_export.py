@@ -346,6 +346,7 @@ def export_ctranslate2(
     checkpoint: str = "latest",
     average_last: int | None = None,
     quantization: str | None = None,
+    raw_weights: bool = False,
 ) -> Path:
     """Convert a checkpoint of a translation run to a CTranslate2 model directory.
 
@@ -356,6 +357,8 @@ def export_ctranslate2(
         checkpoint: str, ``"latest"``, ``"best"`` or a step number. Defaults to ``"latest"``.
         average_last: int or None, convert the average of the last K checkpoints instead.
         quantization: None (float32) or one of :data:`QUANTIZATIONS`.
+        raw_weights: bool, convert the raw weights of a run that keeps moving averages
+            (``training.ema_decay``) rather than the averages.
 
     Returns:
         Path, ``export_dir``.
@@ -372,7 +375,9 @@ def export_ctranslate2(
         raise UserError(
             f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization}"
         )
-    run = load_run(run_dir, checkpoint=checkpoint, average_last=average_last)
+    run = load_run(
+        run_dir, checkpoint=checkpoint, average_last=average_last, raw_weights=raw_weights
+    )
     config = run.config
     run.task.require_command("export --format ctranslate2", str(run_dir))
     source, target = run.task.source_tokenizer, run.task.target_tokenizer

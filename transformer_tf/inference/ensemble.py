@@ -71,17 +71,22 @@ def member_checkpoint(spec: str) -> tuple[RunDir, str]:
         raise UserError(f"--ensemble {spec}: {error}") from None
 
 
-def load_members(first: LoadedRun, specs: list[str], overrides=()) -> list[LoadedRun]:
+def load_members(
+    first: LoadedRun, specs: list[str], overrides=(), raw_weights: bool = False
+) -> list[LoadedRun]:
     """Load the other members of an ensemble with ``first`` and check their vocabularies.
 
     Each member keeps its own config and model; ``overrides`` (data, decoding) apply to all.
     All are runs of one task, translation or classification; the ids they score are made by
     ``first``'s data settings (for classification ``data.max_length`` and ``data.truncation``).
+    ``raw_weights``: each member's raw weights, not its moving averages (see
+    :func:`~transformer_tf.assembly.load_run`).
     """
     members = []
     for spec in specs:
         run, checkpoint = member_checkpoint(spec)
-        members.append((spec, load_run(run, checkpoint=checkpoint, overrides=overrides)))
+        member = load_run(run, checkpoint=checkpoint, overrides=overrides, raw_weights=raw_weights)
+        members.append((spec, member))
     task = first.config.task
     for spec, member in members:
         if member.config.task != task:

@@ -69,6 +69,7 @@ def export_run(
     average_last: int | None = None,
     beam_size: int | None = None,
     n_best: int | None = None,
+    raw_weights: bool = False,
 ) -> Path:
     """Export a checkpoint of a run as a SavedModel with a text-in, text-out signature.
 
@@ -82,6 +83,9 @@ def export_run(
             the run's ``decoding.beam_size``. Ignored (with a warning) for classification.
         n_best: int in ``1 .. beam_size`` or None: also return the n-best lists
             (``translations``, ``all_scores``). Translation only.
+        raw_weights: bool, export the raw weights of a run that keeps moving averages
+            (``training.ema_decay``) rather than the averages (see
+            :func:`~transformer_tf.assembly.load_run`).
 
     Returns:
         Path, ``export_dir``.
@@ -97,7 +101,9 @@ def export_run(
     check_export_dir(export_dir)
     DecodingOptions.check_flags(beam_size=beam_size, n_best=n_best)
 
-    run = load_run(run_dir, checkpoint=checkpoint, average_last=average_last)
+    run = load_run(
+        run_dir, checkpoint=checkpoint, average_last=average_last, raw_weights=raw_weights
+    )
     config = run.config
     provenance = {
         "format_version": PROVENANCE_FORMAT_VERSION,

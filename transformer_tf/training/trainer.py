@@ -56,8 +56,9 @@ from transformer_tf.training.checkpoints import (
     TrainingState,
     make_training_checkpoint,
 )
+from transformer_tf.training.ema import ExponentialMovingAverage, checkpoint_has_averages
 from transformer_tf.training.optimizer import make_optimizer
-from transformer_tf.training.step import build_train_loop
+from transformer_tf.training.step import Update
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +211,16 @@ class Trainer:
         with self.strategy.scope():
             self.state = TrainingState()
             self.selector = CheckpointSelector(training.early_stopping)
-        self.checkpoint = make_training_checkpoint(
-            self.model, optimizer, self.state.trackables(), self.selector.trackables()
+        # training.ema_decay: the averages start at the weights the run starts from (random,
+        # or --init-from's); a resumed run restores them (restore_latest).
+        self.ema = (
+            ExponentialMovingAverage(
+                self.strategy, self.model.trainable_variables, training.ema_decay
+            )
+            if training.ema_decay is not None
+            else None
         )
+        self.checkpoint = self._make_checkpoint(with_ema=self.ema is not None)
         self.writer = CheckpointWriter(
             self.checkpoint, self.run, training.keep_checkpoints, self.is_chief
         )
@@ -229,6 +237,17 @@ class Trainer:
         self._signal_elsewhere = False  # multi-worker: another worker was signalled
         self._agree = None  # multi-worker: the compiled "was any worker signalled?" reduction
 
+    def _make_checkpoint(self, with_ema: bool) -> tf.train.Checkpoint:
+        """The training checkpoint: model, optimizer, state, selector, and the moving averages
+        under ``ema`` when ``with_ema``."""
+        return make_training_checkpoint(
+            self.model,
+            self.optimizer,
+            self.state.trackables(),
+            self.selector.trackables(),
+            self.ema.trackables() if with_ema else {},
+        )
+
     def restore_latest(self) -> str | None:
         """Restore the newest intact checkpoint of the run, if there is one; returns its path.
 
@@ -237,15 +256,36 @@ class Trainer:
         """
         latest = self.run.latest_intact_checkpoint()
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            # A checkpoint written without moving averages (ema_decay set on a resumed run)
+            # restores all but them; the averages then start at the restored weights.
+            has_averages = checkpoint_has_averages(latest)
+            checkpoint = self.checkpoint
+            if self.ema is not None and not has_averages:
+                checkpoint = self._make_checkpoint(with_ema=False)
+            status = checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
+            if has_averages and self.ema is None:
+                status.expect_partial()  # averages saved, no longer wanted (ema_decay unset)
+            if self.ema is not None and not has_averages:
+                self.ema.reset()
+                log.warning("%s holds no moving averages: they start at its weights", latest)
             log.info("resumed from %s at step %d", latest, int(self.state.step.numpy()))
         return latest
 
     def make_train_loop(self):
-        """The compiled ``loop(iterator, max_steps)`` of updates (see :mod:`.step`)."""
-        return build_train_loop(
-            self.strategy, self.model, self.optimizer, self.task, self.config.training
-        )
+        """The compiled ``loop(iterator, max_steps)`` of updates (see :mod:`.step`), which
+        also moves the averages (``training.ema_decay``) after each applied update."""
+        update = Update(self.strategy, self.model, self.optimizer, self.task, self.config.training)
+        if self.ema is not None:
+            update.after_apply.append(self.ema.update)
+        return update.loop
+
+    def averaged_weights(self):
+        """A context in which the model holds its moving averages (``training.ema_decay``),
+        and its raw weights again after; a no-op without them."""
+        if self.ema is None:
+            return contextlib.nullcontext()
+        return self.ema.averaged_weights()
 
     def _loop_length(self, step: int) -> int:
         """Updates in the next call: ``steps_per_loop``, cut at the next log, checkpoint or
@@ -373,7 +413,8 @@ class Trainer:
         if self.total_steps is not None and step >= self.total_steps:
             result.stop_reason = "already complete"
             if self.is_chief and not self.run.model_file.exists():  # its write had failed
-                self.run.save_model(self.model)
+                with self.averaged_weights():
+                    self.run.save_model(self.model)
             return result
 
         self.logs.open_progress(self.total_steps, step)
@@ -464,7 +505,8 @@ class Trainer:
             ahead.close()
             self.logs.close()
         if self.is_chief:
-            self.run.save_model(self.model)
+            with self.averaged_weights():
+                self.run.save_model(self.model)
         self.writer.close()
         result.step, result.epoch, result.stop_reason = step, epoch, stop
         return result
@@ -493,7 +535,8 @@ class Trainer:
         """Validate, log, keep the best checkpoint; the reason to stop early, or None."""
         if not self.task.has_split("validation"):
             return None
-        scores = {**validation_scores(self.evaluator, "validation"), "step": step}
+        with self.averaged_weights():  # the raw weights again before the checkpoint below
+            scores = {**validation_scores(self.evaluator, "validation"), "step": step}
         result.validation.append(scores)
         self.logs.validation(step, scores)
         is_best, stop = self.selector.update(scores)
