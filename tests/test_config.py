@@ -767,6 +767,8 @@ def test_block_fields_follow_the_block_argument_definitions():
         "attention": "multi_head",
         "feed_forward": "position_wise",
         "normalization": "layer_norm",
+        "positional_encoding": "sinusoidal",
+        "maximum_relative_position": None,
     }
     for spec in BLOCK_ARG_SPECS:
         assert getattr(model, spec.name) == spec.default

@@ -108,13 +108,15 @@ def test_decoder_cache_matches_full_call():
 def test_block_arguments_are_attributes_config_keys_and_reach_every_block():
     encoder = TransformerEncoder(
         2, D, H, FF, dropout=0.2, attention_dropout=0.1, ffn_dropout=0.3, activation="gelu",
-        normalize_first=True, layer_norm_epsilon=1e-5,
+        normalize_first=True, layer_norm_epsilon=1e-5, positional_encoding="relative",
+        maximum_relative_position=3,
     )  # fmt: skip
     expected = {
         "d_model": D, "num_heads": H, "d_ff": FF, "dropout": 0.2, "attention_dropout": 0.1,
         "ffn_dropout": 0.3, "activation": "gelu", "normalize_first": True,
         "layer_norm_epsilon": 1e-5, "attention": "multi_head", "feed_forward": "position_wise",
-        "normalization": "layer_norm",
+        "normalization": "layer_norm", "positional_encoding": "relative",
+        "maximum_relative_position": 3,
     }  # fmt: skip
     for layer in (encoder, *encoder.blocks):
         assert {name: getattr(layer, name) for name in expected} == expected
@@ -126,13 +128,16 @@ def test_block_arguments_are_attributes_config_keys_and_reach_every_block():
     )
     block = encoder.blocks[0]
     assert (block.self_attention.dropout, block.feed_forward_layer.dropout) == (0.1, 0.3)
+    assert block.self_attention.position_mode == "relative"
+    assert block.self_attention.maximum_relative_position == 3
     assert block.feed_forward_layer.activation == "gelu"
     assert (block.feed_forward_norm.epsilon, encoder.final_norm.epsilon) == (1e-5, 1e-5)
     assert block.self_attention_dropout.rate == 0.2
-    # The nine keyword block arguments default as in transformer_tf.block_args.
+    # The eleven keyword block arguments default as in transformer_tf.block_args.
     defaults = TransformerDecoderLayer(D, H, FF).get_config()
     assert {name: defaults[name] for name in list(expected)[3:]} == {
         "dropout": 0.1, "attention_dropout": 0.0, "ffn_dropout": 0.0, "activation": "relu",
         "normalize_first": False, "layer_norm_epsilon": 1e-6, "attention": "multi_head",
         "feed_forward": "position_wise", "normalization": "layer_norm",
+        "positional_encoding": "sinusoidal", "maximum_relative_position": None,
     }  # fmt: skip

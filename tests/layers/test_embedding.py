@@ -90,6 +90,7 @@ def test_embedding_is_scaled_by_sqrt_d_model_and_projects_back():
 
 def test_unknown_positional_encoding_lists_registered_names():
     with pytest.raises(
-        KeyError, match="learned, marian_sinusoidal, opennmt_sinusoidal, sinusoidal"
+        KeyError,
+        match="learned, marian_sinusoidal, opennmt_sinusoidal, relative, rotary, sinusoidal",
     ):
-        TransformerEmbedding(10, 8, positional_encoding="rotary")
+        TransformerEmbedding(10, 8, positional_encoding="alibi")
