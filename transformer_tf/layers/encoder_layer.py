@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
+from transformer_tf.errors import UserError
 from transformer_tf.layers.normalization import make_normalization
 from transformer_tf.registry import build, get_registry, register
 
@@ -65,16 +66,25 @@ class TransformerBlockBase(keras.layers.Layer):
         ``maximum_relative_position=...``; an attention class that does not take them is a
         :class:`~transformer_tf.errors.UserError`. Cross-attention never gets them."""
         positions = {} if cross else self._self_attention_positions()
-        return build(
-            "attention",
-            self.attention,
-            self.d_model,
-            self.num_heads,
-            dropout=self.attention_dropout,
-            name=name,
-            dtype=self.dtype_policy,
-            **positions,
-        )
+        try:
+            return build(
+                "attention",
+                self.attention,
+                self.d_model,
+                self.num_heads,
+                dropout=self.attention_dropout,
+                name=name,
+                dtype=self.dtype_policy,
+                **positions,
+            )
+        except UserError as error:
+            if not positions:
+                raise
+            raise UserError(
+                f"{error} model.positional_encoding `{self.positional_encoding}` is applied by "
+                "self-attention: the attention class must accept position_mode (and "
+                "maximum_relative_position), as multi_head does."
+            ) from error
 
     def _self_attention_positions(self):
         """The position keyword arguments of self-attention (empty for absolute encodings)."""
