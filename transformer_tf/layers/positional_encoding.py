@@ -8,6 +8,10 @@ Interface of the slot: ``__init__(max_length, d_model, **kwargs)`` and
 A class may set ``length_limited = False`` when it encodes any position (no table): a trained
 run can then decode longer than the length it was built for. Classes without the attribute are
 taken to be limited to ``max_length`` positions.
+
+A class may set ``position_mode`` (``"relative"`` or ``"rotary"``): it then adds nothing, and the
+built-in blocks build their self-attention with that ``position_mode`` (see
+:class:`AttentionPositions`, ``relative`` and ``rotary``).
 """
 
 from __future__ import annotations
