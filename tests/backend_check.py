@@ -171,6 +171,34 @@ def run(expected_backend: str) -> None:
         close(reloaded(tokens), classifier_cls(tokens), 1e-6, "reloaded classifier logits")
         ok("classifier_keras_round_trip")
 
+    # Positions applied by self-attention: causal, padding-blind, cached decoding equal to the
+    # full call, and a .keras round trip.
+    for positions in (
+        {"positional_encoding": "relative", "maximum_relative_position": 3},
+        {"positional_encoding": "rotary"},
+    ):
+        name = positions["positional_encoding"]
+        model = Seq2SeqTransformer(VOCAB, VOCAB + 3, **TINY, **positions)
+        base = numpy(model({"source": source, "target": target}))
+        changed = target.copy()
+        changed[:, 3:] = ids(rng, 2, target.shape[1] - 3)
+        out = model({"source": source, "target": changed})
+        close(numpy(out)[:, :3], base[:, :3], 1e-5, f"{name}: causality")
+        padded = model({"source": pad(source, 4), "target": pad(target, 2)})
+        close(numpy(padded)[:, :6], base, 1e-5, f"{name}: padding")
+        encoded, source_mask = model.encode(source_t)
+        cache = model.init_cache(encoded, 9)
+        for t in range(target.shape[1]):
+            index = ops.convert_to_tensor(t, "int32")
+            step, cache = model.decode_step(target_t[:, t : t + 1], cache, index, source_mask)
+            close(step, base[:, t], 1e-4, f"{name}: decode_step at position {t}")
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, f"{name}.keras")
+            model.save(path)
+            reloaded = keras.saving.load_model(path, safe_mode=True)
+            close(reloaded({"source": source, "target": target}), base, 1e-6, f"{name}: reload")
+        ok(f"{name}_positions")
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:

@@ -31,6 +31,8 @@ EXPECTED = (
     "cached_decoding",
     "seq2seq_keras_round_trip",
     "classifier_keras_round_trip",
+    "relative_positions",
+    "rotary_positions",
 )
 
 

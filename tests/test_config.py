@@ -767,6 +767,8 @@ def test_block_fields_follow_the_block_argument_definitions():
         "attention": "multi_head",
         "feed_forward": "position_wise",
         "normalization": "layer_norm",
+        "positional_encoding": "sinusoidal",
+        "maximum_relative_position": None,
     }
     for spec in BLOCK_ARG_SPECS:
         assert getattr(model, spec.name) == spec.default
@@ -970,3 +972,57 @@ def test_config_module_does_not_import_tensorflow():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --------------------------------------------------------------------------------------------
+# Relative and rotary positions.
+
+
+def test_relative_positions_fill_in_the_maximum_distance():
+    config = config_from_dict({"task": "translation", "model": {"positional_encoding": "relative"}})
+    assert config.model.maximum_relative_position == 20
+    config = config_from_dict(
+        {
+            "task": "translation",
+            "model": {"positional_encoding": "relative", "maximum_relative_position": 8},
+        }
+    )
+    assert config.model.maximum_relative_position == 8
+    assert "maximum_relative_position: 8" in config.to_yaml()
+    config = config_from_dict({"task": "translation", "model": {"positional_encoding": "rotary"}})
+    assert config.model.maximum_relative_position is None
+
+
+ONLY_WITH_RELATIVE = (
+    "<config>: `model.maximum_relative_position` is only used with "
+    "`model.positional_encoding: relative` (found `sinusoidal`); remove it or set the positional "
+    "encoding"
+)
+
+
+@pytest.mark.parametrize(
+    "model,line",
+    [
+        (
+            {"positional_encoding": "relative", "maximum_relative_position": 0},
+            "<config>: model.maximum_relative_position: expected an integer >= 1 or null, found 0",
+        ),
+        (
+            {"positional_encoding": "sinusoidal", "maximum_relative_position": 4},
+            ONLY_WITH_RELATIVE,
+        ),
+        (
+            {"maximum_relative_position": 4},
+            ONLY_WITH_RELATIVE,
+        ),
+        (
+            {"positional_encoding": "rotary", "d_model": 12, "num_heads": 4},
+            "<config>: `model.positional_encoding: rotary` rotates pairs of channels: the head size "
+            "`model.d_model / model.num_heads` (12 / 4 = 3) must be even",
+        ),
+    ],
+)
+def test_bad_position_settings_name_the_key(model, line):
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict({"task": "translation", "model": model})
+    assert error_lines(excinfo) == [line]

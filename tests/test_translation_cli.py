@@ -206,3 +206,57 @@ def test_early_stopping_on_bleu_without_decoding_is_a_config_error(tmp_path, cap
     )
     assert "(decoding scores need training.validation.decode: true), found 'bleu'" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [
+        pytest.param({"positional_encoding": "relative", "maximum_relative_position": 4}, id="rel"),
+        pytest.param({"positional_encoding": "rotary"}, id="rotary"),
+    ],
+)
+def test_relative_and_rotary_positions_train_evaluate_translate_and_export(
+    tmp_path, capsys, positions
+):
+    """A few steps of the toy task with positions applied by self-attention: training,
+    evaluate (beam search through the cache), translate and the SavedModel export agree; the
+    CTranslate2 export refuses the run and writes nothing."""
+    import tensorflow as tf
+
+    from transformer_tf.inference.export import export_run
+
+    config = translation_config(model=positions, training={"steps": 20})
+    path = write_config(tmp_path / "positions.yaml", config)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    out = tmp_path / "scores.json"
+    args = ["--beam-size", "2"]
+    assert (
+        main(["evaluate", str(run_dir), "--split", "test", *args, "--output-json", str(out)]) == 0
+    )
+    from transformer_tf.assembly import load_run
+
+    run = load_run(run_dir)
+    assert run.config.model.positional_encoding == positions["positional_encoding"]
+    assert run.model.encoder.blocks[0].self_attention.position_mode == run.model.positional_encoding
+    sources = [source for source, _ in run.task.raw_splits["test"]]
+    capsys.readouterr()
+    assert main(["translate", str(run_dir), *args, *sources]) == 0
+    hypotheses = capsys.readouterr().out.splitlines()
+    assert_evaluation_scores(json.loads(out.read_text()), run_dir, "test", hypotheses)
+
+    serve = tf.saved_model.load(str(export_run(run_dir, tmp_path / "export", beam_size=2)))
+    texts = serve.signatures["serving_default"](text=tf.constant(sources[:8]))["translation"]
+    assert [t.decode() for t in texts.numpy().tolist()] == hypotheses[:8]
+
+    capsys.readouterr()
+    export_dir = tmp_path / "ct2"
+    assert main(["export", str(run_dir), str(export_dir), "--format", "ctranslate2"]) == 2
+    err = capsys.readouterr().err
+    mode = positions["positional_encoding"]
+    assert (
+        f"cannot convert this run to CTranslate2: model.positional_encoding `{mode}` ({mode} "
+        "positions in self-attention are not converted; sinusoidal and learned convert). Use "
+        "the SavedModel export"
+    ) in err
+    assert not export_dir.exists()

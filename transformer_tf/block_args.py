@@ -1,4 +1,4 @@
-"""The twelve arguments of every encoder and decoder block, defined once.
+"""The fourteen arguments of every encoder and decoder block, defined once.
 
 :data:`BLOCK_ARG_SPECS` is the one definition (name, type, default, allowed values, meaning)
 from which the rest is derived:
@@ -13,7 +13,7 @@ from which the rest is derived:
 
 The defaults are those of the config and of the models. The blocks and the stacks take the three
 sizes (``d_model``, ``num_heads``, ``d_ff``, :data:`SIZE_ARGS`) as required positional arguments
-and the other nine as keywords with these defaults.
+and the other eleven as keywords with these defaults.
 
 This module imports neither Keras nor pydantic, so both the config (no TensorFlow) and the layers
 can use it.
@@ -28,6 +28,9 @@ from typing import Any
 
 __all__ = [
     "BLOCK_ARGS",
+    "DEFAULT_MAXIMUM_RELATIVE_POSITION",
+    "RELATIVE_POSITIONS",
+    "ROTARY_POSITIONS",
     "BLOCK_ARG_SPECS",
     "SIZE_ARGS",
     "BlockArg",
@@ -37,6 +40,15 @@ __all__ = [
 ]
 
 
+#: The ``positional_encoding`` name whose self-attention uses relative positions (Shaw et al.
+#: 2018): the only one that takes ``maximum_relative_position``.
+RELATIVE_POSITIONS = "relative"
+#: The ``positional_encoding`` name whose self-attention rotates queries and keys (RoFormer).
+ROTARY_POSITIONS = "rotary"
+#: ``maximum_relative_position`` when ``positional_encoding`` is ``relative`` and it is not set.
+DEFAULT_MAXIMUM_RELATIVE_POSITION = 20
+
+
 @dataclass(frozen=True)
 class BlockArg:
     """One block argument.
@@ -44,7 +56,8 @@ class BlockArg:
     Attributes:
         name: str, the keyword argument, attribute, ``get_config`` key and ``model.<name>`` key.
         type: type, ``int``, ``float``, ``bool`` or ``str``.
-        default: the default value (of the config and of the models).
+        default: the default value (of the config and of the models); None makes the argument
+            optional (the config accepts ``null``).
         doc: str, what it means (for docstrings).
         gt, ge, lt: numbers or None, bounds that the config enforces (``> gt``, ``>= ge``,
             ``< lt``).
@@ -84,6 +97,22 @@ BLOCK_ARG_SPECS: tuple[BlockArg, ...] = (
     BlockArg("attention", str, "multi_head", "registered name in the ``attention`` slot"),
     BlockArg("feed_forward", str, "position_wise", "registered name in the ``feed_forward`` slot"),
     BlockArg("normalization", str, "layer_norm", "registered name in the ``normalization`` slot"),
+    BlockArg(
+        "positional_encoding",
+        str,
+        "sinusoidal",
+        "registered name in the ``positional_encoding`` slot; the blocks read from its class "
+        "whether self-attention applies the positions (``relative``, ``rotary``)",
+    ),
+    BlockArg(
+        "maximum_relative_position",
+        int,
+        None,
+        "with ``positional_encoding: relative``, the largest relative distance ``K`` that has "
+        "its own embedding (distances are clipped to ``[-K, K]``); None: "
+        f"{DEFAULT_MAXIMUM_RELATIVE_POSITION}. Only with ``relative``",
+        ge=1,
+    ),
 )
 
 #: The names of the block arguments, in definition order.

@@ -108,13 +108,15 @@ def test_decoder_cache_matches_full_call():
 def test_block_arguments_are_attributes_config_keys_and_reach_every_block():
     encoder = TransformerEncoder(
         2, D, H, FF, dropout=0.2, attention_dropout=0.1, ffn_dropout=0.3, activation="gelu",
-        normalize_first=True, layer_norm_epsilon=1e-5,
+        normalize_first=True, layer_norm_epsilon=1e-5, positional_encoding="relative",
+        maximum_relative_position=3,
     )  # fmt: skip
     expected = {
         "d_model": D, "num_heads": H, "d_ff": FF, "dropout": 0.2, "attention_dropout": 0.1,
         "ffn_dropout": 0.3, "activation": "gelu", "normalize_first": True,
         "layer_norm_epsilon": 1e-5, "attention": "multi_head", "feed_forward": "position_wise",
-        "normalization": "layer_norm",
+        "normalization": "layer_norm", "positional_encoding": "relative",
+        "maximum_relative_position": 3,
     }  # fmt: skip
     for layer in (encoder, *encoder.blocks):
         assert {name: getattr(layer, name) for name in expected} == expected
@@ -126,13 +128,75 @@ def test_block_arguments_are_attributes_config_keys_and_reach_every_block():
     )
     block = encoder.blocks[0]
     assert (block.self_attention.dropout, block.feed_forward_layer.dropout) == (0.1, 0.3)
+    assert block.self_attention.position_mode == "relative"
+    assert block.self_attention.maximum_relative_position == 3
     assert block.feed_forward_layer.activation == "gelu"
     assert (block.feed_forward_norm.epsilon, encoder.final_norm.epsilon) == (1e-5, 1e-5)
     assert block.self_attention_dropout.rate == 0.2
-    # The nine keyword block arguments default as in transformer_tf.block_args.
+    # The eleven keyword block arguments default as in transformer_tf.block_args.
     defaults = TransformerDecoderLayer(D, H, FF).get_config()
     assert {name: defaults[name] for name in list(expected)[3:]} == {
         "dropout": 0.1, "attention_dropout": 0.0, "ffn_dropout": 0.0, "activation": "relu",
         "normalize_first": False, "layer_norm_epsilon": 1e-6, "attention": "multi_head",
         "feed_forward": "position_wise", "normalization": "layer_norm",
+        "positional_encoding": "sinusoidal", "maximum_relative_position": None,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "positions,extra_weights",
+    [
+        ({"positional_encoding": "relative", "maximum_relative_position": 2}, 2),
+        ({"positional_encoding": "rotary"}, 0),
+    ],
+)
+def test_blocks_with_positions_in_self_attention_only(tmp_path, positions, extra_weights):
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    run_layer_test(
+        TransformerEncoderLayer,
+        {"d_model": D, "num_heads": H, "d_ff": FF, **positions},
+        [_x((2, 5, D)), mask],
+        expected_output_shape=(2, 5, D),
+        expected_num_trainable_weights=8 + 4 + 4 + extra_weights,
+        tmp_path=tmp_path,
+    )
+    run_layer_test(
+        TransformerDecoderLayer,
+        {"d_model": D, "num_heads": H, "d_ff": FF, **positions},
+        [_x((2, 4, D)), _x((2, 6, D), 1)],
+        expected_output_shape=(2, 4, D),
+        expected_num_trainable_weights=2 * 8 + 4 + 6 + extra_weights,
+        tmp_path=tmp_path,
+    )
+    block = TransformerDecoderLayer(D, H, FF, **positions)
+    mode = positions["positional_encoding"]
+    assert (block.self_attention.position_mode, block.cross_attention.position_mode) == (
+        mode,
+        None,
+    )
+    assert block.cross_attention.maximum_relative_position is None
+
+
+def test_maximum_relative_position_needs_relative_positions():
+    with pytest.raises(ValueError, match="maximum_relative_position is only used with relative"):
+        TransformerEncoderLayer(D, H, FF, maximum_relative_position=4)
+    with pytest.raises(ValueError, match="maximum_relative_position is only used with relative"):
+        TransformerEncoderLayer(D, H, FF, positional_encoding="rotary", maximum_relative_position=4)
+
+
+def test_an_attention_class_without_position_mode_is_a_clear_error():
+    import keras
+
+    from transformer_tf.errors import UserError
+    from transformer_tf.registry import register
+
+    @register("attention", name="test_blocks.NoPositions")
+    class NoPositions(keras.layers.Layer):
+        def __init__(self, d_model, num_heads, dropout=0.0, **kwargs):
+            super().__init__(**kwargs)
+
+    TransformerEncoderLayer(D, H, FF, attention="test_blocks.NoPositions")  # absolute: fine
+    with pytest.raises(UserError, match=r"cannot build attention .* must accept position_mode"):
+        TransformerEncoderLayer(
+            D, H, FF, attention="test_blocks.NoPositions", positional_encoding="rotary"
+        )

@@ -5,6 +5,8 @@ from keras import ops
 from tests.layer_harness import run_layer_test
 from transformer_tf.layers import (
     LearnedPositionalEmbedding,
+    RelativePositions,
+    RotaryPositions,
     SinusoidalPositionalEncoding,
     TransformerEmbedding,
 )
@@ -59,7 +61,10 @@ def test_learned_positions_start_index_selects_rows(tmp_path):
     )
 
 
-@pytest.mark.parametrize("positional_encoding,weights", [("sinusoidal", 1), ("learned", 2)])
+@pytest.mark.parametrize(
+    "positional_encoding,weights",
+    [("sinusoidal", 1), ("learned", 2), ("relative", 1), ("rotary", 1)],
+)
 def test_embedding_harness(tmp_path, positional_encoding, weights):
     ids = np.array([[3, 4, 5, 0], [7, 0, 0, 0]], "int32")
     run_layer_test(
@@ -90,6 +95,23 @@ def test_embedding_is_scaled_by_sqrt_d_model_and_projects_back():
 
 def test_unknown_positional_encoding_lists_registered_names():
     with pytest.raises(
-        KeyError, match="learned, marian_sinusoidal, opennmt_sinusoidal, sinusoidal"
+        KeyError,
+        match="learned, marian_sinusoidal, opennmt_sinusoidal, relative, rotary, sinusoidal",
     ):
-        TransformerEmbedding(10, 8, positional_encoding="rotary")
+        TransformerEmbedding(10, 8, positional_encoding="alibi")
+
+
+@pytest.mark.parametrize("cls,mode", [(RelativePositions, "relative"), (RotaryPositions, "rotary")])
+def test_attention_positions_add_nothing_and_name_the_attention_mode(tmp_path, cls, mode):
+    """``relative`` and ``rotary`` are applied by self-attention: the embedding is unchanged."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    layer = cls(max_length=10, d_model=4)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(x, start_index=5)), x)
+    assert (cls.position_mode, cls.length_limited) == (mode, False)
+    assert cls.from_config(layer.get_config()).get_config() == layer.get_config()
+    embedding = TransformerEmbedding(10, 4, positional_encoding=mode)
+    ids = np.array([[3, 4, 0]], "int32")
+    table = ops.convert_to_numpy(embedding(ids)) / 2.0  # sqrt(d_model) = 2
+    np.testing.assert_allclose(
+        table[0], embedding.token_embedding.embeddings.numpy()[[3, 4, 0]], rtol=1e-6
+    )

@@ -141,9 +141,33 @@ def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
     model = TransformerClassifier.from_config(old)
     config = model.get_config()
     config.pop("dtype")
-    assert config == {**old, "token_dropout": 0.0, "naive_bayes": False}  # new keys: defaults
+    # Keys added since: their defaults.
+    new_keys = {"token_dropout": 0.0, "naive_bayes": False, "maximum_relative_position": None}
+    assert config == {**old, **new_keys}
     for name, value in old.items():
         if name not in ("name", "trainable"):
             assert getattr(model, name) == value, name
     assert model.encoder.blocks[0].ffn_dropout == 0.1
     assert model(np.array([[5, 6, 0]], "int32")).shape == (1, 3)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize(
+    "positions,extra",
+    [
+        ({"positional_encoding": "relative", "maximum_relative_position": 2}, 2 * 5 * 8),
+        ({"positional_encoding": "rotary"}, 0),
+    ],
+)
+def test_positions_in_self_attention_keep_padding_invariance(pooling, positions, extra):
+    """Relative (two 5 x 8 tables in the one block) and rotary (no weights) classifiers ignore
+    padding; with the cls vector prepended, the review tokens are positions 1..."""
+    model = TransformerClassifier(30, num_classes=3, pooling=pooling, **SMALL, **positions)
+    ids = np.random.default_rng(1).integers(4, 30, size=(2, 6)).astype("int32")
+    ids[0, 4:] = 0
+    logits = ops.convert_to_numpy(model(ids))
+    padded = np.concatenate([ids, np.zeros((2, 4), "int32")], axis=1)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(padded)), logits, atol=1e-5)
+    plain = TransformerClassifier(30, num_classes=3, pooling=pooling, **SMALL)
+    plain(ids)
+    assert model.count_params() == plain.count_params() + extra

@@ -9,6 +9,16 @@ from transformer_tf.models import Seq2SeqTransformer, build_model
 
 SMALL = dict(num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0)
 
+# Absolute (sinusoidal) positions, and the two that self-attention applies. K = 3 is shorter
+# than the test sequences, so that the clipping of relative distances is exercised.
+POSITIONS = [
+    pytest.param({}, id="sinusoidal"),
+    pytest.param(
+        {"positional_encoding": "relative", "maximum_relative_position": 3}, id="relative"
+    ),
+    pytest.param({"positional_encoding": "rotary"}, id="rotary"),
+]
+
 
 def _ids(rng, batch, length, vocab, pad_from=None):
     ids = rng.integers(4, vocab, size=(batch, length)).astype("int32")
@@ -70,9 +80,10 @@ def test_decoder_reads_target_embeddings_not_source():
         Seq2SeqTransformer(30, 70, share_embeddings=True)
 
 
+@pytest.mark.parametrize("positions", POSITIONS)
 @pytest.mark.parametrize("normalize_first", [False, True])
-def test_causality(normalize_first):
-    model = Seq2SeqTransformer(40, 40, **SMALL, normalize_first=normalize_first)
+def test_causality(normalize_first, positions):
+    model = Seq2SeqTransformer(40, 40, **SMALL, **positions, normalize_first=normalize_first)
     rng = np.random.default_rng(1)
     source, target = _ids(rng, 2, 6, 40), _ids(rng, 2, 8, 40)
     base = ops.convert_to_numpy(model({"source": source, "target": target}))
@@ -83,8 +94,9 @@ def test_causality(normalize_first):
         np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5)
 
 
-def test_source_padding_does_not_change_outputs():
-    model = Seq2SeqTransformer(40, 40, **SMALL)
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_source_padding_does_not_change_outputs(positions):
+    model = Seq2SeqTransformer(40, 40, **SMALL, **positions)
     rng = np.random.default_rng(2)
     source, target = _ids(rng, 2, 5, 40), _ids(rng, 2, 4, 40)
     padded = np.concatenate([source, np.zeros((2, 6), "int32")], axis=1)
@@ -93,8 +105,9 @@ def test_source_padding_does_not_change_outputs():
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_target_padding_does_not_change_real_positions():
-    model = Seq2SeqTransformer(40, 40, **SMALL)
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_target_padding_does_not_change_real_positions(positions):
+    model = Seq2SeqTransformer(40, 40, **SMALL, **positions)
     rng = np.random.default_rng(3)
     source, target = _ids(rng, 2, 5, 40), _ids(rng, 2, 4, 40)
     padded = np.concatenate([target, np.zeros((2, 3), "int32")], axis=1)
@@ -103,8 +116,15 @@ def test_target_padding_does_not_change_real_positions():
     np.testing.assert_allclose(a, b[:, :4], atol=1e-5)
 
 
-def test_keras_save_and_reload(tmp_path):
-    model = Seq2SeqTransformer(40, 45, **SMALL, positional_encoding="learned", tie_embeddings=False)
+@pytest.mark.parametrize(
+    "positions",
+    [
+        pytest.param({"positional_encoding": "learned"}, id="learned"),
+        *POSITIONS[1:],
+    ],
+)
+def test_keras_save_and_reload(tmp_path, positions):
+    model = Seq2SeqTransformer(40, 45, **SMALL, **positions, tie_embeddings=False)
     rng = np.random.default_rng(4)
     inputs = {"source": _ids(rng, 2, 5, 40, pad_from=4), "target": _ids(rng, 2, 3, 45)}
     expected = ops.convert_to_numpy(model(inputs))
@@ -115,17 +135,21 @@ def test_keras_save_and_reload(tmp_path):
     assert Seq2SeqTransformer.from_config(model.get_config()).get_config() == model.get_config()
 
 
-def test_mixed_precision_logits_are_float32():
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_mixed_precision_logits_are_float32(positions):
     keras.config.set_dtype_policy("mixed_bfloat16")
-    model = Seq2SeqTransformer(40, 40, **SMALL)
+    model = Seq2SeqTransformer(40, 40, **SMALL, **positions)
     rng = np.random.default_rng(5)
     logits = model({"source": _ids(rng, 2, 5, 40), "target": _ids(rng, 2, 3, 40)})
     assert logits.dtype == "float32"
     assert model.encoder.blocks[0].self_attention.query_dense.compute_dtype == "bfloat16"
 
 
-def test_cached_decode_step_equals_full_decode():
-    model = Seq2SeqTransformer(40, 40, **SMALL)
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_cached_decode_step_equals_full_decode(positions):
+    """Step t sees only the cache: the relative distances and rotary angles of its query
+    (position t) and keys (0..t, the cache rotated when written) are those of the full call."""
+    model = Seq2SeqTransformer(40, 40, **SMALL, **positions)
     rng = np.random.default_rng(6)
     source, target = _ids(rng, 2, 6, 40, pad_from=4), _ids(rng, 2, 7, 40)
     encoded, source_mask = model.encode(source)
@@ -133,7 +157,7 @@ def test_cached_decode_step_equals_full_decode():
     cache = model.init_cache(encoded, 10)
     for t in range(7):
         logits, cache = model.decode_step(target[:, t : t + 1], cache, t, source_mask)
-        np.testing.assert_allclose(ops.convert_to_numpy(logits), full[:, t], atol=1e-4)
+        np.testing.assert_allclose(ops.convert_to_numpy(logits), full[:, t], rtol=1e-5, atol=1e-6)
 
 
 def test_output_bias_is_added_to_the_tied_logits_and_cached_decoding_keeps_it():
@@ -194,6 +218,7 @@ def test_config_of_older_versions_reloads_with_the_same_keys_and_attributes():
     config = model.get_config()
     config.pop("dtype")
     assert config.pop("output_bias") is False  # added since; off, as those models had it
+    assert config.pop("maximum_relative_position") is None  # added since; unused, as then
     assert config == OLD_CONFIG
     for name, value in OLD_CONFIG.items():
         if name not in ("name", "trainable"):
@@ -216,6 +241,7 @@ def test_constructor_signature_lists_every_argument_with_its_default():
         "normalization": "layer_norm", "encoder_layer": "transformer",
         "decoder_layer": "transformer", "num_encoder_layers": None, "num_decoder_layers": None,
         "share_embeddings": False, "tie_embeddings": True, "output_bias": False,
+        "maximum_relative_position": None,
     }  # fmt: skip
     # build_model passes the block arguments (found in the signature) and drops the others.
     model = build_model(

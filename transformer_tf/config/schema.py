@@ -34,7 +34,13 @@ from pydantic import (
     model_validator,
 )
 
-from transformer_tf.block_args import BLOCK_ARG_SPECS, BlockArg
+from transformer_tf.block_args import (
+    BLOCK_ARG_SPECS,
+    DEFAULT_MAXIMUM_RELATIVE_POSITION,
+    RELATIVE_POSITIONS,
+    ROTARY_POSITIONS,
+    BlockArg,
+)
 
 __all__ = [
     "AnyConfig",
@@ -141,6 +147,8 @@ def _block_field(spec: BlockArg) -> tuple[Any, Any]:
         annotation: Any = Literal[spec.choices]
     else:
         annotation = Number if spec.type is float else spec.type
+    if spec.default is None:
+        annotation = annotation | None
     bounds = {
         key: getattr(spec, key) for key in ("gt", "ge", "lt") if getattr(spec, key) is not None
     }
@@ -163,8 +171,13 @@ class ModelConfig(BlockFields):
 
     The block arguments (``d_model``, ``num_heads``, ``d_ff``, ``dropout``,
     ``attention_dropout``, ``ffn_dropout``, ``activation``, ``normalize_first``,
-    ``layer_norm_epsilon``, ``attention``, ``feed_forward``, ``normalization``) are the fields of
+    ``layer_norm_epsilon``, ``attention``, ``feed_forward``, ``normalization``,
+    ``positional_encoding``, ``maximum_relative_position``) are the fields of
     :data:`BlockFields`, defined in :mod:`transformer_tf.block_args`.
+
+    ``maximum_relative_position`` is only accepted with ``positional_encoding: relative``, and
+    is filled in (:data:`~transformer_tf.block_args.DEFAULT_MAXIMUM_RELATIVE_POSITION`) there
+    when not given, so that the saved config records the distance the model was built with.
     """
 
     model_config = _STRICT
@@ -173,7 +186,6 @@ class ModelConfig(BlockFields):
     num_layers: int = Field(2, gt=0)
     num_encoder_layers: PositiveInt | None = None  # Defaults to num_layers.
     num_decoder_layers: PositiveInt | None = None  # Defaults to num_layers.
-    positional_encoding: str = "sinusoidal"
     max_length: int = Field(512, gt=0)  # Number of positions.
     encoder_layer: str = "transformer"
     decoder_layer: str = "transformer"
@@ -192,6 +204,23 @@ class ModelConfig(BlockFields):
                 ("d_model",),
                 message=f"`model.d_model` ({self.d_model}) must be divisible by "
                 f"`model.num_heads` ({self.num_heads})",
+            )
+        if self.positional_encoding == RELATIVE_POSITIONS:
+            if self.maximum_relative_position is None:
+                self.maximum_relative_position = DEFAULT_MAXIMUM_RELATIVE_POSITION
+        elif self.maximum_relative_position is not None:
+            raise Invalid(
+                ("maximum_relative_position",),
+                message="`model.maximum_relative_position` is only used with "
+                f"`model.positional_encoding: {RELATIVE_POSITIONS}` (found "
+                f"`{self.positional_encoding}`); remove it or set the positional encoding",
+            )
+        if self.positional_encoding == ROTARY_POSITIONS and (self.d_model // self.num_heads) % 2:
+            raise Invalid(
+                ("num_heads",),
+                message="`model.positional_encoding: rotary` rotates pairs of channels: the "
+                f"head size `model.d_model / model.num_heads` ({self.d_model} / "
+                f"{self.num_heads} = {self.d_model // self.num_heads}) must be even",
             )
         return self
 

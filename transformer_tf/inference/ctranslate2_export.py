@@ -59,6 +59,7 @@ from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
 from transformer_tf.layers.encoder_layer import TransformerEncoderLayer
 from transformer_tf.layers.feed_forward import PositionwiseFeedForward
 from transformer_tf.layers.positional_encoding import (
+    AttentionPositions,
     LearnedPositionalEmbedding,
     MarianSinusoidalPositionalEncoding,
     OpenNMTSinusoidalPositionalEncoding,
@@ -132,6 +133,8 @@ def unsupported_features(model) -> list[str]:
     for embedding in embeddings:
         if type(embedding) is not TransformerEmbedding or not embedding.scale:
             problems.append(f"embedding {embedding.name}: not a scaled TransformerEmbedding")
+        elif isinstance(embedding.position_encoding, AttentionPositions):
+            problems.append(_attention_positions_problem(model, embedding.position_encoding))
         elif type(embedding.position_encoding) not in (
             *SINUSOIDAL_CLASSES,
             LearnedPositionalEmbedding,
@@ -159,6 +162,9 @@ def unsupported_features(model) -> list[str]:
                 [block.cross_attention] if block_class is TransformerDecoderLayer else []
             )
             for attention in attentions:
+                if type(attention) is MultiHeadAttention and attention.position_mode is not None:
+                    problems.append(_attention_positions_problem(model, attention))
+                    break
                 if type(attention) is not MultiHeadAttention or not attention.use_bias:
                     problems.append(
                         f"model.attention `{stack.attention}` ({type(attention).__qualname__}; "
@@ -180,6 +186,16 @@ def unsupported_features(model) -> list[str]:
             problems.append(f"{stack.name} final normalization {type(stack.final_norm).__name__}")
     # One line per distinct problem: every block of a stack would repeat it.
     return list(dict.fromkeys(problems))
+
+
+def _attention_positions_problem(model, layer) -> str:
+    """Relative and rotary positions are refused: CTranslate2's ``TransformerSpec`` has
+    options for both (``relative_position``, ``rotary_dim`` with ``rotary_interleave=False``),
+    but this export has not been checked against them, so it does not write them."""
+    return (
+        f"model.positional_encoding `{model.positional_encoding}` ({layer.position_mode} "
+        "positions in self-attention are not converted; sinusoidal and learned convert)"
+    )
 
 
 def _is_layer_norm(layer) -> bool:

@@ -9,6 +9,8 @@ from transformer_tf.layers.encoder_layer import TransformerBlockBase, Transforme
 from transformer_tf.layers.feed_forward import PositionwiseFeedForward
 from transformer_tf.layers.positional_encoding import (
     LearnedPositionalEmbedding,
+    RelativePositions,
+    RotaryPositions,
     SinusoidalPositionalEncoding,
 )
 
@@ -16,6 +18,8 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "PositionwiseFeedForward",
+    "RelativePositions",
+    "RotaryPositions",
     "SinusoidalPositionalEncoding",
     "TransformerBlockBase",
     "TransformerDecoder",

@@ -47,7 +47,7 @@ class TransformerDecoderLayer(TransformerBlockBase):
         self.self_attention = self._attention("self_attention")
         self.self_attention_norm = self._norm("self_attention_norm")
         self.self_attention_dropout = self._dropout("self_attention_dropout")
-        self.cross_attention = self._attention("cross_attention")
+        self.cross_attention = self._attention("cross_attention", cross=True)
         self.cross_attention_norm = self._norm("cross_attention_norm")
         self.cross_attention_dropout = self._dropout("cross_attention_dropout")
         self.feed_forward_layer = self._feed_forward("feed_forward")

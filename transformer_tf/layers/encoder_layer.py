@@ -10,8 +10,9 @@ from __future__ import annotations
 import keras
 
 from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
+from transformer_tf.errors import UserError
 from transformer_tf.layers.normalization import make_normalization
-from transformer_tf.registry import build, register
+from transformer_tf.registry import build, get_registry, register
 
 
 def residual(x, sublayer, norm, dropout, normalize_first, training):
@@ -31,14 +32,17 @@ class TransformerBlockBase(keras.layers.Layer):
     """Base of the encoder and decoder blocks (and stacks): the block arguments, the sublayer
     factories and ``get_config``.
 
-    Takes the twelve block arguments of :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`: the
+    Takes the fourteen block arguments of :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`: the
     sizes ``d_model``, ``num_heads``, ``d_ff`` (int, required, positional or keyword) and, as
     keywords with the defaults given there, ``dropout`` (0.1), ``attention_dropout`` (0),
     ``ffn_dropout`` (0), ``activation`` (``"relu"``), ``normalize_first`` (False),
     ``layer_norm_epsilon`` (1e-6), ``attention`` (``"multi_head"``), ``feed_forward``
-    (``"position_wise"``) and ``normalization`` (``"layer_norm"``). Each is kept as an attribute
+    (``"position_wise"``), ``normalization`` (``"layer_norm"``), ``positional_encoding``
+    (``"sinusoidal"``) and ``maximum_relative_position`` (None). Each is kept as an attribute
     of the same name and returned by ``get_config``. Other keyword arguments go to
-    ``keras.layers.Layer``.
+    ``keras.layers.Layer``. The last two only matter for self-attention: the embeddings add an
+    absolute encoding, but ``relative`` and ``rotary`` are applied by self-attention (see
+    :meth:`_attention`).
 
     A subclass builds its sublayers with :meth:`_attention`, :meth:`_feed_forward`,
     :meth:`_norm` and :meth:`_dropout`, which use the configured registry names and sizes.
@@ -55,16 +59,48 @@ class TransformerBlockBase(keras.layers.Layer):
     # Sublayers take this layer's dtype policy, so that a mixed-precision model reloaded from
     # its config gets mixed-precision sublayers whatever the global policy is then.
 
-    def _attention(self, name):
-        return build(
-            "attention",
-            self.attention,
-            self.d_model,
-            self.num_heads,
-            dropout=self.attention_dropout,
-            name=name,
-            dtype=self.dtype_policy,
-        )
+    def _attention(self, name, cross=False):
+        """The configured attention. A self-attention (``cross=False``) also gets the
+        positions when ``positional_encoding`` names a class with a ``position_mode``
+        (``relative``, ``rotary``): ``position_mode=...`` and, for ``relative``,
+        ``maximum_relative_position=...``; an attention class that does not take them is a
+        :class:`~transformer_tf.errors.UserError`. Cross-attention never gets them."""
+        positions = {} if cross else self._self_attention_positions()
+        try:
+            return build(
+                "attention",
+                self.attention,
+                self.d_model,
+                self.num_heads,
+                dropout=self.attention_dropout,
+                name=name,
+                dtype=self.dtype_policy,
+                **positions,
+            )
+        except UserError as error:
+            if not positions:
+                raise
+            raise UserError(
+                f"{error} model.positional_encoding `{self.positional_encoding}` is applied by "
+                "self-attention: the attention class must accept position_mode (and "
+                "maximum_relative_position), as multi_head does."
+            ) from error
+
+    def _self_attention_positions(self):
+        """The position keyword arguments of self-attention (empty for absolute encodings)."""
+        cls = get_registry("positional_encoding").get(self.positional_encoding)
+        mode = getattr(cls, "position_mode", None) or None
+        if mode != "relative" and self.maximum_relative_position is not None:
+            raise ValueError(
+                "maximum_relative_position is only used with relative positions, got "
+                f"positional_encoding={self.positional_encoding!r}"
+            )
+        if mode is None:
+            return {}
+        positions = {"position_mode": mode}
+        if mode == "relative":
+            positions["maximum_relative_position"] = self.maximum_relative_position
+        return positions
 
     def _feed_forward(self, name):
         return build(

@@ -8,6 +8,10 @@ Interface of the slot: ``__init__(max_length, d_model, **kwargs)`` and
 A class may set ``length_limited = False`` when it encodes any position (no table): a trained
 run can then decode longer than the length it was built for. Classes without the attribute are
 taken to be limited to ``max_length`` positions.
+
+A class may set ``position_mode`` (``"relative"`` or ``"rotary"``): it then adds nothing, and the
+built-in blocks build their self-attention with that ``position_mode`` (see
+:class:`AttentionPositions`, ``relative`` and ``rotary``).
 """
 
 from __future__ import annotations
@@ -150,3 +154,60 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
             }
         )
         return config
+
+
+class AttentionPositions(keras.layers.Layer):
+    """Base of the encodings that self-attention applies: nothing is added to the embeddings.
+
+    The call returns ``inputs`` unchanged. The class attribute ``position_mode`` tells the
+    built-in blocks (:class:`~transformer_tf.layers.TransformerBlockBase`) what to build their
+    *self*-attention with: ``MultiHeadAttention(..., position_mode=position_mode)``.
+    Cross-attention is left as it is. No weights here (relative embeddings are the attention's)
+    and no length limit.
+
+    Args:
+        max_length: int, kept for the slot's interface.
+        d_model: int, kept for the slot's interface.
+    """
+
+    length_limited = False
+    #: The ``position_mode`` of self-attention (see :class:`MultiHeadAttention`).
+    position_mode: str = ""
+
+    def __init__(self, max_length: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.d_model = d_model
+
+    def call(self, inputs, start_index=0):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_length": self.max_length, "d_model": self.d_model})
+        return config
+
+
+@register("positional_encoding", "relative")
+class RelativePositions(AttentionPositions):
+    """Relative positions (Shaw et al. 2018, OpenNMT's ``maximum_relative_position``).
+
+    Self-attention learns one key and one value embedding per clipped distance
+    ``clip(j - i, -K, K)`` between query ``i`` and key ``j`` (``K`` is
+    ``model.maximum_relative_position``), added to the logits and the outputs; the embeddings
+    get nothing.
+    """
+
+    position_mode = "relative"
+
+
+@register("positional_encoding", "rotary")
+class RotaryPositions(AttentionPositions):
+    """Rotary positions (RoFormer, Su et al. 2021): self-attention rotates each head's queries
+    and keys by their positions (half-split pairs, base 10000), so that their dot product
+    depends on the distance only; the embeddings get nothing."""
+
+    position_mode = "rotary"

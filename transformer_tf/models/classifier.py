@@ -62,7 +62,6 @@ class TransformerClassifier(keras.Model):
         num_classes: int = 2,
         num_layers: int = 2,
         *,
-        positional_encoding: str = "sinusoidal",
         max_length: int = 512,
         encoder_layer: str = "transformer",
         pooling: str = "mean",
@@ -81,7 +80,6 @@ class TransformerClassifier(keras.Model):
         self.num_layers = num_layers
         for name, value in block_args.items():
             setattr(self, name, value)
-        self.positional_encoding = positional_encoding
         self.max_length = max_length
         self.encoder_layer = encoder_layer
         self.pooling = pooling
@@ -92,7 +90,7 @@ class TransformerClassifier(keras.Model):
             vocab_size,
             self.d_model,
             max_length=max_length,
-            positional_encoding=positional_encoding,
+            positional_encoding=self.positional_encoding,
             dropout=self.dropout,
             name="embedding",
             dtype=self.dtype_policy,
@@ -213,7 +211,7 @@ class TransformerClassifier(keras.Model):
     def get_config(self):
         config = super().get_config()
         for name in (
-            "vocab_size", "num_classes", "num_layers", "positional_encoding", "max_length",
+            "vocab_size", "num_classes", "num_layers", "max_length",
             "encoder_layer", "pooling", "token_dropout", "naive_bayes",
         ):  # fmt: skip
             config[name] = getattr(self, name)

@@ -27,9 +27,15 @@ class Seq2SeqTransformer(keras.Model):
             ``dropout`` (0.1), ``attention_dropout`` (0), ``ffn_dropout`` (0), ``activation``
             (``"relu"``), ``normalize_first`` (False: post-norm, as in the paper),
             ``layer_norm_epsilon`` (1e-6), ``attention``, ``feed_forward``, ``normalization``
-            (registered names); defined in :data:`transformer_tf.block_args.BLOCK_ARG_SPECS`
-            and passed to every block of both stacks. ``d_model % num_heads == 0``.
-        positional_encoding: str, ``"sinusoidal"`` or ``"learned"`` (or a registered name).
+            (registered names), ``positional_encoding`` and ``maximum_relative_position``
+            (below); defined in :data:`transformer_tf.block_args.BLOCK_ARG_SPECS` and passed to
+            every block of both stacks. ``d_model % num_heads == 0``.
+        positional_encoding: str, a registered name: ``"sinusoidal"`` (default), ``"learned"``,
+            ``"opennmt_sinusoidal"``, ``"marian_sinusoidal"`` (added to both embeddings), or
+            ``"relative"``, ``"rotary"`` (applied by the self-attention of both stacks; the
+            embeddings get nothing and cross-attention stays as it is).
+        maximum_relative_position: int >= 1 or None, the clipping distance of ``"relative"``
+            (None: 20); only with ``"relative"``.
         max_length: int, number of positions. Defaults to 512.
         encoder_layer, decoder_layer: str, registered names of the blocks. Default to
             ``"transformer"``.
@@ -56,7 +62,6 @@ class Seq2SeqTransformer(keras.Model):
         target_vocab_size: int,
         num_layers: int = 2,
         *,
-        positional_encoding: str = "sinusoidal",
         max_length: int = 512,
         encoder_layer: str = "transformer",
         decoder_layer: str = "transformer",
@@ -79,7 +84,6 @@ class Seq2SeqTransformer(keras.Model):
         self.num_layers = num_layers
         for name, value in block_args.items():
             setattr(self, name, value)
-        self.positional_encoding = positional_encoding
         self.max_length = max_length
         self.encoder_layer = encoder_layer
         self.decoder_layer = decoder_layer
@@ -94,7 +98,7 @@ class Seq2SeqTransformer(keras.Model):
                 vocab_size,
                 self.d_model,
                 max_length=max_length,
-                positional_encoding=positional_encoding,
+                positional_encoding=self.positional_encoding,
                 dropout=self.dropout,
                 name=name,
                 dtype=self.dtype_policy,
@@ -254,7 +258,7 @@ class Seq2SeqTransformer(keras.Model):
     def get_config(self):
         config = super().get_config()
         for name in (
-            "source_vocab_size", "target_vocab_size", "num_layers", "positional_encoding",
+            "source_vocab_size", "target_vocab_size", "num_layers",
             "max_length", "encoder_layer", "decoder_layer", "num_encoder_layers",
             "num_decoder_layers", "share_embeddings", "tie_embeddings", "output_bias",
         ):  # fmt: skip
