@@ -32,11 +32,6 @@ from transformer_tf.training.optimizer import NO_WEIGHT_DECAY
 _NO_DECAY = re.compile("|".join(NO_WEIGHT_DECAY))
 
 
-def build_train_loop(strategy, model, optimizer, task: Task, training: TrainingConfig):
-    """The compiled ``loop(iterator, max_steps)`` of an :class:`Update` (see there)."""
-    return Update(strategy, model, optimizer, task, training).loop
-
-
 def _sum_variable(shape, dtype, name):
     """A per-replica running sum: ON_READ (each replica its own), never checkpointed."""
     return tf.Variable(
