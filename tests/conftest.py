@@ -17,3 +17,29 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# -- toy runs shared by the test files (trained once per xdist worker) --------------------------
+
+
+@pytest.fixture(scope="session")
+def shared_imdb(tmp_path_factory):
+    """The generated aclImdb folder (tests.fixtures.make_imdb_folder, 60 reviews per class)."""
+    from tests.fixtures import make_imdb_folder
+
+    return make_imdb_folder(tmp_path_factory.mktemp("shared_imdb"))
+
+
+@pytest.fixture(scope="session")
+def classification_run(shared_imdb, tmp_path_factory):
+    """A finished run of ``classification_config(shared_imdb, keep_checkpoints=3)``: 30 steps,
+    checkpoints 10, 20 and 30 kept, validated every 10 steps. Read it, or copy it
+    (shutil.copytree) before writing to it."""
+    from tests.fixtures import classification_config
+    from transformer_tf.config import config_from_dict
+    from transformer_tf.training.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("classification_run") / "run"
+    config = config_from_dict(classification_config(shared_imdb, keep_checkpoints=3))
+    train(config, run_dir, show_progress=False)
+    return run_dir

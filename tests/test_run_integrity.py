@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import classification_config, make_imdb_folder, write_config
+from tests.fixtures import classification_config, write_config
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.config import config_from_dict
@@ -32,16 +32,15 @@ DATA = ".data-00000-of-00001"
 
 
 @pytest.fixture(scope="module")
-def imdb(tmp_path_factory):
-    return make_imdb_folder(tmp_path_factory.mktemp("imdb"))
+def imdb(shared_imdb):
+    return shared_imdb
 
 
 @pytest.fixture(scope="module")
-def trained(imdb, tmp_path_factory):
-    """A finished 30-step run keeping checkpoints 10, 20 and 30 (copy it before damaging it)."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    train(_config(imdb, keep_checkpoints=3), run_dir, show_progress=False)
-    return run_dir
+def trained(classification_run):
+    """A finished 30-step run of ``_config(imdb, keep_checkpoints=3)`` keeping checkpoints 10,
+    20 and 30 (tests/conftest.py, shared with other files: copy it before damaging it)."""
+    return classification_run
 
 
 def _config(imdb, **training):
@@ -124,8 +123,9 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(imdb, tmp_path, caplog):
 # -- damaged checkpoints ------------------------------------------------------------------------
 
 
-def test_resume_skips_a_truncated_latest_checkpoint_and_matches(imdb, tmp_path, caplog):
-    full = train(_config(imdb, steps=30), tmp_path / "full", show_progress=False)
+def test_resume_skips_a_truncated_latest_checkpoint_and_matches(imdb, trained, tmp_path, caplog):
+    # The uninterrupted run: `trained` is _config(imdb, steps=30) (keeping more checkpoints).
+    full = load_run(trained)
     assert full.step == 30
     legs = tmp_path / "legs"
     train(_config(imdb, steps=20), legs, show_progress=False)
@@ -138,7 +138,7 @@ def test_resume_skips_a_truncated_latest_checkpoint_and_matches(imdb, tmp_path, 
     assert "using ckpt-10, the newest intact one" in caplog.text
     assert int(trainer.state.step.numpy()) == 10
     trainer.train()
-    _assert_same_weights(_weights(trainer.model), _weights(load_run(tmp_path / "full").model))
+    _assert_same_weights(_weights(trainer.model), _weights(full.model))
     assert RunDir(legs).find_checkpoint("20")  # rewritten whole by the resumed run
 
 

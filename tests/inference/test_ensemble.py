@@ -100,7 +100,7 @@ def test_evaluate_with_an_ensemble(runs, capsys):
 def test_bad_members_exit_2(runs, tmp_path, capsys):
     assert main(["evaluate", str(runs[0]), "--ensemble", str(tmp_path)]) == 2
     assert f"--ensemble {tmp_path}: is neither a run directory" in capsys.readouterr().err
-    other = _train(tmp_path, "small", seed=1)
+    other = runs[0]  # a run of the usual vocabulary (this file trained it as _train(..., seed=1))
     # A smaller corpus gives the toy task a smaller vocabulary.
     raw = translation_config(training={"steps": 2, "eval_every": 1000})
     raw["data"]["num_train"] = 30

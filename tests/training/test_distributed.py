@@ -35,40 +35,72 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from transformer_tf.config import config_from_dict
     from transformer_tf.training.trainer import build_trainer
 
-    raw, out = json.loads(sys.argv[1]), sys.argv[2]
+    raws, out = json.loads(sys.argv[1]), sys.argv[2]
     curves = {}
-    for name, distribute in [
-        ("single", {"strategy": "cpu"}),
-        ("mirrored", {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}),
-    ]:
-        config = config_from_dict({**raw, "distribute": distribute})
-        run_dir = f"{out}/{name}"
-        trainer = build_trainer(config, run_dir, show_progress=False)
-        result = trainer.train()
-        lines = open(f"{run_dir}/train_log.jsonl").read().splitlines()
-        curves[name] = {
-            "losses": [json.loads(line)["loss"] for line in lines],
-            "validation": result.validation[-1]["loss"],
-            "checksum": float(sum(np.abs(w.numpy().astype("float64")).sum()
-                                  for w in trainer.model.weights)),
-        }
+    for case, raw in raws.items():
+        curves[case] = {}
+        for name, distribute in [
+            ("single", {"strategy": "cpu"}),
+            ("mirrored", {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}),
+        ]:
+            config = config_from_dict({**raw, "distribute": distribute})
+            run_dir = f"{out}/{case}/{name}"
+            trainer = build_trainer(config, run_dir, show_progress=False)
+            result = trainer.train()
+            lines = open(f"{run_dir}/train_log.jsonl").read().splitlines()
+            curves[case][name] = {
+                "losses": [json.loads(line)["loss"] for line in lines],
+                "validation": result.validation[-1]["loss"],
+                "checksum": float(sum(np.abs(w.numpy().astype("float64")).sum()
+                                      for w in trainer.model.weights)),
+            }
     print("CURVES " + json.dumps(curves))
     """
 )
 
 
-def _run_mirrored(raw, tmp_path):
+def _run_mirrored(raws, tmp_path):
+    """The curves of each config in ``raws`` (name -> config), trained on one device and on two
+    mirrored replicas, all in one fresh process (one TensorFlow start-up for every case)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(raw), str(tmp_path)],
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(raws), str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=400,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("CURVES "))
     return json.loads(line[len("CURVES ") :])
+
+
+@pytest.fixture(scope="module")
+def mirrored_curves(tmp_path_factory):
+    """The three cases below in one subprocess: a classifier, seq2seq with sentence batches and
+    seq2seq with token batches."""
+    root = tmp_path_factory.mktemp("mirrored")
+    imdb = make_imdb_folder(root / "imdb")
+    raws = {
+        "classifier": classification_config(
+            imdb, steps=15, eval_every=None, checkpoint_every=15, batch_size=15
+        ),
+        "seq2seq": translation_config(
+            training={"steps": 15, "eval_every": 15, "checkpoint_every": 15}
+        ),
+        # A 40-token budget gives batches of 1 to 5 sentences: odd sizes split unevenly over the
+        # two replicas, and a 1-sentence batch leaves one replica with an empty batch.
+        "token_batches": translation_config(
+            training={
+                "steps": 15,
+                "eval_every": 15,
+                "checkpoint_every": 15,
+                "batch_size": 40,
+                "batch_type": "tokens",
+            }
+        ),  # fmt: skip
+    }
+    return _run_mirrored(raws, root / "runs")
 
 
 def _assert_same_curve(curves):
@@ -81,25 +113,16 @@ def _assert_same_curve(curves):
     assert mirrored["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_classifier(tmp_path):
-    imdb = make_imdb_folder(tmp_path / "imdb")
-    raw = classification_config(imdb, steps=15, eval_every=None, checkpoint_every=15, batch_size=15)
-    _assert_same_curve(_run_mirrored(raw, tmp_path))
+def test_two_mirrored_replicas_follow_the_single_device_curve_classifier(mirrored_curves):
+    _assert_same_curve(mirrored_curves["classifier"])
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(tmp_path):
-    raw = translation_config(training={"steps": 15, "eval_every": 15, "checkpoint_every": 15})
-    _assert_same_curve(_run_mirrored(raw, tmp_path))
+def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(mirrored_curves):
+    _assert_same_curve(mirrored_curves["seq2seq"])
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_token_batches(tmp_path):
-    # A 40-token budget gives batches of 1 to 5 sentences: odd sizes split unevenly over the
-    # two replicas, and a 1-sentence batch leaves one replica with an empty batch.
-    raw = translation_config(
-        training={"steps": 15, "eval_every": 15, "checkpoint_every": 15, "batch_size": 40,
-                  "batch_type": "tokens"}
-    )  # fmt: skip
-    _assert_same_curve(_run_mirrored(raw, tmp_path))
+def test_two_mirrored_replicas_follow_the_single_device_curve_token_batches(mirrored_curves):
+    _assert_same_curve(mirrored_curves["token_batches"])
 
 
 def _free_ports(count):

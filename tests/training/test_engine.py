@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.fixtures import classification_config, make_imdb_folder
+from tests.fixtures import classification_config
 from transformer_tf.assembly import load_run
 from transformer_tf.config import config_from_dict
 from transformer_tf.distribute import distribute_dataset
@@ -22,8 +23,8 @@ from transformer_tf.training.trainer import _EpochsAhead, build_trainer, train
 
 
 @pytest.fixture(scope="module")
-def imdb(tmp_path_factory):
-    return make_imdb_folder(tmp_path_factory.mktemp("imdb"))
+def imdb(shared_imdb):
+    return shared_imdb
 
 
 def _config(imdb, **training):
@@ -62,9 +63,10 @@ def test_same_seed_same_loss_curve(imdb, tmp_path):
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-6)
 
 
-def test_resume_continues_at_the_right_step_and_matches(imdb, tmp_path):
+def test_resume_continues_at_the_right_step_and_matches(imdb, classification_run, tmp_path):
     full = _config(imdb, steps=30)
-    train(full, tmp_path / "full", show_progress=False)
+    # The uninterrupted run: classification_run (tests/conftest.py) is this config, keeping
+    # three checkpoints.
     # The same run in two legs: stop at 20, then rerun with the full step budget.
     first = _config(imdb, steps=20)
     train(first, tmp_path / "legs", show_progress=False)
@@ -72,14 +74,14 @@ def test_resume_continues_at_the_right_step_and_matches(imdb, tmp_path):
     assert int(trainer.state.step.numpy()) == 20
     assert int(trainer.optimizer.iterations.numpy()) == 20  # schedule continues at step 20
     trainer.train()
-    full_losses = dict(_losses(tmp_path / "full"))
+    full_losses = dict(_losses(classification_run))
     leg_losses = dict(_losses(tmp_path / "legs"))
     assert leg_losses[30] == pytest.approx(full_losses[30], rel=1e-5)
     assert leg_losses[25] == pytest.approx(full_losses[25], rel=1e-5)
 
 
-def test_refuses_a_run_dir_of_another_model(imdb, tmp_path):
-    train(_config(imdb, steps=10, eval_every=None), tmp_path / "run", show_progress=False)
+def test_refuses_a_run_dir_of_another_model(imdb, classification_run, tmp_path):
+    shutil.copytree(classification_run, tmp_path / "run")  # a trained run of the default model
     other = config_from_dict(
         {**classification_config(imdb), "model": {"d_model": 64, "num_heads": 2, "num_layers": 1}}
     )
@@ -89,9 +91,8 @@ def test_refuses_a_run_dir_of_another_model(imdb, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
 
 
-def test_average_last_checkpoints_is_the_mean_of_their_weights(imdb, tmp_path):
-    run_dir = tmp_path / "run"
-    train(_config(imdb, keep_checkpoints=3, eval_every=None), run_dir, show_progress=False)
+def test_average_last_checkpoints_is_the_mean_of_their_weights(classification_run):
+    run_dir = classification_run  # 30 steps, checkpoints 10, 20 and 30 kept
     weights = []
     for step in (10, 20, 30):
         run = load_run(run_dir, checkpoint=str(step))
