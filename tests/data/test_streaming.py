@@ -325,3 +325,88 @@ def test_a_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
         return {r["step"]: r["loss"] for r in records}
 
     assert losses("resumed") == losses("straight") and len(losses("straight")) == 16
+
+
+# --- Subword regularization ------------------------------------------------------------------
+
+SYLLABLES = ["ka", "to", "ri", "ne", "mo", "su", "la", "pe"]
+
+
+def _syllable_corpus(root: Path, lines: int = 400):
+    """Words of 2-4 syllables: a unigram model learns syllables and whole words, so most words
+    have several segmentations to sample from."""
+    rng = random.Random(3)
+    words = ["".join(rng.choices(SYLLABLES, k=rng.randint(2, 4))) for _ in range(60)]
+    text = [" ".join(rng.choices(words, k=rng.randint(2, 5))) for _ in range(lines)]
+    root.mkdir(parents=True, exist_ok=True)
+    for side in ("src", "tgt"):
+        (root / side).write_text("\n".join(text) + "\n", encoding="utf-8")
+    return [str(root / "src")], [str(root / "tgt")], text
+
+
+def test_subword_regularization_samples_training_segmentations_each_epoch(tmp_path):
+    sources, targets, text = _syllable_corpus(tmp_path / "data")
+    data = {
+        "tokenizer": "sentencepiece",
+        "vocab_size": 120,
+        "max_length": 64,
+        "shuffle_buffer": 1000,
+        "splits": {
+            "train": {"source": sources, "target": targets},
+            "validation": {"source": sources, "target": targets},
+        },
+        "subword_regularization": {"alpha": 0.5, "nbest_size": -1},
+    }
+    task = _task(tmp_path, sources, targets, data)
+    tokenizer = task.source_tokenizer
+
+    def segmentations(dataset):
+        # Decoded text -> the ids it came as: sampling changes the ids, never the text.
+        found = collections.defaultdict(set)
+        for features, _ in dataset.as_numpy_iterator():
+            for row in features["source"]:
+                ids = _unpad(row)
+                found[tokenizer.decode(ids)].add(ids)
+        return found
+
+    epochs = [segmentations(task.dataset("train", training=True, epoch=e)) for e in range(2)]
+    deterministic = {sentence: (tuple(tokenizer.encode(sentence)),) for sentence in text}
+    # Every training sentence still reads back as itself, but is cut differently across the
+    # two epochs (and within one, when it is there twice), not always the deterministic way.
+    assert set(epochs[0]) == set(epochs[1]) == set(text)
+    sampled = {s for s in text if epochs[0][s] | epochs[1][s] != set(deterministic[s])}
+    assert len(sampled) > len(set(text)) // 2
+    # Validation is segmented the deterministic way, the same every time.
+    for _ in range(2):
+        validation = segmentations(task.dataset("validation", training=False))
+        assert {s: tuple(ids) for s, ids in validation.items()} == deterministic
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (
+            {"tokenizer": "word", "subword_regularization": {"alpha": 0.1}},
+            "data.subword_regularization samples SentencePiece segmentations: it needs "
+            "data.tokenizer: sentencepiece (found 'word')",
+        ),
+        (
+            {"subword_regularization": {"nbest_size": 1}},
+            "data.subword_regularization.nbest_size: expected -1 (sample among all "
+            "segmentations) or an integer >= 2 (among the n best), found 1 (which does not "
+            "sample; remove data.subword_regularization instead)",
+        ),
+        (
+            {"subword_regularization": {"alpha": 0}},
+            "data.subword_regularization.alpha: expected a number in (0, 1]",
+        ),
+    ],
+)
+def test_subword_regularization_config_errors(tmp_path, setting, expected):
+    sources, targets, _ = _write_shards(tmp_path, 1, 4)
+    with pytest.raises(ConfigError) as excinfo:
+        _config(sources, targets, {"tokenizer": "sentencepiece", **setting})
+    assert expected in str(excinfo.value)
+    assert excinfo.value.key == "data.subword_regularization" + (
+        "" if "tokenizer" in setting else "." + next(iter(setting["subword_regularization"]))
+    )

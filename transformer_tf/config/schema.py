@@ -63,6 +63,7 @@ __all__ = [
     "ParallelTextData",
     "REGISTERED_MODEL_FIELDS",
     "SplitFiles",
+    "SubwordRegularization",
     "TASK_CONFIGS",
     "TASK_DATA_SOURCES",
     "TfdsData",
@@ -351,6 +352,31 @@ class NoTranslationData(BaseModel):
     bucket_width: int = Field(2, ge=1)  # See _StreamedTranslationData.
 
 
+class SubwordRegularization(BaseModel):
+    """``data.subword_regularization``: sample the SentencePiece segmentation of each training
+    sentence anew every time it is read (Kudo 2018; BPE-dropout for BPE models).
+
+    ``nbest_size``: sample among the n best segmentations, or -1 for all of them (unigram
+    models); ``alpha``: the smoothing of their probabilities (unigram), or the probability of
+    dropping a merge (BPE). Validation, test, ``translate`` and exports segment as usual.
+    """
+
+    model_config = _STRICT
+
+    alpha: Number = Field(0.1, gt=0, le=1)
+    nbest_size: int = -1
+
+    @field_validator("nbest_size")
+    @classmethod
+    def _samples(cls, value: int) -> int:
+        if value == -1 or value >= 2:
+            return value
+        raise Invalid(
+            expected="-1 (sample among all segmentations) or an integer >= 2 (among the n best)",
+            found=f"{value} (which does not sample; remove data.subword_regularization instead)",
+        )
+
+
 class _StreamedTranslationData(BaseModel):
     """The keys that both streamed translation sources take: tokenization, input and
     vocabulary settings.
@@ -378,7 +404,19 @@ class _StreamedTranslationData(BaseModel):
     vocab_sample: int = Field(500_000, ge=1)
     bucket_width: int = Field(2, ge=1)  # = data.translation.DEFAULT_BUCKET_WIDTH
     vocabulary: str | None = None
+    subword_regularization: SubwordRegularization | None = None
     TRAIN_SPLIT: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _sampling_needs_sentencepiece(self) -> _StreamedTranslationData:
+        if self.subword_regularization is not None and self.tokenizer != "sentencepiece":
+            raise Invalid(
+                ("subword_regularization",),
+                message="data.subword_regularization samples SentencePiece segmentations: it "
+                f"needs data.tokenizer: sentencepiece (found {self.tokenizer!r}); remove it or "
+                "change the tokenizer",
+            )
+        return self
 
     @model_validator(mode="after")
     def _has_train_split(self) -> _StreamedTranslationData:

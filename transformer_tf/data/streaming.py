@@ -155,17 +155,29 @@ def _cleaned(pairs: tf.data.Dataset, lowercase: bool) -> tf.data.Dataset:
 
 
 def encode_text_pairs(
-    pairs: tf.data.Dataset, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer
+    pairs: tf.data.Dataset,
+    source_tokenizer: Tokenizer,
+    target_tokenizer: Tokenizer,
+    sampling=None,
 ) -> tf.data.Dataset:
     """Tokenize a dataset of ``(source, target)`` strings in the graph, in batches of
     :data:`TOKENIZE_BATCH`; yields ``(source ids, target ids)`` int32 vectors without BOS/EOS
-    (as ``Tokenizer.encode``)."""
+    (as ``Tokenizer.encode``). ``sampling`` (``data.subword_regularization``: ``alpha``,
+    ``nbest_size``) samples each side's segmentation anew every time a pair is read
+    (``Tokenizer.tf_sampling_encoder``): training only."""
     # Built before tracing: the tokenizers' tables and models are created eagerly, once.
-    source_tokenizer.tf_module, target_tokenizer.tf_module  # noqa: B018
+    if sampling is None:
+        source_tokenizer.tf_module, target_tokenizer.tf_module  # noqa: B018
+        encode_source, encode_target = source_tokenizer.tf_encode, target_tokenizer.tf_encode
+    else:
+        encode_source, encode_target = (
+            tokenizer.tf_sampling_encoder(sampling.alpha, sampling.nbest_size)
+            for tokenizer in (source_tokenizer, target_tokenizer)
+        )
 
     def encode(sources, targets):
-        x = tf.cast(source_tokenizer.tf_encode(sources), tf.int32)
-        y = tf.cast(target_tokenizer.tf_encode(targets), tf.int32)
+        x = tf.cast(encode_source(sources), tf.int32)
+        y = tf.cast(encode_target(targets), tf.int32)
         return x, y
 
     return (

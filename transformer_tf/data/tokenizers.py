@@ -188,6 +188,19 @@ class Tokenizer(abc.ABC):
         """In-graph ``decode``: int ``(batch, length)`` (dense or ragged) -> tf.string
         ``(batch,)``."""
 
+    def tf_sampling_encoder(self, alpha: float, nbest_size: int):
+        """An in-graph ``encode`` that samples a segmentation anew at every call (subword
+        regularization, for training only): ``(batch,)`` tf.string -> ragged int32. Made
+        eagerly (its resources cannot be created while a ``tf.data`` function is traced).
+
+        Raises:
+            DataError: the tokenizer has a single segmentation (only SentencePiece samples).
+        """
+        raise DataError(
+            f"a {self.kind} tokenizer cannot sample segmentations; data.subword_regularization "
+            "needs data.tokenizer: sentencepiece"
+        )
+
 
 class WordTokenizer(Tokenizer):
     """Whitespace-separated words with a fixed vocabulary.
@@ -343,6 +356,7 @@ class SentencePieceTokenizer(Tokenizer):
 
         self.model_proto = bytes(model_proto)
         self._processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self._samplers: dict = {}  # (alpha, nbest_size) -> sampling tf_text tokenizer
         found = (
             self._processor.pad_id(),
             self._processor.unk_id(),
@@ -460,6 +474,27 @@ class SentencePieceTokenizer(Tokenizer):
         tf = _tf()
         strings = tf.convert_to_tensor(strings, tf.string)
         return self.tf_module.sentencepiece.tokenize(strings)
+
+    def tf_sampling_encoder(self, alpha: float, nbest_size: int):
+        """Sample one segmentation per call (Kudo 2018): among the ``nbest_size`` best
+        (-1: all of them, unigram models) with probabilities sharpened by ``alpha``; a BPE
+        model drops merges with probability ``alpha`` (BPE-dropout). Not seeded: SentencePiece
+        draws from its own generator, so a resumed run does not repeat the same samples."""
+        tf = _tf()
+        key = (float(alpha), int(nbest_size))
+        if key not in self._samplers:
+            import tensorflow_text as tf_text
+
+            # A tokenizer of its own, outside tf_module: an export never samples.
+            self._samplers[key] = tf_text.SentencepieceTokenizer(
+                model=self.model_proto,
+                out_type=tf.int32,
+                nbest_size=key[1],
+                alpha=key[0],
+                name=f"{_sentencepiece_name(self.model_proto)}_sampling",
+            )
+        sampler = self._samplers[key]
+        return lambda strings: sampler.tokenize(tf.convert_to_tensor(strings, tf.string))
 
     def tf_decode(self, ids: tf.Tensor) -> tf.Tensor:
         return self.tf_module.sentencepiece.detokenize(_tf_ids_to_decode(ids, self.vocab_size))

@@ -345,7 +345,12 @@ class TranslationTask(Task):
             )  # fmt: skip
         pairs = pairs.shuffle(data.shuffle_buffer, seed=example_seed, reshuffle_each_iteration=True)
         ids = streaming.filter_pairs(
-            streaming.encode_text_pairs(pairs, self.source_tokenizer, self.target_tokenizer),
+            streaming.encode_text_pairs(
+                pairs,
+                self.source_tokenizer,
+                self.target_tokenizer,
+                sampling=data.subword_regularization,
+            ),
             data.max_length,
         )
         return batch_translation_examples(
