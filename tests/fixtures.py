@@ -120,3 +120,38 @@ def assert_evaluation_scores(scores: dict, run_dir, split: str, hypotheses: list
     assert scores["bleu"] == pytest.approx(bleu, abs=1e-9)
     chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
     assert scores["chrf"] == pytest.approx(chrf, abs=1e-9)
+
+
+def random_decoder(seed: int, eos_bias: float, vocab: int = 24, **kwargs):
+    """A random tiny ``Seq2SeqTransformer`` (2 layers, d_model 32, untied output) for the search
+    tests, built, with the EOS logit's bias set to ``eos_bias``: positive ends outputs at varied
+    lengths, ``-1e4`` never ends them."""
+    import keras
+
+    from transformer_tf.data.special_tokens import EOS_ID
+    from transformer_tf.models import Seq2SeqTransformer
+
+    keras.utils.set_random_seed(seed)
+    options = dict(num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0)
+    model = Seq2SeqTransformer(vocab, vocab, tie_embeddings=False, **{**options, **kwargs})
+    model.build()
+    bias = model.output_projection.bias.numpy()
+    bias[EOS_ID] = eos_bias
+    model.output_projection.bias.assign(bias)
+    return model
+
+
+def random_sources(seed: int, vocab: int, batch: int = 6, length: int = 7, full_row: bool = False):
+    """Random ``(batch, length)`` int32 sources of tokens >= 4, right-padded to random lengths
+    (1 .. length); ``full_row``: the first row unpadded, so the batch is ``length`` long."""
+    import numpy as np
+
+    from transformer_tf.data.special_tokens import PAD_ID
+
+    rng = np.random.default_rng(seed)
+    source = rng.integers(4, vocab, size=(batch, length)).astype("int32")
+    for row in range(batch):
+        source[row, rng.integers(1, length + 1) :] = PAD_ID
+    if full_row:
+        source[0, :] = rng.integers(4, vocab, size=length)
+    return source

@@ -4,18 +4,17 @@ Hand-made models with known probabilities pin the exact hypotheses and scores; a
 ``Seq2SeqTransformer`` checks that scoring the beam's own hypotheses gives the beam's scores.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.fixtures import random_decoder, random_sources
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
 from transformer_tf.data.tokenizers import WordTokenizer
 from transformer_tf.errors import UserError
 from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
 from transformer_tf.inference.scoring import score_ids, score_texts
 from transformer_tf.inference.serving import build_translation_module
-from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 24
 A, B, C = 4, 5, 6
@@ -86,24 +85,11 @@ def trap():
 
 @pytest.fixture(scope="module")
 def model():
-    keras.utils.set_random_seed(3)
-    model = Seq2SeqTransformer(
-        VOCAB, VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
-        tie_embeddings=False,
-    )  # fmt: skip
-    model.build()
-    bias = model.output_projection.bias.numpy()
-    bias[EOS_ID] = 1.5
-    model.output_projection.bias.assign(bias)
-    return model
+    return random_decoder(3, eos_bias=1.5, vocab=VOCAB)
 
 
 def _sources(seed, batch=6, length=7):
-    rng = np.random.default_rng(seed)
-    source = rng.integers(4, VOCAB, size=(batch, length)).astype("int32")
-    for row in range(batch):
-        source[row, rng.integers(1, length + 1) :] = PAD_ID
-    return source
+    return random_sources(seed, VOCAB, batch, length)
 
 
 def _strip(row):

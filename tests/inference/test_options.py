@@ -7,12 +7,11 @@ import dataclasses
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import translation_config
+from tests.fixtures import random_decoder, translation_config
 from transformer_tf.config import config_from_dict
 from transformer_tf.data.special_tokens import EOS_ID, PAD_ID, SPECIAL_TOKENS
 from transformer_tf.data.tokenizers import WordTokenizer
@@ -20,7 +19,6 @@ from transformer_tf.errors import DecodingOptionsError, UserError
 from transformer_tf.inference import DecodingOptions, beam_search, greedy_search
 from transformer_tf.inference.search import sample_search
 from transformer_tf.inference.translate import Translations, translate
-from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 24
 MAX_OUTPUT = 9
@@ -164,16 +162,7 @@ def test_the_options_module_does_not_import_tensorflow():
 def model():
     """A random tiny model whose outputs end with EOS at varied lengths (EOS bias raised, as in
     test_search.py)."""
-    keras.utils.set_random_seed(3)
-    model = Seq2SeqTransformer(
-        VOCAB, VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
-        tie_embeddings=False, max_length=16,
-    )  # fmt: skip
-    model.build()
-    bias = model.output_projection.bias.numpy()
-    bias[EOS_ID] = 1.5
-    model.output_projection.bias.assign(bias)
-    return model
+    return random_decoder(3, eos_bias=1.5, vocab=VOCAB, max_length=16)
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,14 @@
 """Sampling (``decoding.sampling_*``): top-k, top-p, temperature and seeds, on a hand-made model
 whose next-token distribution is known, and on a random tiny ``Seq2SeqTransformer``."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.fixtures import random_decoder, random_sources
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.inference import DecodingOptions, greedy_search, make_decoder
 from transformer_tf.inference.search import sample_search
-from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 10
 # From BOS: token 4 (0.5), 5 (0.3), 6 (0.15), 7 (0.05); every token then ends with EOS.
@@ -114,24 +113,11 @@ def test_same_seed_same_output_and_another_seed_another():
 
 @pytest.fixture(scope="module")
 def model():
-    keras.utils.set_random_seed(3)
-    model = Seq2SeqTransformer(
-        24, 24, num_layers=1, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
-        tie_embeddings=False,
-    )  # fmt: skip
-    model.build()
-    bias = model.output_projection.bias.numpy()
-    bias[EOS_ID] = 1.0
-    model.output_projection.bias.assign(bias)
-    return model
+    return random_decoder(3, eos_bias=1.0, num_layers=1)
 
 
 def _sources(seed, batch=6, length=7):
-    rng = np.random.default_rng(seed)
-    source = rng.integers(4, 24, size=(batch, length)).astype("int32")
-    for row in range(batch):
-        source[row, rng.integers(1, length + 1) :] = PAD_ID
-    return source
+    return random_sources(seed, 24, batch, length)
 
 
 def test_topk_one_is_greedy_on_the_real_model(model):

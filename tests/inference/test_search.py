@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.fixtures import random_decoder, random_sources
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
 from transformer_tf.inference.search import cache_position_axes, segment_ends
-from transformer_tf.models import Seq2SeqTransformer
 
 VOCAB = 24
 MAX_LENGTH = 8
@@ -22,26 +22,12 @@ MAX_LENGTH = 8
 @pytest.fixture(scope="module")
 def model():
     """A random tiny model whose outputs end with EOS at varied lengths (EOS bias raised)."""
-    keras.utils.set_random_seed(3)
-    model = Seq2SeqTransformer(
-        VOCAB, VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
-        tie_embeddings=False,
-    )  # fmt: skip
-    model.build()
-    bias = model.output_projection.bias.numpy()
-    bias[EOS_ID] = 1.5
-    model.output_projection.bias.assign(bias)
-    return model
+    return random_decoder(3, eos_bias=1.5, vocab=VOCAB)
 
 
 def _sources(seed, batch=6, length=7):
-    """Random ``(batch, length)`` sources, right-padded to random lengths (1 .. length)."""
-    rng = np.random.default_rng(seed)
-    source = rng.integers(4, VOCAB, size=(batch, length)).astype("int32")
-    for row in range(batch):
-        source[row, rng.integers(1, length + 1) :] = PAD_ID
-    source[0, :] = rng.integers(4, VOCAB, size=length)  # one unpadded row: the batch is full
-    return source
+    """Random sources with one unpadded row (the batch is full); see random_sources."""
+    return random_sources(seed, VOCAB, batch, length, full_row=True)
 
 
 def _assert_well_formed(ids, max_length):
@@ -392,16 +378,7 @@ def test_cache_position_axes_of_the_transformer(model):
 def endless_model():
     """A random tiny model that never picks EOS, so every row decodes the full length and
     crosses several segments."""
-    keras.utils.set_random_seed(5)
-    model = Seq2SeqTransformer(
-        VOCAB, VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0,
-        tie_embeddings=False, max_length=48,
-    )  # fmt: skip
-    model.build()
-    bias = model.output_projection.bias.numpy()
-    bias[EOS_ID] = -1e4
-    model.output_projection.bias.assign(bias)
-    return model
+    return random_decoder(5, eos_bias=-1e4, vocab=VOCAB, max_length=48)
 
 
 def test_segmented_cached_decoding_equals_uncached(endless_model):
