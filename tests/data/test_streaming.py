@@ -410,3 +410,80 @@ def test_subword_regularization_config_errors(tmp_path, setting, expected):
     assert excinfo.value.key == "data.subword_regularization" + (
         "" if "tokenizer" in setting else "." + next(iter(setting["subword_regularization"]))
     )
+
+
+# --- Weighted corpora ------------------------------------------------------------------------
+
+
+def _mixture(tmp_path, weights=(3, 1), **training):
+    """Two corpora whose sentences say where they come from (``a<n> ...``, ``b<n> ...``)."""
+    corpora = []
+    for tag, weight in zip("ab", weights, strict=True):
+        root = tmp_path / tag
+        root.mkdir()
+        lines = [f"{tag}{n} " + " ".join(WORDS[n % 5 : n % 5 + 3]) for n in range(40)]
+        for side in ("src", "tgt"):
+            (root / side).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        corpora.append(
+            {
+                "name": tag,
+                "source": str(root / "src"),
+                "target": str(root / "tgt"),
+                "weight": weight,
+            }
+        )
+    return corpora
+
+
+def _batches(task, count):
+    batches = []
+    for features, _ in task.dataset("train", training=True).take(count).as_numpy_iterator():
+        batches.append([_unpad(row) for row in features["source"]])
+    return batches
+
+
+def test_weighted_corpora_are_drawn_in_proportion_and_resume_exactly(tmp_path):
+    corpora = _mixture(tmp_path)
+    data = {"splits": {"train": corpora}, "vocab_size": 300, "max_length": 12}
+    task = _task(tmp_path, corpora[0]["source"], corpora[0]["target"], data)
+    batches = _batches(task, 60)
+    tags = [task.source_tokenizer.decode(row)[0] for batch in batches for row in batch]
+    n = len(tags)
+    share = tags.count("a") / n
+    # Binomial noise of a 3:1 draw: within four standard deviations of 0.75.
+    assert abs(share - 0.75) < 4 * (0.75 * 0.25 / n) ** 0.5
+    # The log's shares count the draws (blocks of SELECT_BLOCK, ahead of training).
+    fields = task.log_fields()
+    assert set(fields) == {"corpus_share/a", "corpus_share/b"}
+    assert task._drawn.sum() % streaming.SELECT_BLOCK == 0
+    drawn = task._drawn.sum()
+    assert abs(fields["corpus_share/a"] - 0.75) < 4 * (0.75 * 0.25 / drawn) ** 0.5
+    assert fields["corpus_share/a"] + fields["corpus_share/b"] == pytest.approx(1.0)
+    # A new pipeline (a resumed run) that skips the first 25 batches continues the same ones.
+    again = _task(tmp_path / "again", corpora[0]["source"], corpora[0]["target"], data)
+    resumed = [
+        [_unpad(row) for row in features["source"]]
+        for features, _ in again.dataset("train", training=True).skip(25).take(35)
+    ]
+    assert resumed == batches[25:]
+
+
+@pytest.mark.parametrize(
+    ("training", "change", "expected"),
+    [
+        ({"steps": None, "epochs": 2}, None, "training.steps: a weighted mixture of corpora"),
+        ({"epochs": 2}, None, "training.epochs: a weighted mixture of corpora"),
+        ({}, ("weight", 0), "data.splits.train[1].weight: expected a number > 0, found 0"),
+        ({}, ("validation", None), "data.splits.validation: expected a mapping with `source`"),
+    ],
+)
+def test_weighted_corpora_config_errors(tmp_path, training, change, expected):
+    corpora = _mixture(tmp_path)
+    splits = {"train": corpora}
+    if change and change[0] == "weight":
+        corpora[1]["weight"] = 0
+    if change and change[0] == "validation":
+        splits["validation"] = corpora
+    with pytest.raises(ConfigError) as excinfo:
+        _config(corpora[0]["source"], corpora[0]["target"], {"splits": splits}, **training)
+    assert expected in str(excinfo.value)

@@ -324,7 +324,10 @@ def _resolve_loc(loc: tuple) -> tuple[tuple, Any, list, type[BaseModel] | None]:
     for element in loc:
         base, _ = _strip(annotation)
         variants = _variants(base)
-        if isinstance(base, type) and issubclass(base, BaseModel):
+        tagged = _tagged(base)
+        if element in tagged:  # a tagged union's member (not a key): look inside it
+            annotation, metadata = tagged[element], []
+        elif isinstance(base, type) and issubclass(base, BaseModel):
             section = base
             path.append(element)
             field = base.model_fields.get(element) if isinstance(element, str) else None
@@ -363,6 +366,19 @@ def _strip(annotation: Any) -> tuple[Any, list]:
 
 def _is_union(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _tagged(annotation: Any) -> dict[str, Any]:
+    """tag -> member of a union whose members are tagged (``Annotated[..., Tag("files")]``)."""
+    if not _is_union(annotation):
+        return {}
+    members = {}
+    for arg in get_args(annotation):
+        if get_origin(arg) is Annotated:
+            inner, *extra = get_args(arg)
+            for tag in (e.tag for e in extra if isinstance(e, Tag)):
+                members[tag] = inner
+    return members
 
 
 def _variants(annotation: Any) -> dict[str, type[BaseModel]]:

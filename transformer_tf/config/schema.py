@@ -26,7 +26,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationInfo,
     create_model,
@@ -51,6 +53,7 @@ __all__ = [
     "ClassificationDataConfig",
     "ClassifierModelConfig",
     "Config",
+    "Corpus",
     "DataConfig",
     "DecodingConfig",
     "DirectoryData",
@@ -446,15 +449,76 @@ class _StreamedTranslationData(BaseModel):
         return path
 
 
+class Corpus(SplitFiles):
+    """One corpus of a weighted training mixture (``data.splits.train`` as a list): its files,
+    its ``weight`` (the share of the examples drawn from it is its weight over the sum) and a
+    ``name`` for the logs (default: ``corpus <index>``)."""
+
+    name: NonEmptyStr | None = None
+    weight: Number = Field(1.0, gt=0)
+
+
+#: A split's files: one corpus, or (``train`` only) a list of weighted corpora.
+TrainFiles = Annotated[
+    Union[Annotated[SplitFiles, Tag("files")], Annotated[list[Corpus], Tag("corpora")]],  # noqa: UP007
+    Discriminator(lambda value: "corpora" if isinstance(value, list) else "files"),
+]
+
+
 class ParallelTextData(_StreamedTranslationData):
     """Line-aligned source/target text files per split; ``train`` is required.
 
     Training streams the ``train`` files line by line (each side one file or a list of shards);
-    the other splits are read into memory for evaluation.
+    the other splits are read into memory for evaluation. ``train`` may instead be a list of
+    corpora with weights (:class:`Corpus`): a mixture, drawn from in those proportions, which
+    has no epochs (train by ``training.steps``).
     """
 
     source: Literal["parallel_text"]
-    splits: dict[str, SplitFiles]
+    splits: dict[str, TrainFiles]
+
+    @model_validator(mode="after")
+    def _mixture_in_train_only(self) -> ParallelTextData:
+        for name, split in self.splits.items():
+            if isinstance(split, list) and name != "train":
+                raise Invalid(
+                    ("splits", name),
+                    expected="a mapping with `source` and `target` files (only `train` can be a "
+                    "list of weighted corpora)",
+                    found="a list",
+                )
+            if isinstance(split, list) and not split:
+                raise Invalid(
+                    ("splits", name),
+                    expected="a mapping with `source` and `target` files, or a non-empty list of "
+                    "corpora",
+                    found="an empty list",
+                )
+        return self
+
+    @property
+    def mixture(self) -> bool:
+        """bool, whether ``splits.train`` is a list of weighted corpora."""
+        return isinstance(self.splits.get("train"), list)
+
+    def split_files(self, name: str) -> tuple[list[str], list[str]]:
+        """The (source, target) files of split ``name``, a mixture's corpora one after the
+        other."""
+        split = self.splits[name]
+        parts = split if isinstance(split, list) else [split]
+        return (
+            [f for part in parts for f in part.source_files],
+            [f for part in parts for f in part.target_files],
+        )
+
+    @property
+    def train_corpora(self) -> list[tuple[str, SplitFiles, float]]:
+        """``(name, files, weight)`` of each training corpus: one, ``train`` with weight 1,
+        without a mixture."""
+        train = self.splits["train"]
+        if not isinstance(train, list):
+            return [("train", train, 1.0)]
+        return [(c.name or f"corpus {i}", c, float(c.weight)) for i, c in enumerate(train)]
 
     #: What a ``splits.train`` entry is (said when it is missing).
     TRAIN_SPLIT: ClassVar[str] = "a mapping with `source` and `target` files"
@@ -812,6 +876,25 @@ class TranslationConfig(Config):
         if isinstance(raw.get("model"), dict):
             raw["model"] = _without_classifier_keys(raw["model"])
         return raw
+
+    @model_validator(mode="after")
+    def _mixture_by_steps(self) -> TranslationConfig:
+        # A weighted mixture is drawn from forever: an epoch of it means nothing.
+        if not getattr(self.data, "mixture", False):
+            return self
+        if self.training.steps is None:
+            raise Invalid(
+                ("training", "steps"),
+                message="training.steps: a weighted mixture of corpora (data.splits.train as a "
+                "list) has no epochs, so it trains by steps: set training.steps",
+            )
+        if self.training.epochs is not None:
+            raise Invalid(
+                ("training", "epochs"),
+                message="training.epochs: a weighted mixture of corpora (data.splits.train as a "
+                "list) has no epochs; train by training.steps and remove training.epochs",
+            )
+        return self
 
     def validation_metrics(self) -> tuple[str, ...]:
         if self.training.validation.decode:

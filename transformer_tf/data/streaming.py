@@ -43,6 +43,7 @@ __all__ = [
     "tfds_pairs",
     "tfds_sample",
     "tfds_text_pairs",
+    "weighted_mixture",
 ]
 
 
@@ -184,6 +185,44 @@ def encode_text_pairs(
         pairs.batch(TOKENIZE_BATCH)
         .map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .unbatch()
+    )
+
+
+#: Corpus choices of a weighted mixture are drawn (and counted) in blocks of this many.
+SELECT_BLOCK = 1024
+
+
+def weighted_mixture(
+    streams: Sequence[tf.data.Dataset],
+    weights: Sequence[float],
+    seed: int,
+    on_draw=None,
+) -> tf.data.Dataset:
+    """Draw examples from ``streams`` in proportion to ``weights``, forever (each stream is
+    repeated).
+
+    The corpus of each example comes from a counter-based stateless draw (block ``b`` of
+    :data:`SELECT_BLOCK` choices from seed ``(seed, b)``), so the sequence is the same on every
+    run and every worker, and a resumed run that skips the batches it has seen continues it
+    exactly. ``on_draw(choices)`` (a NumPy function of each block of corpus indices, returning
+    it) sees every block as it is drawn, ahead of training by the pipeline's buffers: the
+    per-corpus counts of the log.
+    """
+    total = float(sum(weights))
+    logits = tf.math.log(tf.constant([[w / total for w in weights]], tf.float64))  # (1, n)
+    base = tf.constant(seed, tf.int64)
+
+    def block(index):
+        seeds = tf.stack([base, index])
+        choices = tf.random.stateless_categorical(logits, SELECT_BLOCK, seeds, dtype=tf.int64)
+        choices = choices[0]  # (SELECT_BLOCK,)
+        if on_draw is not None:
+            choices = tf.ensure_shape(tf.py_function(on_draw, [choices], tf.int64), [SELECT_BLOCK])
+        return choices
+
+    selector = tf.data.Dataset.counter().map(block).unbatch()
+    return tf.data.Dataset.choose_from_datasets(
+        [stream.repeat() for stream in streams], selector, stop_on_empty_dataset=False
     )
 
 

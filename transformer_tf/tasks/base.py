@@ -152,6 +152,11 @@ class Task:
     def train_batches_per_epoch(self) -> int:
         return int(self.dataset("train", training=True).reduce(0, lambda n, _: n + 1))
 
+    def log_fields(self) -> dict:
+        """Numbers of the input pipeline for the training log (name -> float), such as each
+        corpus's share of the examples drawn from a weighted mixture. Nothing by default."""
+        return {}
+
     def loss(self, labels, logits, label_smoothing: float):
         """``(loss sum, count)`` of a batch."""
         raise NotImplementedError

@@ -76,7 +76,8 @@ class TranslationTask(Task):
         self.source_tokenizer = None
         self.target_tokenizer = None
         self._encoded: dict[str, tuple] = {}
-        self._train_lines: int | None = None
+        self._train_lines: list[int] | None = None
+        self._drawn = None  # examples drawn from each corpus of a mixture, as they are drawn
 
     @property
     def streamed(self) -> bool:
@@ -101,10 +102,9 @@ class TranslationTask(Task):
                 data.name, data.splits[name], data.source_language, data.target_language,
                 data_dir=data.data_dir, lowercase=data.lowercase,
             )  # fmt: skip
-        files = data.splits[name]
         pairs: list[tuple[str, str]] = []
         skipped = 0
-        for source, target in zip(files.source_files, files.target_files, strict=True):
+        for source, target in zip(*data.split_files(name), strict=True):
             corpus = read_parallel(source, target, lowercase=data.lowercase)
             skipped += corpus.skipped_empty + corpus.skipped_one_side_empty
             pairs.extend(zip(corpus.sources, corpus.targets, strict=True))
@@ -164,9 +164,9 @@ class TranslationTask(Task):
                 data.name, data.splits["train"], data.source_language, data.target_language,
                 data.vocab_sample, data_dir=data.data_dir, lowercase=data.lowercase,
             )  # fmt: skip
-        files = data.splits["train"]
+        sources, targets = data.split_files("train")
         return streaming.sample_parallel(
-            files.source_files, files.target_files, data.vocab_sample, lowercase=data.lowercase
+            sources, targets, data.vocab_sample, lowercase=data.lowercase
         )
 
     def vocabulary_args(self) -> dict:
@@ -327,22 +327,7 @@ class TranslationTask(Task):
                 num_pipelines=num_pipelines, pipeline_id=pipeline_id,
             )  # fmt: skip
         else:
-            files = data.splits["train"]
-            sources, targets = files.source_files, files.target_files
-            if self._train_lines is None:  # one byte scan per run, not per epoch
-                self._train_lines = streaming.check_aligned(sources, targets)
-                log.info(
-                    "train split: %d line pairs in %d file pair(s), streamed; pairs with an "
-                    "empty side or over %d tokens are dropped as they are read",
-                    self._train_lines, len(sources), data.max_length - 1,
-                )  # fmt: skip
-            # Another shard order every epoch, the same on every worker (so the parts of the
-            # pipelines stay disjoint).
-            order = np.random.default_rng([training.seed, epoch]).permutation(len(sources))
-            pairs = streaming.parallel_text_pairs(
-                [sources[i] for i in order], [targets[i] for i in order],
-                num_pipelines=num_pipelines, pipeline_id=pipeline_id, lowercase=data.lowercase,
-            )  # fmt: skip
+            pairs = self._parallel_text_train(epoch, num_pipelines, pipeline_id, example_seed)
         pairs = pairs.shuffle(data.shuffle_buffer, seed=example_seed, reshuffle_each_iteration=True)
         ids = streaming.filter_pairs(
             streaming.encode_text_pairs(
@@ -364,6 +349,60 @@ class TranslationTask(Task):
             drop_remainder=static,
             batch_type=training.batch_type,
         )
+
+    def _parallel_text_train(self, epoch, num_pipelines, pipeline_id, seed) -> tf.data.Dataset:
+        """The training pairs of ``parallel_text``: its one corpus read through in another shard
+        order every epoch, or its weighted mixture drawn from forever."""
+        data, training = self.config.data, self.config.training
+        corpora = data.train_corpora
+        if self._train_lines is None:  # one byte scan per run, not per epoch
+            self._train_lines = [
+                streaming.check_aligned(files.source_files, files.target_files)
+                for _, files, _ in corpora
+            ]
+            log.info(
+                "train split: %s, streamed; pairs with an empty side or over %d tokens are "
+                "dropped as they are read",
+                "; ".join(
+                    f"{name}: {lines} line pairs in {len(files.source_files)} file pair(s)"
+                    + (f", weight {weight:g}" if data.mixture else "")
+                    for (name, files, weight), lines in zip(corpora, self._train_lines, strict=True)
+                ),
+                data.max_length - 1,
+            )
+        streams = []
+        for index, (_, files, _) in enumerate(corpora):
+            sources, targets = files.source_files, files.target_files
+            # Another shard order every epoch, the same on every worker (so the parts of the
+            # pipelines stay disjoint).
+            key = [training.seed, epoch] + ([index] if data.mixture else [])
+            order = np.random.default_rng(key).permutation(len(sources))
+            streams.append(
+                streaming.parallel_text_pairs(
+                    [sources[i] for i in order], [targets[i] for i in order],
+                    num_pipelines=num_pipelines, pipeline_id=pipeline_id,
+                    lowercase=data.lowercase,
+                )  # fmt: skip
+            )
+        if not data.mixture:
+            return streams[0]
+        self._drawn = np.zeros(len(corpora), np.int64)
+
+        def count(choices):
+            choices = choices.numpy()
+            np.add.at(self._drawn, choices, 1)
+            return choices
+
+        weights = [weight for _, _, weight in corpora]
+        return streaming.weighted_mixture(streams, weights, seed, on_draw=count)
+
+    def log_fields(self) -> dict:
+        data = self.config.data
+        if not getattr(data, "mixture", False) or self._drawn is None or not self._drawn.sum():
+            return {}
+        shares = self._drawn / self._drawn.sum()
+        names = [name for name, _, _ in data.train_corpora]
+        return {f"corpus_share/{n}": float(share) for n, share in zip(names, shares, strict=True)}
 
     def train_batches_per_epoch(self) -> int:
         if self.streamed:

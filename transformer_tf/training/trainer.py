@@ -127,9 +127,17 @@ class TrainingLogs:
         self.progress.update(steps)
 
     def train(
-        self, step: int, loss: float, learning_rate: float, count: float, seconds: float
+        self,
+        step: int,
+        loss: float,
+        learning_rate: float,
+        count: float,
+        seconds: float,
+        extra: dict | None = None,
     ) -> None:
-        """One logging window: its mean loss, and ``count`` tokens or examples in ``seconds``."""
+        """One logging window: its mean loss, and ``count`` tokens or examples in ``seconds``;
+        ``extra``: the task's own numbers (``Task.log_fields``)."""
+        extra = extra or {}
         rate = count / max(seconds, 1e-9)
         self.progress.set_postfix(
             loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}", **{f"{self.unit}/s": f"{rate:.0f}"}
@@ -138,12 +146,15 @@ class TrainingLogs:
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar(f"{self.unit}_per_second", rate)
+            for name, value in extra.items():
+                tf.summary.scalar(name, value)
         if self.is_chief:
             record = {
                 "step": step,
                 "loss": loss,
                 "learning_rate": learning_rate,
                 f"{self.unit}_per_second": rate,
+                **extra,
             }
             self.run.append_record(self.run.train_log, record)
 
@@ -461,6 +472,7 @@ class Trainer:
                             float(self.optimizer.learning_rate),
                             window_count,
                             time.perf_counter() - window_start,
+                            self.task.log_fields(),
                         )
                         window_loss, window_count, window_start = 0.0, 0.0, time.perf_counter()
                     if step % training.checkpoint_every == 0:
