@@ -155,3 +155,25 @@ def random_sources(seed: int, vocab: int, batch: int = 6, length: int = 7, full_
     if full_row:
         source[0, :] = rng.integers(4, vocab, size=length)
     return source
+
+
+def script_result(script: str, *args: str, prefix: str, timeout: int = 600):
+    """Run ``script`` (Python source) in a fresh process with this checkout importable, and
+    return the JSON it printed on the line starting with ``prefix`` (and a space). For what
+    needs a TensorFlow of its own (virtual devices, several replicas)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"{prefix} "))
+    return json.loads(line[len(prefix) + 1 :])

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures import classification_config, make_imdb_folder, translation_config, write_config
+from tests.fixtures import (
+    classification_config,
+    make_imdb_folder,
+    script_result,
+    translation_config,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,17 +68,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 def _run_mirrored(raws, tmp_path):
     """The curves of each config in ``raws`` (name -> config), trained on one device and on two
     mirrored replicas, all in one fresh process (one TensorFlow start-up for every case)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(raws), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("CURVES "))
-    return json.loads(line[len("CURVES ") :])
+    return script_result(MIRRORED_SCRIPT, json.dumps(raws), str(tmp_path), prefix="CURVES")
 
 
 @pytest.fixture(scope="module")

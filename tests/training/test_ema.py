@@ -9,9 +9,6 @@ average_t = decay_t * average_{t-1} + (1 - decay_t) * weight_t, average_0 = the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import tensorflow as tf
 from tests.fixtures import (
     classification_config,
     make_imdb_folder,
+    script_result,
     translation_config,
     write_config,
 )
@@ -330,17 +328,9 @@ def test_two_mirrored_replicas_give_the_single_device_averages(tmp_path):
         training={"steps": 4, "checkpoint_every": 4, "eval_every": None, "ema_decay": 0.5,
                   "validation": {"decode": False}}
     )  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(raw), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=400,
+    result = script_result(
+        MIRRORED_SCRIPT, json.dumps(raw), str(tmp_path), prefix="EMA", timeout=400
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("EMA "))
-    result = json.loads(line[len("EMA ") :])
     single, mirrored = result["single"], result["mirrored"]
     assert single["num_updates"] == mirrored["num_updates"] == 4
     # An attention key's bias has a gradient that is zero but for rounding (softmax ignores a

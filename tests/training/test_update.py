@@ -5,9 +5,6 @@ scaling, and ``steps_per_loop`` giving the curve of one update per call."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import translation_config
+from tests.fixtures import script_result, translation_config
 from transformer_tf.config import config_from_dict
 from transformer_tf.distribute import distribute_dataset
 from transformer_tf.training.trainer import build_trainer
@@ -151,16 +148,7 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def two_replicas(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_replicas")
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
+    return script_result(SCRIPT, str(out), prefix="RESULT", timeout=400)
 
 
 def _assert_union(result):
