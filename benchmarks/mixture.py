@@ -10,7 +10,7 @@ last logging windows (``train_log.jsonl``), for:
 * ``ema``: one corpus with ``training.ema_decay: 0.999``.
 
 The runs alternate (``--repeats`` rounds) so that drift in the machine's load hits each alike;
-the ratio of the means is what to read.
+the ratio of the means is what to read. Measured figures: ``benchmarks/README.md``.
 
 Usage::
 
