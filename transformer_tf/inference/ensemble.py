@@ -1,16 +1,16 @@
 """The members of a run's ensemble (``--ensemble``, fairseq's ``--path a:b``): located, loaded
 and checked to share the run's task and vocabularies.
 
-How a task's models are combined (:class:`~transformer_tf.models.ensemble.Ensemble` for
-translation, :class:`~transformer_tf.models.ensemble.ClassifierEnsemble` for classification) is
-the task's choice: ``run.task.ensemble(models)``.
+How a task's models are combined is the task's choice, ``run.task.ensemble(models)``:
+:class:`~transformer_tf.inference.ensemble_models.Ensemble` for translation,
+:class:`~transformer_tf.inference.ensemble_models.ClassifierEnsemble` for classification.
 """
 
 from __future__ import annotations
 
 from transformer_tf.assembly import LoadedRun, load_run
 from transformer_tf.errors import UserError
-from transformer_tf.models.ensemble import ClassifierEnsemble, Ensemble
+from transformer_tf.inference.ensemble_models import ClassifierEnsemble, Ensemble
 from transformer_tf.run import RunDir, locate_checkpoint
 
 __all__ = [

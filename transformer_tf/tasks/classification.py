@@ -12,8 +12,8 @@ from transformer_tf.config import Config
 from transformer_tf.data import classification, imdb
 from transformer_tf.data.review_tokenizer import ReviewTokenizer
 from transformer_tf.errors import UserError
+from transformer_tf.inference.ensemble_models import ClassifierEnsemble
 from transformer_tf.inference.serving import Serving, build_classification_module
-from transformer_tf.models.ensemble import ClassifierEnsemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
 from transformer_tf.tasks.base import Task

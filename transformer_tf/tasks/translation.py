@@ -21,10 +21,10 @@ from transformer_tf.data.translation import (
 )
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation import scorers
+from transformer_tf.inference.ensemble_models import Ensemble
 from transformer_tf.inference.options import SAMPLING_FIELDS, DecodingOptions
 from transformer_tf.inference.serving import Serving, build_translation_module
 from transformer_tf.inference.translate import translate
-from transformer_tf.models.ensemble import Ensemble
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
 from transformer_tf.tasks.base import Task, per_replica_batch_size
@@ -379,8 +379,10 @@ class TranslationTask(Task):
             order = np.random.default_rng(key).permutation(len(sources))
             streams.append(
                 streaming.parallel_text_pairs(
-                    [sources[i] for i in order], [targets[i] for i in order],
-                    num_pipelines=num_pipelines, pipeline_id=pipeline_id,
+                    [sources[i] for i in order],
+                    [targets[i] for i in order],
+                    num_pipelines=num_pipelines,
+                    pipeline_id=pipeline_id,
                     lowercase=data.lowercase,
                 )  # fmt: skip
             )
