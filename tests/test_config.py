@@ -591,31 +591,36 @@ def test_overrides_are_typed_by_yaml_and_validated_by_the_schema(tmp_path):
     assert config.name == "my run"
 
 
-def test_bad_override_value_is_located_at_the_override(tmp_path):
-    path = write(tmp_path, "task: translation\ntraining:\n  batch_size: 8\n")
-    message = config_error(path, ["training.batch_size=abc"])
-    assert message == (
-        "override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0, "
-        "found 'abc' (str)"
-    )
-
-
-def test_unknown_override_key_did_you_mean(tmp_path):
-    path = write(tmp_path, "task: translation\n")
-    message = config_error(path, ["model.d_modle=3"])
-    assert message == (
-        "override `--set model.d_modle=3`: unknown key `model.d_modle`; did you mean "
-        "`model.d_model`?"
-    )
-
-
-def test_override_of_a_whole_section_owns_the_errors_below_it(tmp_path):
-    path = write(tmp_path, "task: translation\nmodel:\n  d_model: 64\n")
-    message = config_error(path, ["model={d_model: 64, num_heads: 0}"])
-    assert message == (
-        "override `--set model={d_model: 64, num_heads: 0}`: model.num_heads: expected an "
-        "integer > 0, found 0"
-    )
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        pytest.param(
+            "task: translation\ntraining:\n  batch_size: 8\n",
+            "training.batch_size=abc",
+            "override `--set training.batch_size=abc`: training.batch_size: expected an integer "
+            "> 0, found 'abc' (str)",
+            id="bad_value_is_located_at_the_override",
+        ),
+        pytest.param(
+            "task: translation\n",
+            "model.d_modle=3",
+            "override `--set model.d_modle=3`: unknown key `model.d_modle`; did you mean "
+            "`model.d_model`?",
+            id="unknown_key_did_you_mean",
+        ),
+        pytest.param(
+            "task: translation\nmodel:\n  d_model: 64\n",
+            "model={d_model: 64, num_heads: 0}",
+            "override `--set model={d_model: 64, num_heads: 0}`: model.num_heads: expected an "
+            "integer > 0, found 0",
+            # An override of a whole section owns the errors below it.
+            id="whole_section_owns_the_errors_below_it",
+        ),
+    ],
+)
+def test_override_errors_are_located_at_the_override(tmp_path, text, override, expected):
+    path = write(tmp_path, text)
+    assert config_error(path, [override]) == expected
 
 
 @pytest.mark.parametrize(
