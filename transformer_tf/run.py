@@ -227,6 +227,12 @@ def checkpoint_damage(path: str) -> str | None:
     return None
 
 
+def _below(*names: str) -> property:
+    """A read-only :class:`RunDir` path: the directory joined with the class constants
+    ``names`` (``_below("CHECKPOINT_DIR", "BEST_DIR")`` is ``RUN/checkpoints/best``)."""
+    return property(lambda run: run.path.joinpath(*(getattr(run, name) for name in names)))
+
+
 def _write_record(what: str, path: Path, record: Any) -> None:
     """Write a JSON record atomically; a RunWriteError names ``what`` and the file."""
     with writing_to(what, path):
@@ -264,45 +270,21 @@ class RunDir:
 
     # -- paths ---------------------------------------------------------------------------------
 
-    @property
-    def config_file(self) -> Path:
-        return self.path / self.CONFIG_FILE
-
-    @property
-    def model_args_file(self) -> Path:
-        return self.path / self.MODEL_ARGS_FILE
-
-    @property
-    def model_file(self) -> Path:
-        return self.path / self.MODEL_FILE
-
-    @property
-    def vocab_dir(self) -> Path:
-        return self.path / self.VOCAB_DIR
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.path / self.CHECKPOINT_DIR
-
-    @property
-    def best_dir(self) -> Path:
-        return self.checkpoint_dir / self.BEST_DIR
+    config_file = _below("CONFIG_FILE")
+    model_args_file = _below("MODEL_ARGS_FILE")
+    precision_file = _below("PRECISION_FILE")
+    init_from_file = _below("INIT_FROM_FILE")
+    model_file = _below("MODEL_FILE")
+    vocab_dir = _below("VOCAB_DIR")
+    checkpoint_dir = _below("CHECKPOINT_DIR")
+    best_dir = _below("CHECKPOINT_DIR", "BEST_DIR")
+    train_log = _below("TRAIN_LOG")
+    validation_log = _below("VALIDATION_LOG")
+    lock_file = _below("LOCK_FILE")
 
     def log_dir(self, name: str) -> Path:
         """TensorBoard directory ``logs/<name>`` (``train`` or ``validation``)."""
         return self.path / self.LOG_DIR / name
-
-    @property
-    def train_log(self) -> Path:
-        return self.path / self.TRAIN_LOG
-
-    @property
-    def validation_log(self) -> Path:
-        return self.path / self.VALIDATION_LOG
-
-    @property
-    def lock_file(self) -> Path:
-        return self.path / self.LOCK_FILE
 
     def lock(self, command: str = "transformer-tf train") -> RunLock:
         """The directory's exclusive lock (not yet taken): ``with run.lock(): ...`` or
@@ -408,10 +390,6 @@ class RunDir:
 
     # -- the precision of training ----------------------------------------------------------
 
-    @property
-    def precision_file(self) -> Path:
-        return self.path / self.PRECISION_FILE
-
     def read_precision(self) -> dict[str, Any] | None:
         """The record of the last training start's precision (see :meth:`write_precision`), or
         None when there is none (a new run, or one written before this record existed)."""
@@ -424,10 +402,6 @@ class RunDir:
         _write_record("the precision record", self.precision_file, record)
 
     # -- where the weights came from -------------------------------------------------------
-
-    @property
-    def init_from_file(self) -> Path:
-        return self.path / self.INIT_FROM_FILE
 
     def read_init_from(self) -> dict[str, Any] | None:
         """The record of ``train --init-from`` (see :mod:`transformer_tf.init_from`), or None
