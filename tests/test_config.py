@@ -295,18 +295,53 @@ def test_wrong_type(tmp_path):
     )
 
 
-def test_section_of_wrong_type(tmp_path):
-    path = write(tmp_path, "task: translation\nmodel: 5\n")
-    message = config_error(path)
-    assert message == f"{path}:2: model: expected a mapping, found 5 (int)"
-
-
-def test_bad_literal(tmp_path):
-    path = write(tmp_path, "task: translation\nmodel:\n  activation: tanh\n")
-    message = config_error(path)
-    assert message == (
-        f"{path}:3: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'"
-    )
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "task: translation\nmodel: 5\n",
+            "{path}:2: model: expected a mapping, found 5 (int)",
+            id="section_of_wrong_type",
+        ),
+        pytest.param(
+            "task: translation\nmodel:\n  activation: tanh\n",
+            "{path}:3: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'",
+            id="bad_literal",
+        ),
+        pytest.param(
+            "name: run\n",
+            "{path}: task: missing required key (expected one of 'translation', 'classification')",
+            id="missing_required_task_has_no_line_but_names_the_file",
+        ),
+        pytest.param(
+            "task: translation\nmodel:\n  d_model: 30\n  num_heads: 4\n",
+            "{path}:3: `model.d_model` (30) must be divisible by `model.num_heads` (4)",
+            id="d_model_divisible_by_num_heads",
+        ),
+        pytest.param(
+            'task: translation\ndistribute:\n  devices:\n    - "/gpu:0"\n    - ""\n',
+            "{path}:5: distribute.devices[1]: expected a non-empty string, found ''",
+            id="list_item_errors_point_at_the_item",
+        ),
+        # The data sources are a union discriminated by the task and `data.source`.
+        pytest.param(
+            "task: classification\ndata:\n  source: tfd\n",
+            "{path}:3: data.source: expected one of 'tfds', 'directory' for task "
+            "'classification', found 'tfd'",
+            id="unknown_data_source",
+        ),
+        pytest.param(
+            "task: translation\ndata:\n  source: directory\n  path: .\n",
+            "{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds', "
+            "'none' for task 'translation', found 'directory'",
+            id="data_source_must_fit_the_task",
+        ),
+    ],
+)
+def test_schema_error_message(tmp_path, text, expected):
+    """The whole message of a config with one schema error (``{path}``: the config file)."""
+    path = write(tmp_path, text)
+    assert config_error(path) == expected.format(path=path)
 
 
 def test_unknown_key_did_you_mean(tmp_path):
@@ -330,14 +365,6 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
     )
     assert line_for(excinfo, "trainng") == (
         f"{path}:4: unknown key `trainng`; did you mean `training`?"
-    )
-
-
-def test_missing_required_task_has_no_line_but_names_the_file(tmp_path):
-    path = write(tmp_path, "name: run\n")
-    message = config_error(path)
-    assert message == (
-        f"{path}: task: missing required key (expected one of 'translation', 'classification')"
     )
 
 
@@ -374,29 +401,8 @@ def test_every_error_is_listed_at_once_in_schema_order(tmp_path):
     ]
 
 
-def test_d_model_divisible_by_num_heads(tmp_path):
-    path = write(tmp_path, "task: translation\nmodel:\n  d_model: 30\n  num_heads: 4\n")
-    message = config_error(path)
-    assert message == (f"{path}:3: `model.d_model` (30) must be divisible by `model.num_heads` (4)")
-
-
-def test_list_item_errors_point_at_the_item(tmp_path):
-    path = write(tmp_path, 'task: translation\ndistribute:\n  devices:\n    - "/gpu:0"\n    - ""\n')
-    message = config_error(path)
-    assert message == (f"{path}:5: distribute.devices[1]: expected a non-empty string, found ''")
-
-
 # --------------------------------------------------------------------------------------------
 # Errors: data sources (discriminated union) and data paths.
-
-
-def test_unknown_data_source(tmp_path):
-    path = write(tmp_path, "task: classification\ndata:\n  source: tfd\n")
-    message = config_error(path)
-    assert message == (
-        f"{path}:3: data.source: expected one of 'tfds', 'directory' for task 'classification', "
-        "found 'tfd'"
-    )
 
 
 def test_missing_data_source(tmp_path):
@@ -410,20 +416,9 @@ def test_missing_data_source(tmp_path):
     )
     # Classification: `source` is required, reported at the `data:` line.
     path = write(tmp_path, "task: classification\ndata:\n  ngrams: 2\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    assert config_error(path) == (
         f"{path}:2: data.source: missing required key (expected one of 'tfds', 'directory' for "
         "task 'classification')"
-    )
-
-
-def test_data_source_must_fit_the_task(tmp_path):
-    path = write(tmp_path, "task: translation\ndata:\n  source: directory\n  path: .\n")
-    message = config_error(path)
-    assert message == (
-        f"{path}:3: data.source: expected one of 'toy_translation', 'parallel_text', 'tfds', "
-        "'none' for task 'translation', found 'directory'"
     )
 
 
@@ -544,9 +539,7 @@ def test_train_split_and_split_keys_are_required(tmp_path):
         "list of strings)"
     )
     path.write_text(path.read_text() + "      target: valid.tgt\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == (
+    assert config_error(path) == (
         f"{path}:4: data.splits.train: missing required key (expected a mapping with `source` "
         "and `target` files; splits found: 'valid')"
     )
@@ -591,31 +584,36 @@ def test_overrides_are_typed_by_yaml_and_validated_by_the_schema(tmp_path):
     assert config.name == "my run"
 
 
-def test_bad_override_value_is_located_at_the_override(tmp_path):
-    path = write(tmp_path, "task: translation\ntraining:\n  batch_size: 8\n")
-    message = config_error(path, ["training.batch_size=abc"])
-    assert message == (
-        "override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0, "
-        "found 'abc' (str)"
-    )
-
-
-def test_unknown_override_key_did_you_mean(tmp_path):
-    path = write(tmp_path, "task: translation\n")
-    message = config_error(path, ["model.d_modle=3"])
-    assert message == (
-        "override `--set model.d_modle=3`: unknown key `model.d_modle`; did you mean "
-        "`model.d_model`?"
-    )
-
-
-def test_override_of_a_whole_section_owns_the_errors_below_it(tmp_path):
-    path = write(tmp_path, "task: translation\nmodel:\n  d_model: 64\n")
-    message = config_error(path, ["model={d_model: 64, num_heads: 0}"])
-    assert message == (
-        "override `--set model={d_model: 64, num_heads: 0}`: model.num_heads: expected an "
-        "integer > 0, found 0"
-    )
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        pytest.param(
+            "task: translation\ntraining:\n  batch_size: 8\n",
+            "training.batch_size=abc",
+            "override `--set training.batch_size=abc`: training.batch_size: expected an integer "
+            "> 0, found 'abc' (str)",
+            id="bad_value_is_located_at_the_override",
+        ),
+        pytest.param(
+            "task: translation\n",
+            "model.d_modle=3",
+            "override `--set model.d_modle=3`: unknown key `model.d_modle`; did you mean "
+            "`model.d_model`?",
+            id="unknown_key_did_you_mean",
+        ),
+        pytest.param(
+            "task: translation\nmodel:\n  d_model: 64\n",
+            "model={d_model: 64, num_heads: 0}",
+            "override `--set model={d_model: 64, num_heads: 0}`: model.num_heads: expected an "
+            "integer > 0, found 0",
+            # An override of a whole section owns the errors below it.
+            id="whole_section_owns_the_errors_below_it",
+        ),
+    ],
+)
+def test_override_errors_are_located_at_the_override(tmp_path, text, override, expected):
+    path = write(tmp_path, text)
+    assert config_error(path, [override]) == expected
 
 
 @pytest.mark.parametrize(

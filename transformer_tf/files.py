@@ -1,4 +1,5 @@
-"""Atomic file writes: one way for every record the package writes.
+"""Atomic file writes: one way for every record the package writes; and the reading of its
+optional JSON records.
 
 A file is written to a temporary sibling (hidden, named after the target and this process) and
 renamed over the target, so a reader sees the old file or the new one, never half of one; a
@@ -8,13 +9,17 @@ failed write (a full disk) removes the temporary and leaves the old file as it w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["new_directory", "replacing", "write_atomic"]
+from transformer_tf.errors import UserError
+
+__all__ = ["new_directory", "read_json_record", "replacing", "write_atomic"]
 
 
 @contextlib.contextmanager
@@ -40,6 +45,18 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (see :func:`replacing`)."""
     with replacing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def read_json_record(path: Path) -> Any:
+    """The JSON record at ``path``, or None when there is no such file (a record that is
+    optional: a run trained here has no import record). A UserError names the file when it
+    cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path}: {error}") from error
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ import yaml
 
 from transformer_tf.config import Config, load_config, model_affecting_differences, save_config
 from transformer_tf.errors import DamagedCheckpointError, RunLockedError, RunWriteError, UserError
-from transformer_tf.files import replacing, write_atomic
+from transformer_tf.files import read_json_record, replacing, write_atomic
 from transformer_tf.training.ema import restore_averages
 
 try:
@@ -227,6 +227,18 @@ def checkpoint_damage(path: str) -> str | None:
     return None
 
 
+def _below(*names: str) -> property:
+    """A read-only :class:`RunDir` path: the directory joined with the class constants
+    ``names`` (``_below("CHECKPOINT_DIR", "BEST_DIR")`` is ``RUN/checkpoints/best``)."""
+    return property(lambda run: run.path.joinpath(*(getattr(run, name) for name in names)))
+
+
+def _write_record(what: str, path: Path, record: Any) -> None:
+    """Write a JSON record atomically; a RunWriteError names ``what`` and the file."""
+    with writing_to(what, path):
+        write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 class RunDir:
     """The layout of one run directory and the reading and writing of its records.
 
@@ -258,45 +270,21 @@ class RunDir:
 
     # -- paths ---------------------------------------------------------------------------------
 
-    @property
-    def config_file(self) -> Path:
-        return self.path / self.CONFIG_FILE
-
-    @property
-    def model_args_file(self) -> Path:
-        return self.path / self.MODEL_ARGS_FILE
-
-    @property
-    def model_file(self) -> Path:
-        return self.path / self.MODEL_FILE
-
-    @property
-    def vocab_dir(self) -> Path:
-        return self.path / self.VOCAB_DIR
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.path / self.CHECKPOINT_DIR
-
-    @property
-    def best_dir(self) -> Path:
-        return self.checkpoint_dir / self.BEST_DIR
+    config_file = _below("CONFIG_FILE")
+    model_args_file = _below("MODEL_ARGS_FILE")
+    precision_file = _below("PRECISION_FILE")
+    init_from_file = _below("INIT_FROM_FILE")
+    model_file = _below("MODEL_FILE")
+    vocab_dir = _below("VOCAB_DIR")
+    checkpoint_dir = _below("CHECKPOINT_DIR")
+    best_dir = _below("CHECKPOINT_DIR", "BEST_DIR")
+    train_log = _below("TRAIN_LOG")
+    validation_log = _below("VALIDATION_LOG")
+    lock_file = _below("LOCK_FILE")
 
     def log_dir(self, name: str) -> Path:
         """TensorBoard directory ``logs/<name>`` (``train`` or ``validation``)."""
         return self.path / self.LOG_DIR / name
-
-    @property
-    def train_log(self) -> Path:
-        return self.path / self.TRAIN_LOG
-
-    @property
-    def validation_log(self) -> Path:
-        return self.path / self.VALIDATION_LOG
-
-    @property
-    def lock_file(self) -> Path:
-        return self.path / self.LOCK_FILE
 
     def lock(self, command: str = "transformer-tf train") -> RunLock:
         """The directory's exclusive lock (not yet taken): ``with run.lock(): ...`` or
@@ -391,64 +379,38 @@ class RunDir:
         run written before this record existed."""
         if not self.model_args_file.is_file():
             return None
-        try:
-            record = json.loads(self.model_args_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {self.model_args_file}: {error}") from error
+        record = read_json_record(self.model_args_file)
         if not isinstance(record, dict) or not isinstance(record.get("arguments"), dict):
             raise UserError(f"{self.model_args_file}: expected {{'name': ..., 'arguments': {{}}}}")
         return record
 
     def write_model_args(self, name: str, arguments: dict[str, Any]) -> None:
-        with writing_to("the model record", self.model_args_file):
-            write_atomic(
-                self.model_args_file,
-                json.dumps({"name": name, "arguments": arguments}, indent=2, sort_keys=True) + "\n",
-            )
+        record = {"name": name, "arguments": arguments}
+        _write_record("the model record", self.model_args_file, record)
 
     # -- the precision of training ----------------------------------------------------------
-
-    @property
-    def precision_file(self) -> Path:
-        return self.path / self.PRECISION_FILE
 
     def read_precision(self) -> dict[str, Any] | None:
         """The record of the last training start's precision (see :meth:`write_precision`), or
         None when there is none (a new run, or one written before this record existed)."""
-        try:
-            record = json.loads(self.precision_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {self.precision_file}: {error}") from error
+        record = read_json_record(self.precision_file)
         return record if isinstance(record, dict) and "policy" in record else None
 
     def write_precision(self, record: dict[str, Any]) -> None:
         """Record the dtype policy training starts with: ``{"requested", "policy", "reason",
         "hardware"}``."""
-        with writing_to("the precision record", self.precision_file):
-            write_atomic(self.precision_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_record("the precision record", self.precision_file, record)
 
     # -- where the weights came from -------------------------------------------------------
-
-    @property
-    def init_from_file(self) -> Path:
-        return self.path / self.INIT_FROM_FILE
 
     def read_init_from(self) -> dict[str, Any] | None:
         """The record of ``train --init-from`` (see :mod:`transformer_tf.init_from`), or None
         for a run that started from random weights."""
-        try:
-            record = json.loads(self.init_from_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {self.init_from_file}: {error}") from error
+        record = read_json_record(self.init_from_file)
         return record if isinstance(record, dict) and "source" in record else None
 
     def write_init_from(self, record: dict[str, Any]) -> None:
-        with writing_to("the init-from record", self.init_from_file):
-            write_atomic(self.init_from_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        _write_record("the init-from record", self.init_from_file, record)
 
     def save_model(self, model) -> None:
         """Write ``model.keras`` atomically: a temporary sibling, then a rename, so a failed

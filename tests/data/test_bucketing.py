@@ -80,29 +80,26 @@ def test_batch_by_length_groups_and_pads_known_batches():
     dataset = tf.data.Dataset.from_generator(
         lambda: iter(rows), output_signature=tf.TensorSpec([None], tf.int32)
     )
-    batches = batch_by_length(
-        dataset,
-        lambda ids: tf.shape(ids)[0],
-        [3, 6],
-        [3, 2, 2],
-        padded_shapes=[None],
-        padding_values=0,
-    )
+
+    def batched(drop_remainder):
+        return batch_by_length(
+            dataset,
+            lambda ids: tf.shape(ids)[0],
+            [3, 6],
+            [3, 2, 2],
+            padded_shapes=[None],
+            padding_values=0,
+            drop_remainder=drop_remainder,
+        )
+
     got = [
-        [int(row[0]) for row in batch] + [batch.shape[1]] for batch in batches.as_numpy_iterator()
+        [int(row[0]) for row in batch] + [batch.shape[1]]
+        for batch in batched(drop_remainder=False).as_numpy_iterator()
     ]
     # Full batches as they fill (bucket 0 once 1, 2, 3 are in, bucket 2 once 7 and 10 are, bucket 1
     # once 5 and 4 are, ...), then the incomplete ones; padded to the batch's longest row.
     assert got == [[1, 2, 3, 3], [7, 10, 10], [5, 4, 5], [8, 9, 9], [6, 6]]
-    dropped = batch_by_length(
-        dataset,
-        lambda ids: tf.shape(ids)[0],
-        [3, 6],
-        [3, 2, 2],
-        padded_shapes=[None],
-        padding_values=0,
-        drop_remainder=True,
-    )
+    dropped = batched(drop_remainder=True)
     assert [b.shape for b in dropped.as_numpy_iterator()] == [(3, 3), (2, 10), (2, 5), (2, 9)]
     with pytest.raises(ValueError, match="need 3 batch sizes"):
         batch_by_length(dataset, len, [3, 6], [3], padded_shapes=[None], padding_values=0)

@@ -469,11 +469,23 @@ def rows(dataset) -> list[tuple[tuple[int, ...], int]]:
     return out
 
 
-def test_dataset_shapes_dtypes_and_padding(corpus):
+def corpus_dataset(corpus, **kwargs):
+    """The batches of the corpus fixture, truncated to its tokenizer's 24 tokens."""
     texts, labels, tokenizer = corpus
-    dataset = make_classification_dataset(
-        texts, labels, tokenizer, batch_size=8, max_length=24, shuffle=True, seed=1
+    return make_classification_dataset(texts, labels, tokenizer, max_length=24, **kwargs)
+
+
+def every_example(corpus) -> Counter:
+    """(truncated ids, label) of every example of the corpus fixture, once each."""
+    texts, labels, tokenizer = corpus
+    return Counter(
+        (tuple(tokenizer.encode(t)[:24]), int(label))
+        for t, label in zip(texts, labels, strict=True)
     )
+
+
+def test_dataset_shapes_dtypes_and_padding(corpus):
+    dataset = corpus_dataset(corpus, batch_size=8, shuffle=True, seed=1)
     assert dataset.element_spec[0].dtype == tf.int32 and dataset.element_spec[1].dtype == tf.int32
     for ids, batch_labels in dataset:
         ids = ids.numpy()
@@ -490,34 +502,14 @@ def test_dataset_shapes_dtypes_and_padding(corpus):
 
 @pytest.mark.parametrize("bucket", [True, False])
 def test_dataset_has_every_example_once(corpus, bucket: bool):
-    texts, labels, tokenizer = corpus
-    dataset = make_classification_dataset(
-        texts, labels, tokenizer, batch_size=6, max_length=24, shuffle=True, seed=0, bucket=bucket
-    )
-    expected = [
-        (tuple(tokenizer.encode(t)[:24]), int(label))
-        for t, label in zip(texts, labels, strict=True)
-    ]
-    assert Counter(rows(dataset)) == Counter(expected)
-    assert Counter(rows(dataset)) == Counter(expected)  # again, on the second (cached) pass
+    dataset = corpus_dataset(corpus, batch_size=6, shuffle=True, seed=0, bucket=bucket)
+    assert Counter(rows(dataset)) == every_example(corpus)
+    assert Counter(rows(dataset)) == every_example(corpus)  # again, on the second (cached) pass
 
 
 def test_dataset_order_depends_on_seed_and_epoch_only(corpus):
-    texts, labels, tokenizer = corpus
-
     def order(seed: int, epoch: int) -> list:
-        return rows(
-            make_classification_dataset(
-                texts,
-                labels,
-                tokenizer,
-                batch_size=4,
-                max_length=24,
-                shuffle=True,
-                seed=seed,
-                epoch=epoch,
-            )
-        )
+        return rows(corpus_dataset(corpus, batch_size=4, shuffle=True, seed=seed, epoch=epoch))
 
     assert order(5, 0) == order(5, 0)
     assert order(5, 1) == order(5, 1)
@@ -527,27 +519,14 @@ def test_dataset_order_depends_on_seed_and_epoch_only(corpus):
 
 def test_unshuffled_unbucketed_dataset_keeps_input_order(corpus):
     texts, labels, tokenizer = corpus
-    dataset = make_classification_dataset(
-        texts, labels, tokenizer, batch_size=7, max_length=24, shuffle=False, seed=0, bucket=False
-    )
+    dataset = corpus_dataset(corpus, batch_size=7, shuffle=False, seed=0, bucket=False)
     assert [label for _, label in rows(dataset)] == labels.tolist()
     assert [ids[0] for ids, _ in rows(dataset)] == [tokenizer.encode(t)[0] for t in texts]
 
 
 def test_bucketing_reduces_padding(corpus):
-    texts, labels, tokenizer = corpus
-
     def padding(bucket: bool) -> int:
-        dataset = make_classification_dataset(
-            texts,
-            labels,
-            tokenizer,
-            batch_size=4,
-            max_length=24,
-            shuffle=True,
-            seed=0,
-            bucket=bucket,
-        )
+        dataset = corpus_dataset(corpus, batch_size=4, shuffle=True, seed=0, bucket=bucket)
         return sum(int((ids == 0).numpy().sum()) for ids, _ in dataset)
 
     assert padding(bucket=True) < padding(bucket=False) / 2
@@ -597,18 +576,8 @@ def test_encoded_texts_give_the_same_dataset_as_raw_texts(corpus):
 
 
 def test_token_budget_batches(corpus):
-    texts, labels, tokenizer = corpus
     budget = 48
-    dataset = make_classification_dataset(
-        texts,
-        labels,
-        tokenizer,
-        batch_size=budget,
-        batch_type="tokens",
-        max_length=24,
-        shuffle=True,
-        seed=0,
-    )
+    dataset = corpus_dataset(corpus, batch_size=budget, batch_type="tokens", shuffle=True, seed=0)
     sizes = {}
     for ids, _ in dataset:
         rows_, length = ids.shape
@@ -620,11 +589,7 @@ def test_token_budget_batches(corpus):
     assert max(max(n) for length, n in sizes.items() if length <= 8) == 6
     assert max(max(n) for length, n in sizes.items() if 8 < length <= 16) == 3
     assert max(sizes[24]) == 2
-    expected = [
-        (tuple(tokenizer.encode(t)[:24]), int(label))
-        for t, label in zip(texts, labels, strict=True)
-    ]
-    assert Counter(rows(dataset)) == Counter(expected)
+    assert Counter(rows(dataset)) == every_example(corpus)
 
 
 def test_dataset_rejects_bad_arguments(corpus):

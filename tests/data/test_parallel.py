@@ -55,20 +55,22 @@ def test_different_line_counts_name_both_files_and_counts(tmp_path):
     assert "3" in message and "2" in message
 
 
-def test_pairs_with_both_sides_empty_are_skipped_and_counted(tmp_path):
-    source = _write(tmp_path / "s", "a\n\n  \nb\n")
-    target = _write(tmp_path / "t", "x\n\n\ny\n")
+@pytest.mark.parametrize(
+    ("source_text", "target_text", "skipped"),
+    [
+        pytest.param("a\n\n  \nb\n", "x\n\n\ny\n", (2, 0), id="both_sides_empty"),
+        pytest.param("a\nlost\n\nb\n", "x\n\norphan\ny\n", (0, 2), id="one_side_empty"),
+    ],
+)
+def test_pairs_with_an_empty_side_are_skipped_and_counted(
+    tmp_path, source_text, target_text, skipped
+):
+    """``skipped``: (pairs with both sides empty, pairs with one side empty)."""
+    source = _write(tmp_path / "s", source_text)
+    target = _write(tmp_path / "t", target_text)
     corpus = read_parallel(source, target)
     assert corpus.pairs() == [("a", "x"), ("b", "y")]
-    assert (corpus.skipped_empty, corpus.skipped_one_side_empty) == (2, 0)
-
-
-def test_pairs_with_one_side_empty_are_skipped_and_counted(tmp_path):
-    source = _write(tmp_path / "s", "a\nlost\n\nb\n")
-    target = _write(tmp_path / "t", "x\n\norphan\ny\n")
-    corpus = read_parallel(source, target)
-    assert corpus.pairs() == [("a", "x"), ("b", "y")]
-    assert (corpus.skipped_empty, corpus.skipped_one_side_empty) == (0, 2)
+    assert (corpus.skipped_empty, corpus.skipped_one_side_empty) == skipped
 
 
 def test_non_utf8_file_names_file_and_first_bad_line(tmp_path):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data.batch_contents import examples, unpad
 from tests.fixtures import translation_config, write_config
 from transformer_tf.assembly import wait_for_vocabulary
 from transformer_tf.config import config_from_dict, load_config
 from transformer_tf.data import streaming
-from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.data.translation import encode_pairs
 from transformer_tf.errors import ConfigError, UserError
 from transformer_tf.run import RunDir
@@ -66,18 +66,6 @@ def _task(tmp_path, sources, targets, data=None, **training):
     return task
 
 
-def _unpad(row) -> tuple[int, ...]:
-    return tuple(int(i) for i in row[row != PAD_ID])
-
-
-def _examples(dataset) -> collections.Counter:
-    found = collections.Counter()
-    for features, _ in dataset.as_numpy_iterator():
-        for source, target in zip(features["source"], features["target"], strict=True):
-            found[(_unpad(source), _unpad(target)[1:])] += 1
-    return found
-
-
 def _expected(task, pairs) -> collections.Counter:
     sources, targets, _ = encode_pairs(
         pairs, task.source_tokenizer, task.target_tokenizer, task.config.data.max_length
@@ -92,7 +80,7 @@ def test_streamed_epoch_holds_each_pair_of_the_shards_once(tmp_path):
     # Every pair fits max_length 9 (at most 7 tokens a side) and each is distinct.
     assert len(expected) == 120 and max(expected.values()) == 1
     for epoch in (0, 1):
-        assert _examples(task.dataset("train", training=True, epoch=epoch)) == expected
+        assert examples(task.dataset("train", training=True, epoch=epoch)) == expected
 
 
 @pytest.mark.parametrize("width", [1, 3])
@@ -103,11 +91,11 @@ def test_data_bucket_width_sets_the_length_buckets_of_the_streamed_batches(tmp_p
     for features, labels in dataset.as_numpy_iterator():
         # max(len(x), len(y) + 1) of every example of a batch lies in one (k*w, (k+1)*w].
         lengths = {
-            max(len(_unpad(x)), len(_unpad(y)))
+            max(len(unpad(x)), len(unpad(y)))
             for x, y in zip(features["source"], labels, strict=True)
         }
         assert len({(n - 1) // width for n in lengths}) == 1, lengths
-    assert _examples(dataset) == _expected(task, pairs)
+    assert examples(dataset) == _expected(task, pairs)
 
 
 def test_empty_sides_and_over_long_pairs_are_dropped_while_streaming(tmp_path):
@@ -118,7 +106,7 @@ def test_empty_sides_and_over_long_pairs_are_dropped_while_streaming(tmp_path):
     (data / "s").write_text("\n".join(s for s, _ in lines) + "\n\n\n", encoding="utf-8")
     (data / "t").write_text("\n".join(t for _, t in lines) + "\n", encoding="utf-8")
     task = _task(tmp_path, str(data / "s"), str(data / "t"))
-    kept = _examples(task.dataset("train", training=True))
+    kept = examples(task.dataset("train", training=True))
     tokenizer = task.source_tokenizer
     texts = sorted(
         (tokenizer.decode(x), task.target_tokenizer.decode(y)) for x, y in kept.elements()
@@ -171,7 +159,7 @@ def test_a_pipeline_with_an_input_context_makes_per_replica_batches_of_its_part(
         context = tf.distribute.InputContext(2, i, 2)
         dataset = task.dataset("train", training=True, input_context=context)
         assert max(f["source"].shape[0] for f, _ in dataset.as_numpy_iterator()) == 4  # 8 / 2
-        part = _examples(dataset)
+        part = examples(dataset)
         assert not parts & part
         parts += part
     assert parts == _expected(task, pairs)
@@ -365,7 +353,7 @@ def test_subword_regularization_samples_training_segmentations_each_epoch(tmp_pa
         found = collections.defaultdict(set)
         for features, _ in dataset.as_numpy_iterator():
             for row in features["source"]:
-                ids = _unpad(row)
+                ids = unpad(row)
                 found[tokenizer.decode(ids)].add(ids)
         return found
 
@@ -438,7 +426,7 @@ def _mixture(tmp_path, weights=(3, 1), **training):
 def _batches(task, count):
     batches = []
     for features, _ in task.dataset("train", training=True).take(count).as_numpy_iterator():
-        batches.append([_unpad(row) for row in features["source"]])
+        batches.append([unpad(row) for row in features["source"]])
     return batches
 
 
@@ -462,7 +450,7 @@ def test_weighted_corpora_are_drawn_in_proportion_and_resume_exactly(tmp_path):
     # A new pipeline (a resumed run) that skips the first 25 batches continues the same ones.
     again = _task(tmp_path / "again", corpora[0]["source"], corpora[0]["target"], data)
     resumed = [
-        [_unpad(row) for row in features["source"]]
+        [unpad(row) for row in features["source"]]
         for features, _ in again.dataset("train", training=True).skip(25).take(35)
     ]
     assert resumed == batches[25:]

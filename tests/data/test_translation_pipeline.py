@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data.batch_contents import examples, unpad
 from transformer_tf.data.parallel import ParallelCorpus
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.data.tokenizers import WordTokenizer
@@ -37,19 +38,6 @@ def mixed_lengths():
 
 def _batches(dataset):
     return list(dataset.as_numpy_iterator())
-
-
-def _unpad(row: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in row[row != PAD_ID])
-
-
-def _examples(dataset) -> collections.Counter:
-    """Each example as (source, target without BOS) recovered from the padded batches."""
-    found = collections.Counter()
-    for features, _ in dataset.as_numpy_iterator():
-        for source, target in zip(features["source"], features["target"], strict=True):
-            found[(_unpad(source), _unpad(target)[1:])] += 1
-    return found
 
 
 def test_encode_pairs_drops_or_truncates_long_pairs():
@@ -88,8 +76,8 @@ def test_batches_have_the_model_format(mixed_lengths):
         np.testing.assert_array_equal(shifted, target[:, 1:])
         # ... and each label row is y + [EOS] followed by padding.
         for target_row, label_row in zip(target, labels, strict=True):
-            y = _unpad(target_row)[1:]
-            assert _unpad(label_row) == (*y, EOS_ID)
+            y = unpad(target_row)[1:]
+            assert unpad(label_row) == (*y, EOS_ID)
 
 
 def test_bucketing_keeps_padding_small(mixed_lengths):
@@ -114,13 +102,13 @@ def test_bucket_width_bounds_the_lengths_within_a_batch(mixed_lengths, width):
     for features, labels in _batches(dataset):
         # An example's length is max(len(x), len(y) + 1); buckets are (k*width, (k+1)*width].
         lengths = [
-            max(len(_unpad(x)), len(_unpad(y)))
+            max(len(unpad(x)), len(unpad(y)))
             for x, y in zip(features["source"], labels, strict=True)
         ]
         assert len({(n - 1) // width for n in lengths}) == 1, lengths
         spreads.append(max(lengths) - min(lengths))
     assert max(spreads) == width - 1  # the buckets are full width, no narrower
-    assert sum(_examples(dataset).values()) == len(sources)
+    assert sum(examples(dataset).values()) == len(sources)
 
 
 def test_every_example_appears_exactly_once_per_epoch(mixed_lengths):
@@ -129,8 +117,8 @@ def test_every_example_appears_exactly_once_per_epoch(mixed_lengths):
         (tuple(s), tuple(t)) for s, t in zip(sources, targets, strict=True)
     )
     dataset = make_translation_dataset(sources, targets, batch_size=16, shuffle=True, seed=3)
-    assert _examples(dataset) == expected
-    assert _examples(dataset) == expected  # a second pass (reshuffled) too
+    assert examples(dataset) == expected
+    assert examples(dataset) == expected  # a second pass (reshuffled) too
 
 
 def test_shuffling_is_deterministic_per_seed_and_epoch(mixed_lengths):
@@ -187,7 +175,7 @@ def test_pad_to_multiple_with_custom_boundaries_and_overflow(mixed_lengths):
     )
     lengths = {labels.shape[1] for _, labels in _batches(dataset)}
     assert lengths <= {16, 32, 48, 64} and 16 in lengths and 32 in lengths
-    assert sum(_examples(dataset).values()) == len(sources)
+    assert sum(examples(dataset).values()) == len(sources)
 
 
 @pytest.mark.parametrize("pad_to_multiple", [None, 8])
@@ -218,7 +206,7 @@ def test_token_budget_batches(mixed_lengths, pad_to_multiple):
     expected = collections.Counter(
         (tuple(s), tuple(t)) for s, t in zip(sources, targets, strict=True)
     )
-    assert _examples(dataset) == expected
+    assert examples(dataset) == expected
 
 
 def test_token_budget_smaller_than_a_sentence_gives_single_examples(mixed_lengths):
@@ -227,7 +215,7 @@ def test_token_budget_smaller_than_a_sentence_gives_single_examples(mixed_length
         sources[:50], targets[:50], batch_size=4, batch_type="tokens", shuffle=False, seed=0
     )
     assert {labels.shape[0] for _, labels in _batches(dataset)} == {1}
-    assert sum(_examples(dataset).values()) == 50
+    assert sum(examples(dataset).values()) == 50
 
 
 def test_unknown_batch_type_is_a_user_error(mixed_lengths):

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.fixtures import random_decoder, random_sources
+from tests.inference.fake_models import CopyModel, MarkovModel
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
 from transformer_tf.data.tokenizers import WordTokenizer
 from transformer_tf.errors import UserError
@@ -20,59 +21,7 @@ VOCAB = 24
 A, B, C = 4, 5, 6
 
 
-class FakeModel:
-    """The decoding interface over hand-made logits (see tests/inference/test_search.py)."""
-
-    vocab = 10
-
-    def encode(self, source_ids, training=False):
-        return tf.one_hot(source_ids, self.vocab), tf.not_equal(source_ids, PAD_ID)
-
-    def init_cache(self, encoder_output, max_length):
-        batch = tf.shape(encoder_output)[0]
-        return [{"self": tf.zeros([batch, max_length], tf.int32), "cross": encoder_output}]
-
-    def decode_step(self, token_ids, cache, index, source_mask):
-        logits = self._logits(cache[0]["cross"], token_ids, index[None])
-        return logits[:, 0], cache
-
-    def decode(self, target_ids, encoder_output, source_mask, training=False):
-        return self._logits(encoder_output, target_ids, tf.range(tf.shape(target_ids)[1]))
-
-
-class MarkovModel(FakeModel):
-    """The next token depends on the current one only: ``{token: {next: probability}}``, every
-    other transition 1e-3 before normalizing."""
-
-    def __init__(self, transitions):
-        table = np.full((self.vocab, self.vocab), 1e-3)
-        for token, row in transitions.items():
-            table[token, list(row)] = list(row.values())
-        self.log_probs = np.log(table / table.sum(axis=1, keepdims=True))
-
-    def _logits(self, source_one_hot, tokens, positions):
-        return tf.gather(tf.constant(self.log_probs, tf.float32), tokens)
-
-    def log_prob(self, ids):
-        return sum(self.log_probs[t, n] for t, n in zip([BOS_ID, *ids[:-1]], ids, strict=True))
-
-
-class CopyModel(FakeModel):
-    """Predicts the source token at each position (logit 8, others 0), then EOS."""
-
-    def _logits(self, source_one_hot, tokens, positions):
-        source_length = tf.shape(source_one_hot)[1]
-        one_hot = tf.gather(source_one_hot, tf.minimum(positions, source_length - 1), axis=1)
-        inside = (positions < source_length)[None, :, None]
-        one_hot = tf.where(inside, one_hot, tf.one_hot(PAD_ID, self.vocab))
-        pad = one_hot[..., PAD_ID : PAD_ID + 1]
-        one_hot = one_hot * (1.0 - tf.one_hot(PAD_ID, self.vocab)) + pad * tf.one_hot(
-            EOS_ID, self.vocab
-        )
-        return 8.0 * one_hot
-
-
-RIGHT = 8.0 - np.log(np.exp(8.0) + CopyModel.vocab - 1)  # log-prob of the predicted token
+RIGHT = CopyModel.token_log_prob()  # log-prob of the predicted token
 WRONG = 0.0 - np.log(np.exp(8.0) + CopyModel.vocab - 1)  # of any other one
 
 

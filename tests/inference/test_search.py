@@ -1,8 +1,9 @@
 """Greedy and beam search: cached == uncached, batch independence, scores, EOS handling.
 
 Two kinds of models: a random tiny ``Seq2SeqTransformer`` (the real cache and masks) and hand-made
-fake models with known outputs (a Markov chain where greedy is provably suboptimal, and a model
-that copies its source), which pin down the exact tokens and scores.
+fake models with known outputs (``tests/inference/fake_models.py``: a Markov chain where greedy is
+provably suboptimal, and a model that copies its source), which pin down the exact tokens and
+scores.
 """
 
 import keras
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.fixtures import random_decoder, random_sources
+from tests.inference.fake_models import CopyModel, MarkovModel
 from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from transformer_tf.inference import DecodingOptions, beam_search, greedy_search, make_decoder
 from transformer_tf.inference.search import cache_position_axes, segment_ends
@@ -145,94 +147,15 @@ def test_rejects_bad_lengths(model):
 # --- hand-made models with known outputs ------------------------------------------------------
 
 
-class _FakeModel:
-    """The decoding interface over hand-made logits; counts decoder calls (``self.calls``).
-
-    Subclasses define ``_logits(source_one_hot, tokens, positions)``: ``(batch, source_length,
-    vocab)``, ``(batch, length)`` tokens at ``positions`` ``(length,)`` -> ``(batch, length,
-    vocab)`` logits of the next tokens.
-    """
-
-    vocab = 10
-
-    def __init__(self):
-        self.calls = tf.Variable(0)
-
-    def encode(self, source_ids, training=False):
-        return tf.one_hot(source_ids, self.vocab), tf.not_equal(source_ids, PAD_ID)
-
-    def init_cache(self, encoder_output, max_length):
-        batch = tf.shape(encoder_output)[0]
-        return [{"self": {"tokens": tf.zeros([batch, max_length], tf.int32)},
-                 "cross": {"source": encoder_output}}]  # fmt: skip
-
-    def decode_step(self, token_ids, cache, index, source_mask):
-        # Writes the token history, as a real decoder writes its keys and values.
-        history = cache[0]["self"]["tokens"]
-        at_index = tf.equal(tf.range(tf.shape(history)[1]), index)[None, :]
-        history = tf.where(at_index, token_ids, history)
-        with tf.control_dependencies([self.calls.assign_add(1)]):
-            logits = self._logits(cache[0]["cross"]["source"], token_ids, index[None])
-        return logits[:, 0], [{"self": {"tokens": history}, "cross": cache[0]["cross"]}]
-
-    def decode(self, target_ids, encoder_output, source_mask, training=False):
-        with tf.control_dependencies([self.calls.assign_add(1)]):
-            positions = tf.range(tf.shape(target_ids)[1])
-            return self._logits(encoder_output, target_ids, positions)
-
-
 A, B = 4, 5
-
-
-class _MarkovModel(_FakeModel):
-    """A Markov chain: the next token depends on the current one only.
-
-    ``transitions``: ``{token: {next_token: probability}}``; every other transition has a
-    small probability (1e-3 before normalizing each row).
-    """
-
-    def __init__(self, transitions):
-        super().__init__()
-        table = np.full((self.vocab, self.vocab), 1e-3)
-        for token, row in transitions.items():
-            table[token, list(row)] = list(row.values())
-        self.log_probs = np.log(table / table.sum(axis=1, keepdims=True))
-
-    def _logits(self, source_one_hot, tokens, positions):
-        return tf.gather(tf.constant(self.log_probs, tf.float32), tokens)
-
-    def log_prob(self, ids):
-        """Summed log-probability of ``ids`` after BOS."""
-        return sum(self.log_probs[t, n] for t, n in zip([BOS_ID, *ids[:-1]], ids, strict=True))
-
-
-class _CopyModel(_FakeModel):
-    """Copies the source (probability ~0.997 per token), then EOS."""
-
-    def _logits(self, source_one_hot, tokens, positions):
-        source_length = tf.shape(source_one_hot)[1]
-        # The source token at each position, PAD past the end: (batch, length, vocab).
-        one_hot = tf.gather(source_one_hot, tf.minimum(positions, source_length - 1), axis=1)
-        inside = (positions < source_length)[None, :, None]
-        one_hot = tf.where(inside, one_hot, tf.one_hot(PAD_ID, self.vocab))
-        # Predict EOS where the source has PAD.
-        pad = one_hot[..., PAD_ID : PAD_ID + 1]  # (batch, length, 1)
-        one_hot = one_hot * (1.0 - tf.one_hot(PAD_ID, self.vocab)) + pad * tf.one_hot(
-            EOS_ID, self.vocab
-        )
-        return 8.0 * one_hot
-
-    @staticmethod
-    def token_log_prob():
-        return 8.0 - np.log(np.exp(8.0) + _CopyModel.vocab - 1)
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_beam_search_finds_the_better_path_greedy_misses(use_cache):
     # From BOS, A (0.6) beats B (0.4), but A -> EOS has probability 0.35 while B -> EOS has
     # 0.99: greedy returns [A, EOS] (0.21), the best sequence is [B, EOS] (0.396).
-    trap = _MarkovModel({BOS_ID: {A: 0.6, B: 0.4}, A: {EOS_ID: 0.35, A: 0.33, B: 0.32},
-                         B: {EOS_ID: 0.99}})  # fmt: skip
+    trap = MarkovModel({BOS_ID: {A: 0.6, B: 0.4}, A: {EOS_ID: 0.35, A: 0.33, B: 0.32},
+                        B: {EOS_ID: 0.99}})  # fmt: skip
     source = np.array([[6, 7]], "int32")
     greedy = greedy_search(trap, source, 6, use_cache=use_cache).numpy()
     np.testing.assert_array_equal(greedy, [[A, EOS_ID]])
@@ -258,7 +181,7 @@ def test_beam_search_finds_the_better_path_greedy_misses(use_cache):
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_beam_search_does_not_stop_at_the_first_finished_hypothesis(use_cache):
     # [EOS] (0.3) finishes at step 1, but A B EOS (0.7 * 0.9 * 0.9) is better.
-    model = _MarkovModel({BOS_ID: {EOS_ID: 0.3, A: 0.7}, A: {B: 0.9}, B: {EOS_ID: 0.9}})
+    model = MarkovModel({BOS_ID: {EOS_ID: 0.3, A: 0.7}, A: {B: 0.9}, B: {EOS_ID: 0.9}})
     source = np.array([[6, 7, 8]], "int32")
     ids, scores = beam_search(
         model, source, 6, beam_size=2, length_penalty=0.0, use_cache=use_cache
@@ -275,7 +198,7 @@ def test_length_penalty_bounds_the_early_exit(use_cache):
     # under a strong length penalty: log(0.441) / (8/6)^2 > log(0.55) / 1. The alive A (0.45)
     # must not be dropped because log(0.45) < log(0.55): divided by the penalty at max_length
     # it may still win.
-    model = _MarkovModel({BOS_ID: {EOS_ID: 0.55, A: 0.45}, A: {B: 0.99}, B: {EOS_ID: 0.99}})
+    model = MarkovModel({BOS_ID: {EOS_ID: 0.55, A: 0.45}, A: {B: 0.99}, B: {EOS_ID: 0.99}})
     source = np.array([[6]], "int32")
     np.testing.assert_array_equal(greedy_search(model, source, 6, use_cache=use_cache), [[EOS_ID]])
     ids, scores = beam_search(
@@ -289,13 +212,13 @@ def test_length_penalty_bounds_the_early_exit(use_cache):
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_rows_stop_at_eos_and_max_length_is_respected(use_cache):
     source = np.array([[5, 6, 7, 8], [9, 4, 0, 0], [7, 0, 0, 0]], "int32")
-    copy = _CopyModel()
+    copy = CopyModel()
     expected = [[5, 6, 7, 8, EOS_ID], [9, 4, EOS_ID, 0, 0], [7, EOS_ID, 0, 0, 0]]
     np.testing.assert_array_equal(greedy_search(copy, source, 10, use_cache=use_cache), expected)
     assert copy.calls.numpy() == 5  # the loop stops when the last row has produced EOS
     ids, scores = beam_search(copy, source, 10, beam_size=3, use_cache=use_cache)
     np.testing.assert_array_equal(ids, expected)
-    c = _CopyModel.token_log_prob()
+    c = CopyModel.token_log_prob()
     lengths = np.array([5, 3, 2])
     np.testing.assert_allclose(scores, lengths * c / ((5 + lengths) / 6) ** 0.6, atol=1e-5)
 

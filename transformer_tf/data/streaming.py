@@ -34,14 +34,13 @@ TOKENIZE_BATCH = 1024
 
 __all__ = [
     "check_aligned",
+    "collect_pairs",
     "count_lines",
     "encode_text_pairs",
     "filter_pairs",
     "parallel_text_pairs",
     "sample_parallel",
     "shard_plan",
-    "tfds_pairs",
-    "tfds_sample",
     "tfds_text_pairs",
     "weighted_mixture",
 ]
@@ -352,40 +351,13 @@ def tfds_text_pairs(
     return _cleaned(pairs, lowercase)
 
 
-def tfds_sample(
-    name: str,
-    split: str,
-    source_language: str,
-    target_language: str,
-    limit: int,
-    *,
-    data_dir: str | None = None,
-    lowercase: bool = False,
-) -> tuple[list[str], list[str]]:
-    """The first ``limit`` pairs with two non-empty sides of a tfds split (a vocabulary's
-    sample), as two aligned lists of str."""
-    pairs = tfds_text_pairs(
-        name, split, source_language, target_language, data_dir=data_dir, lowercase=lowercase
-    )
+def collect_pairs(pairs: tf.data.Dataset, limit: int = -1) -> tuple[list[str], list[str]]:
+    """The first ``limit`` (-1: all) pairs with two non-empty sides of a dataset of
+    ``(source, target)`` strings (:func:`tfds_text_pairs`), decoded, as two aligned lists of
+    str: a vocabulary's sample, or a whole evaluation split in memory."""
     pairs = pairs.filter(lambda s, t: (tf.strings.length(s) > 0) & (tf.strings.length(t) > 0))
     sources, targets = [], []
     for x, y in pairs.take(limit).as_numpy_iterator():
         sources.append(x.decode("utf-8", errors="replace"))
         targets.append(y.decode("utf-8", errors="replace"))
     return sources, targets
-
-
-def tfds_pairs(
-    name: str,
-    split: str,
-    source_language: str,
-    target_language: str,
-    *,
-    data_dir: str | None = None,
-    lowercase: bool = False,
-) -> list[tuple[str, str]]:
-    """Every pair with two non-empty sides of a tfds split, in memory (an evaluation split)."""
-    sources, targets = tfds_sample(
-        name, split, source_language, target_language, -1, data_dir=data_dir, lowercase=lowercase
-    )
-    return list(zip(sources, targets, strict=True))

@@ -26,7 +26,7 @@ import yaml
 
 from transformer_tf.data.tokenizers import Tokenizer, save_tokenizers
 from transformer_tf.errors import UserError
-from transformer_tf.files import new_directory
+from transformer_tf.files import new_directory, read_json_record
 from transformer_tf.models import weight_path
 
 __all__ = ["IMPORTED_FILE", "ImportedModel", "read_imported", "write_run"]
@@ -64,13 +64,7 @@ class ImportedModel:
 
 def read_imported(run_path: str | os.PathLike) -> dict | None:
     """The ``imported.json`` record of a run directory, or None for a run trained here."""
-    path = Path(run_path) / IMPORTED_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {path}: {error}") from error
+    return read_json_record(Path(run_path) / IMPORTED_FILE)
 
 
 def _config(imported: ImportedModel, config_path, overrides):

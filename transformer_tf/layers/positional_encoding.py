@@ -24,8 +24,32 @@ from keras import ops
 from transformer_tf.registry import register
 
 
+class PositionalEncodingBase(keras.layers.Layer):
+    """What every built-in positional encoding shares: the slot's ``__init__(max_length,
+    d_model)``, both kept as attributes and config keys, and an output of the inputs' shape
+    (positions are added, or applied later by self-attention). Subclasses define ``call``.
+
+    Args:
+        max_length: int, the longest sequence expected.
+        d_model: int, feature size.
+    """
+
+    def __init__(self, max_length: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.d_model = d_model
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_length": self.max_length, "d_model": self.d_model})
+        return config
+
+
 @register("positional_encoding", "sinusoidal")
-class SinusoidalPositionalEncoding(keras.layers.Layer):
+class SinusoidalPositionalEncoding(PositionalEncodingBase):
     """Fixed sine/cosine position encoding of Vaswani et al. (2017), added to the inputs.
 
     ``PE[pos, 2i] = sin(pos / 10000^(2i/d))`` and ``PE[pos, 2i+1] = cos(...)``: computed on the
@@ -50,11 +74,9 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     first_position = 0
 
     def __init__(self, max_length: int, d_model: int, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(max_length, d_model, **kwargs)
         if d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {d_model}")
-        self.max_length = max_length
-        self.d_model = d_model
 
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
@@ -74,14 +96,6 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         else:  # the sines, then the cosines
             encoding = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
         return inputs + ops.cast(encoding, inputs.dtype)[None, :, :]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"max_length": self.max_length, "d_model": self.d_model})
-        return config
 
 
 @register("positional_encoding", "opennmt_sinusoidal")
@@ -110,7 +124,7 @@ POSITION_TABLE = "position_embeddings"
 
 
 @register("positional_encoding", "learned")
-class LearnedPositionalEmbedding(keras.layers.Layer):
+class LearnedPositionalEmbedding(PositionalEncodingBase):
     """Trainable position vectors, one per position up to ``max_length``, added to the inputs.
 
     Args:
@@ -122,9 +136,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
     length_limited = True
 
     def __init__(self, max_length: int, d_model: int, initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
-        self.max_length = max_length
-        self.d_model = d_model
+        super().__init__(max_length, d_model, **kwargs)
         self.initializer = keras.initializers.get(initializer)
 
     def build(self, input_shape=None):
@@ -141,22 +153,13 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
         encoding = ops.take(self.position_embeddings, positions, axis=0)  # (length, d_model)
         return inputs + ops.cast(encoding, inputs.dtype)[None, :, :]
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "max_length": self.max_length,
-                "d_model": self.d_model,
-                "initializer": keras.initializers.serialize(self.initializer),
-            }
-        )
+        config["initializer"] = keras.initializers.serialize(self.initializer)
         return config
 
 
-class AttentionPositions(keras.layers.Layer):
+class AttentionPositions(PositionalEncodingBase):
     """Base of the encodings that self-attention applies: nothing is added to the embeddings.
 
     The call returns ``inputs`` unchanged. The class attribute ``position_mode`` tells the
@@ -174,21 +177,8 @@ class AttentionPositions(keras.layers.Layer):
     #: The ``position_mode`` of self-attention (see :class:`MultiHeadAttention`).
     position_mode: str = ""
 
-    def __init__(self, max_length: int, d_model: int, **kwargs):
-        super().__init__(**kwargs)
-        self.max_length = max_length
-        self.d_model = d_model
-
     def call(self, inputs, start_index=0):
         return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"max_length": self.max_length, "d_model": self.d_model})
-        return config
 
 
 @register("positional_encoding", "relative")

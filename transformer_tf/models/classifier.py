@@ -8,7 +8,8 @@ from keras import ops
 
 from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.data.special_tokens import PAD_ID
-from transformer_tf.layers import TransformerEmbedding, TransformerEncoder
+from transformer_tf.layers import TransformerEncoder
+from transformer_tf.models.parts import model_embedding, model_stack
 from transformer_tf.registry import register
 
 #: The ``pooling`` choices of :class:`TransformerClassifier`.
@@ -86,22 +87,8 @@ class TransformerClassifier(keras.Model):
         self.token_dropout = token_dropout
         self.naive_bayes = naive_bayes
 
-        self.embedding = TransformerEmbedding(
-            vocab_size,
-            self.d_model,
-            max_length=max_length,
-            positional_encoding=self.positional_encoding,
-            dropout=self.dropout,
-            name="embedding",
-            dtype=self.dtype_policy,
-        )
-        self.encoder = TransformerEncoder(
-            num_layers,
-            block=encoder_layer,
-            name="encoder",
-            dtype=self.dtype_policy,
-            **block_args,
-        )
+        self.embedding = model_embedding(self, vocab_size, "embedding")
+        self.encoder = model_stack(self, TransformerEncoder, num_layers, encoder_layer, "encoder")
         self.head_dropout = keras.layers.Dropout(
             self.dropout, name="head_dropout", dtype=self.dtype_policy
         )

@@ -7,7 +7,8 @@ from keras import ops
 
 from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
 from transformer_tf.data.special_tokens import PAD_ID
-from transformer_tf.layers import TransformerDecoder, TransformerEmbedding, TransformerEncoder
+from transformer_tf.layers import TransformerDecoder, TransformerEncoder
+from transformer_tf.models.parts import model_embedding, model_stack
 from transformer_tf.registry import register
 
 
@@ -93,37 +94,18 @@ class Seq2SeqTransformer(keras.Model):
         self.tie_embeddings = tie_embeddings
         self.output_bias = output_bias
 
-        def embedding(vocab_size, name):
-            return TransformerEmbedding(
-                vocab_size,
-                self.d_model,
-                max_length=max_length,
-                positional_encoding=self.positional_encoding,
-                dropout=self.dropout,
-                name=name,
-                dtype=self.dtype_policy,
-            )
-
-        self.source_embedding = embedding(source_vocab_size, "source_embedding")
-        self.encoder = TransformerEncoder(
-            num_encoder_layers or num_layers,
-            block=encoder_layer,
-            name="encoder",
-            dtype=self.dtype_policy,
-            **block_args,
+        self.source_embedding = model_embedding(self, source_vocab_size, "source_embedding")
+        self.encoder = model_stack(
+            self, TransformerEncoder, num_encoder_layers or num_layers, encoder_layer, "encoder"
         )
         # The decoder reads the *target* sentence: its own embedding unless explicitly shared.
         self.target_embedding = (
             self.source_embedding
             if share_embeddings
-            else embedding(target_vocab_size, "target_embedding")
+            else model_embedding(self, target_vocab_size, "target_embedding")
         )
-        self.decoder = TransformerDecoder(
-            num_decoder_layers or num_layers,
-            block=decoder_layer,
-            name="decoder",
-            dtype=self.dtype_policy,
-            **block_args,
+        self.decoder = model_stack(
+            self, TransformerDecoder, num_decoder_layers or num_layers, decoder_layer, "decoder"
         )
         self.output_projection = (
             None

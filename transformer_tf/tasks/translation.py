@@ -95,13 +95,23 @@ class TranslationTask(Task):
             return {}
         return _LazySplits(data.splits, self._read_split)
 
+    def _tfds_pairs(
+        self, split: str, num_pipelines: int = 1, pipeline_id: int = 0
+    ) -> tf.data.Dataset:
+        """The ``(source, target)`` strings of a split of the configured tfds dataset, streamed
+        (pipeline ``pipeline_id`` of ``num_pipelines`` keeps its part)."""
+        data = self.config.data
+        return streaming.tfds_text_pairs(
+            data.name, split, data.source_language, data.target_language,
+            data_dir=data.data_dir, lowercase=data.lowercase,
+            num_pipelines=num_pipelines, pipeline_id=pipeline_id,
+        )  # fmt: skip
+
     def _read_split(self, name: str) -> list[tuple[str, str]]:
         data = self.config.data
         if data.source == "tfds":
-            return streaming.tfds_pairs(
-                data.name, data.splits[name], data.source_language, data.target_language,
-                data_dir=data.data_dir, lowercase=data.lowercase,
-            )  # fmt: skip
+            sources, targets = streaming.collect_pairs(self._tfds_pairs(data.splits[name]))
+            return list(zip(sources, targets, strict=True))
         pairs: list[tuple[str, str]] = []
         skipped = 0
         for source, target in zip(*data.split_files(name), strict=True):
@@ -160,10 +170,9 @@ class TranslationTask(Task):
             train = self.raw_splits["train"]
             return [s for s, _ in train], [t for _, t in train]
         if data.source == "tfds":
-            return streaming.tfds_sample(
-                data.name, data.splits["train"], data.source_language, data.target_language,
-                data.vocab_sample, data_dir=data.data_dir, lowercase=data.lowercase,
-            )  # fmt: skip
+            return streaming.collect_pairs(
+                self._tfds_pairs(data.splits["train"]), data.vocab_sample
+            )
         sources, targets = data.split_files("train")
         return streaming.sample_parallel(
             sources, targets, data.vocab_sample, lowercase=data.lowercase
@@ -321,11 +330,7 @@ class TranslationTask(Task):
         num_pipelines, pipeline_id = shard or (1, 0)
         example_seed, batch_seed = epoch_seeds(training.seed, epoch)
         if data.source == "tfds":
-            pairs = streaming.tfds_text_pairs(
-                data.name, data.splits["train"], data.source_language, data.target_language,
-                data_dir=data.data_dir, lowercase=data.lowercase,
-                num_pipelines=num_pipelines, pipeline_id=pipeline_id,
-            )  # fmt: skip
+            pairs = self._tfds_pairs(data.splits["train"], num_pipelines, pipeline_id)
         else:
             pairs = self._parallel_text_train(epoch, num_pipelines, pipeline_id, example_seed)
         pairs = pairs.shuffle(data.shuffle_buffer, seed=example_seed, reshuffle_each_iteration=True)

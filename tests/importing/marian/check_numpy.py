@@ -81,6 +81,17 @@ def swish(x):
     return x / (1.0 + np.exp(-x))
 
 
+def add_and_norm(p, name, x, h):
+    """Marian is post-norm: the residual sum, then the layer norm ``name``."""
+    return layer_norm(x + h, p[name + ".weight"], p[name + ".bias"])
+
+
+def feed_forward(p, prefix, x):
+    """The block's fc1 -> swish -> fc2 sublayer, with its residual and final_layer_norm."""
+    h = linear(swish(linear(x, p, prefix + ".fc1")), p, prefix + ".fc2")
+    return add_and_norm(p, prefix + ".final_layer_norm", x, h)
+
+
 class Marian:
     def __init__(self, model_dir: Path):
         self.cfg = json.loads((model_dir / "config.json").read_text())
@@ -98,15 +109,8 @@ class Marian:
         for i in range(c["encoder_layers"]):
             pre = f"model.encoder.layers.{i}"
             h = attention(p, pre + ".self_attn", x, x, mask, c["encoder_attention_heads"])
-            x = layer_norm(
-                x + h,
-                p[pre + ".self_attn_layer_norm.weight"],
-                p[pre + ".self_attn_layer_norm.bias"],
-            )
-            h = linear(swish(linear(x, p, pre + ".fc1")), p, pre + ".fc2")
-            x = layer_norm(
-                x + h, p[pre + ".final_layer_norm.weight"], p[pre + ".final_layer_norm.bias"]
-            )
+            x = add_and_norm(p, pre + ".self_attn_layer_norm", x, h)
+            x = feed_forward(p, pre, x)
         return x
 
     def decode(self, dec_ids, enc, enc_attn):
@@ -119,21 +123,10 @@ class Marian:
         for i in range(c["decoder_layers"]):
             pre = f"model.decoder.layers.{i}"
             h = attention(p, pre + ".self_attn", x, x, causal, c["decoder_attention_heads"])
-            x = layer_norm(
-                x + h,
-                p[pre + ".self_attn_layer_norm.weight"],
-                p[pre + ".self_attn_layer_norm.bias"],
-            )
+            x = add_and_norm(p, pre + ".self_attn_layer_norm", x, h)
             h = attention(p, pre + ".encoder_attn", x, enc, cross, c["decoder_attention_heads"])
-            x = layer_norm(
-                x + h,
-                p[pre + ".encoder_attn_layer_norm.weight"],
-                p[pre + ".encoder_attn_layer_norm.bias"],
-            )
-            h = linear(swish(linear(x, p, pre + ".fc1")), p, pre + ".fc2")
-            x = layer_norm(
-                x + h, p[pre + ".final_layer_norm.weight"], p[pre + ".final_layer_norm.bias"]
-            )
+            x = add_and_norm(p, pre + ".encoder_attn_layer_norm", x, h)
+            x = feed_forward(p, pre, x)
         return x @ self.emb.T + self.bias  # tied output projection + final_logits_bias
 
     def greedy(self, ids, attn, max_new_tokens, gen_cfg):
