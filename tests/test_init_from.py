@@ -22,6 +22,9 @@ MODEL = {"tie_embeddings": False}
 
 def _config(**sections):
     sections["model"] = {**MODEL, **sections.get("model", {})}
+    # Validation without decoding: what these runs are for is their weights (validation
+    # decoding is tested in tests/test_translation_cli.py).
+    sections["training"] = {"validation": {"decode": False}, **sections.get("training", {})}
     return translation_config(**sections)
 
 
