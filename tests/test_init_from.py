@@ -163,11 +163,11 @@ def test_the_train_command_says_where_the_weights_came_from(source, tmp_path, ca
     path = write_config(tmp_path / "c.yaml", _config(training={"steps": 2}))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "r"), "--no-progress", "--init-from", str(source / "checkpoints" / "ckpt-10")]) == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
+    vocabularies = load_run(source).task.vocabularies()
     assert out[1] == (
         f"init from: {(source / 'checkpoints' / 'ckpt-10').resolve()} (step 10); source "
-        f"vocabulary the source's ({len(load_run(source).task.vocabularies()['source'])} tokens); "
-        f"target vocabulary the source's ({len(load_run(source).task.vocabularies()['target'])} "
-        "tokens)"
+        f"vocabulary the source's ({len(vocabularies['source'])} tokens); "
+        f"target vocabulary the source's ({len(vocabularies['target'])} tokens)"
     )
 
 
