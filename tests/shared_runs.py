@@ -33,13 +33,20 @@ def toy_translation_raw_config() -> dict:
     return raw
 
 
+# Each test module that imports a fixture gets a fixture definition of its own, which would train
+# again: the runs are kept here, once per process (per xdist worker), for the whole session.
+_TRAINED: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def toy_translation_run(tmp_path_factory):
     """A finished run of :func:`toy_translation_raw_config`, trained through the CLI."""
     from tests.fixtures import write_config
     from transformer_tf.cli import main
 
-    root = tmp_path_factory.mktemp("shared_toy_translation")
-    config = write_config(root / "toy.yaml", toy_translation_raw_config())
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+    if "toy_translation" not in _TRAINED:
+        root = tmp_path_factory.mktemp("shared_toy_translation")
+        config = write_config(root / "toy.yaml", toy_translation_raw_config())
+        assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
+        _TRAINED["toy_translation"] = root / "run"
+    return _TRAINED["toy_translation"]
