@@ -109,7 +109,9 @@ def _parallel_config(root, **data):
             "max_length": 24,
             **data,
         },
-        training={"steps": 10, "eval_every": 10},
+        # Validation without decoding: evaluate below decodes (and detokenizes) the SentencePiece
+        # run; validation decoding is tested on the toy task further down.
+        training={"steps": 10, "eval_every": 10, "validation": {"decode": False}},
     )
 
 
