@@ -50,3 +50,33 @@ def toy_translation_run(tmp_path_factory):
         assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
         _TRAINED["toy_translation"] = root / "run"
     return _TRAINED["toy_translation"]
+
+
+@pytest.fixture(scope="module")
+def load_each_run_once():
+    """Within a test module, ``transformer_tf.assembly.load_run`` called again with the same
+    arguments (run directory, checkpoint, overrides, ...) gives the run it loaded the first time:
+    the same model object, so the decoders it traced are reused (``make_decoder`` keeps one per
+    model and options) instead of traced again by every ``translate`` command.
+
+    The first call with each set of arguments is a real load, through the CLI where the test
+    calls the CLI; loading is deterministic, so what the tests compare is unchanged. Only for
+    runs that no test of the module writes to (a cached load would not see a new checkpoint).
+    Use it with ``pytestmark = pytest.mark.usefixtures("load_each_run_once")``.
+    """
+    from pathlib import Path
+
+    from transformer_tf import assembly
+
+    load_run = assembly.load_run
+    loaded = {}
+
+    def load_run_once(run_dir, **kwargs):
+        key = (str(Path(run_dir).resolve()), repr(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = load_run(run_dir, **kwargs)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assembly, "load_run", load_run_once)
+        yield

@@ -11,8 +11,12 @@ import math
 import pytest
 import yaml
 
-from tests.shared_runs import TOY_MAX_LENGTH, toy_translation_run  # noqa: F401
+from tests.shared_runs import TOY_MAX_LENGTH, load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.cli import main
+
+# The commands load the shared run once per set of arguments (tests/shared_runs.py): the same
+# model object, whose traced decoders later commands reuse.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 MAX_LENGTH = TOY_MAX_LENGTH  # data.max_length: sources keep 15 words
 SENTENCES = ["the big dog sees a cat", "we love the old tree", "my cat fetches the red house"]

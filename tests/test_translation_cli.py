@@ -8,8 +8,13 @@ import random
 import pytest
 
 from tests.fixtures import assert_evaluation_scores, translation_config, write_config
-from tests.shared_runs import toy_translation_run  # noqa: F401
+from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.cli import main
+
+# `translate` and the tests load each run once per set of arguments (tests/shared_runs.py): the
+# same model object, whose traced decoders later commands reuse. Every run is loaded only once
+# its training has finished.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.shared_runs import toy_translation_run  # noqa: F401
+from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import BOS_ID, PAD_ID
@@ -24,6 +24,10 @@ from transformer_tf.inference.translate import (
 )
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
 from transformer_tf.models import Seq2SeqTransformer
+
+# The commands load the shared run once per set of arguments (tests/shared_runs.py): the same
+# model object, whose traced decoders later commands reuse.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 VOCAB = 20
 

@@ -12,6 +12,7 @@ from tests.fixtures import (
     translation_config,
     write_config,
 )
+from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.evaluation.evaluator import evaluate_run
@@ -19,6 +20,10 @@ from transformer_tf.inference import beam_search, greedy_search
 from transformer_tf.inference.ensemble import ClassifierEnsemble, Ensemble
 from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.inference.translate import translate
+
+# `translate` loads each run once per set of arguments (tests/shared_runs.py): the same model
+# object, whose traced decoder later commands reuse. No run is written after its training.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 
 def _train(root, name, **training):
