@@ -24,9 +24,15 @@ import pytest
 import yaml
 
 from tests.fixtures import assert_evaluation_scores
+from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.cli import main
 from transformer_tf.errors import UnknownNameError
 from transformer_tf.registry import REGISTRIES, Registry, get_registry
+
+# `translate` and the tests load the trained example run once per set of arguments
+# (tests/shared_runs.py): the same model object, whose traced decoders later commands and
+# translations reuse. The run is written only by its fixture, before any load.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "custom_layer"

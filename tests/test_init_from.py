@@ -22,6 +22,9 @@ MODEL = {"tie_embeddings": False}
 
 def _config(**sections):
     sections["model"] = {**MODEL, **sections.get("model", {})}
+    # Validation without decoding: what these runs are for is their weights (validation
+    # decoding is tested in tests/test_translation_cli.py).
+    sections["training"] = {"validation": {"decode": False}, **sections.get("training", {})}
     return translation_config(**sections)
 
 
@@ -160,11 +163,11 @@ def test_the_train_command_says_where_the_weights_came_from(source, tmp_path, ca
     path = write_config(tmp_path / "c.yaml", _config(training={"steps": 2}))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "r"), "--no-progress", "--init-from", str(source / "checkpoints" / "ckpt-10")]) == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
+    vocabularies = load_run(source).task.vocabularies()
     assert out[1] == (
         f"init from: {(source / 'checkpoints' / 'ckpt-10').resolve()} (step 10); source "
-        f"vocabulary the source's ({len(load_run(source).task.vocabularies()['source'])} tokens); "
-        f"target vocabulary the source's ({len(load_run(source).task.vocabularies()['target'])} "
-        "tokens)"
+        f"vocabulary the source's ({len(vocabularies['source'])} tokens); "
+        f"target vocabulary the source's ({len(vocabularies['target'])} tokens)"
     )
 
 

@@ -9,24 +9,29 @@ import logging
 import math
 
 import pytest
+import yaml
 
-from tests.fixtures import translation_config, write_config
+from tests.shared_runs import TOY_MAX_LENGTH, load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.cli import main
 
-MAX_LENGTH = 16  # data.max_length: sources keep 15 words
+# The commands load the shared run once per set of arguments (tests/shared_runs.py): the same
+# model object, whose traced decoders later commands reuse.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
+
+MAX_LENGTH = TOY_MAX_LENGTH  # data.max_length: sources keep 15 words
 SENTENCES = ["the big dog sees a cat", "we love the old tree", "my cat fetches the red house"]
 LONG = " ".join(["the old dog sees a cat"] * 4)  # 24 words
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    raw = translation_config(
-        data={"max_length": MAX_LENGTH}, training={"steps": 40}, decoding={"beam_size": 3}
-    )
-    config = write_config(root / "toy.yaml", raw)
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+def toy_run(request):
+    """The shared toy run (tests/shared_runs.py), trained for 60 steps with data.max_length 16
+    and decoding.beam_size 3 (the n-best lists and the refusals below)."""
+    run_dir = request.getfixturevalue("toy_translation_run")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["max_length"] == MAX_LENGTH
+    assert config["decoding"]["beam_size"] == 3
+    return run_dir
 
 
 def _translate(capsys, run, *args):

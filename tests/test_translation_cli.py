@@ -8,15 +8,21 @@ import random
 import pytest
 
 from tests.fixtures import assert_evaluation_scores, translation_config, write_config
+from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.cli import main
+
+# `translate` and the tests load each run once per set of arguments (tests/shared_runs.py): the
+# same model object, whose traced decoders later commands reuse. Every run is loaded only once
+# its training has finished.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    config = write_config(root / "toy.yaml", translation_config(training={"steps": 40}))
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+def toy_run(request):
+    """The toy run shared with other files (tests/shared_runs.py): 60 steps, data.max_length 16
+    (long test sentences are cut, alike by evaluate and translate), decoding.beam_size 3 (the
+    tests below give --beam-size)."""
+    return request.getfixturevalue("toy_translation_run")
 
 
 def test_evaluate_reports_teacher_forced_and_decoding_scores(toy_run, capsys, tmp_path):
@@ -108,7 +114,9 @@ def _parallel_config(root, **data):
             "max_length": 24,
             **data,
         },
-        training={"steps": 10, "eval_every": 10},
+        # Validation without decoding: evaluate below decodes (and detokenizes) the SentencePiece
+        # run; validation decoding is tested on the toy task further down.
+        training={"steps": 10, "eval_every": 10, "validation": {"decode": False}},
     )
 
 
@@ -225,7 +233,10 @@ def test_relative_and_rotary_positions_train_evaluate_translate_and_export(
 
     from transformer_tf.inference.export import export_run
 
-    config = translation_config(model=positions, training={"steps": 20})
+    # Validated (and decoded, a few sentences) once, at the end: the trainer's decoding with
+    # these positions is exercised; evaluate and translate below check the decoding.
+    training = {"steps": 20, "eval_every": 20, "validation": {"max_sentences": 8}}
+    config = translation_config(model=positions, training=training)
     path = write_config(tmp_path / "positions.yaml", config)
     run_dir = tmp_path / "run"
     assert main(["train", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0

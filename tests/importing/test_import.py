@@ -20,8 +20,14 @@ import pytest
 import yaml
 
 from tests.fixtures import write_config
+from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
+
+# The commands load an imported run once per set of arguments (tests/shared_runs.py): the same
+# model object, whose traced decoders later commands with the same options reuse. No test
+# writes into an imported run (the one that tries is refused and checks that nothing changed).
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 FIXTURES = Path(__file__).parent
 ONMT = FIXTURES / "opennmt_tf"

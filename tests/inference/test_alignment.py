@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import translation_config, write_config
+from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import BOS_ID, PAD_ID
@@ -24,6 +24,10 @@ from transformer_tf.inference.translate import (
 )
 from transformer_tf.layers.decoder_layer import TransformerDecoderLayer
 from transformer_tf.models import Seq2SeqTransformer
+
+# The commands load the shared run once per set of arguments (tests/shared_runs.py): the same
+# model object, whose traced decoders later commands reuse.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
 
 VOCAB = 20
 
@@ -117,17 +121,16 @@ def test_a_decoder_layer_without_attention_scores_is_a_clear_error():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("alignment")
-    raw = translation_config(training={"steps": 80, "eval_every": 1000, "checkpoint_every": 80})
-    raw["training"]["validation"] = {"decode": False}
-    config = write_config(root / "run.yaml", raw)
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+def run_dir(request):
+    """The toy run shared with other files (tests/shared_runs.py): 60 steps, beam size 3."""
+    return request.getfixturevalue("toy_translation_run")
 
 
-def _sentence(run_dir):
-    return load_run(run_dir).task.raw_splits["test"][0][0]
+def _sentence(run):
+    """The first test sentence that translation does not cut (data.max_length - 1 tokens)."""
+    limit = run.config.data.max_length - 1
+    source = run.task.source_tokenizer
+    return next(s for s, _ in run.task.raw_splits["test"] if len(source.encode(s)) <= limit)
 
 
 def _translate_aligned(run, sentence):
@@ -138,8 +141,8 @@ def _translate_aligned(run, sentence):
 
 
 def test_translate_alignment_text_and_jsonl(run_dir, capsys):
-    sentence = _sentence(run_dir)
     run = load_run(run_dir)
+    sentence = _sentence(run)
     (best,) = _translate_aligned(run, sentence)
     source_ids = run.task.source_tokenizer.encode_batch([sentence])[0]
     (matrix,) = attention_matrices(run.model, [source_ids], [best.ids], batch_size=1)
@@ -160,8 +163,8 @@ def test_translate_alignment_text_and_jsonl(run_dir, capsys):
 
 def test_attention_plot_writes_a_png_of_the_expected_size(run_dir, tmp_path, capsys):
     matplotlib_image = pytest.importorskip("matplotlib.image")
-    sentence = _sentence(run_dir)
     run = load_run(run_dir)
+    sentence = _sentence(run)
     (best,) = _translate_aligned(run, sentence)
     path = tmp_path / "attention.png"
     assert main(["translate", str(run_dir), sentence, "--attention-plot", str(path)]) == 0

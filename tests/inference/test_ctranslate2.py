@@ -1,7 +1,7 @@
 """CTranslate2 export: CTranslate2 translates with the same tokens as our greedy and beam search.
 
-Runs are trained in process through the CLI (a toy run with word tokenizers for 60 steps; the
-variant for 2 steps: equality of the two engines' outputs is what is tested, not quality), then
+Runs are trained in process through the CLI (the toy run with word tokenizers of
+tests/shared_runs.py, 60 steps; the variant for 2 steps: equality of the two engines' outputs is what is tested, not quality), then
 exported with ``transformer-tf export --format ctranslate2`` and decoded by
 ``ctranslate2.Translator`` in float32 with the same maximum length. Beams are compared with
 length penalty 0 on both sides (CTranslate2 divides by length^alpha, we by GNMT's
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures import translation_config, write_config
+from tests.shared_runs import toy_translation_run  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import PAD_ID
@@ -33,7 +34,9 @@ MAX_LENGTH = 12  # generated tokens, EOS included: short enough that some rows h
 
 
 def _train(root, name, steps, data=None, **sections):
-    config = translation_config(training={"steps": steps, "checkpoint_every": steps}, **sections)
+    # Validation without decoding: what is tested is the export, not the runs' validation.
+    training = {"steps": steps, "checkpoint_every": steps, "validation": {"decode": False}}
+    config = translation_config(training=training, **sections)
     if data is not None:
         config["data"] = data
     path = write_config(root / f"{name}.yaml", config)
@@ -111,8 +114,9 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def toy_run(root):
-    return _train(root, "toy", 60)
+def toy_run(request):
+    """The toy run shared with other files (tests/shared_runs.py): word tokenizers, 60 steps."""
+    return request.getfixturevalue("toy_translation_run")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from tests.fixtures import (
     translation_config,
     write_config,
 )
+from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.evaluation.evaluator import evaluate_run
@@ -20,10 +21,17 @@ from transformer_tf.inference.ensemble import ClassifierEnsemble, Ensemble
 from transformer_tf.inference.options import DecodingOptions
 from transformer_tf.inference.translate import translate
 
+# `translate` loads each run once per set of arguments (tests/shared_runs.py): the same model
+# object, whose traced decoder later commands reuse. No run is written after its training.
+pytestmark = pytest.mark.usefixtures("load_each_run_once")
+
 
 def _train(root, name, **training):
+    # decoding.max_length 20 (not 40): shorter decodings of these barely trained models; what is
+    # compared is a run alone with ensembles of it, not the quality of its translations.
     raw = translation_config(
-        training={"steps": 10, "eval_every": 1000, "checkpoint_every": 5, **training}
+        training={"steps": 10, "eval_every": 1000, "checkpoint_every": 5, **training},
+        decoding={"max_length": 20},
     )
     raw["training"]["validation"] = {"decode": False}
     config = write_config(root / f"{name}.yaml", raw)
