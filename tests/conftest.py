@@ -10,6 +10,9 @@ os.environ.setdefault("TRANSFORMER_TF_AUTO_PRECISION", "none")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# Fixtures of trained runs shared across files (defined here once: one training per process).
+from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():

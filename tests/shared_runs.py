@@ -1,7 +1,8 @@
 """Trained toy runs shared by several test files (session fixtures: trained once per xdist worker).
 
-Import a fixture into a test file with ``from tests.shared_runs import NAME  # noqa: F401``. The
-runs are read-only: a test that writes into one copies it first (``shutil.copytree``).
+tests/conftest.py makes the fixtures available to every test file (defined there once, so a
+session fixture runs once per process, not once per module). The runs are read-only: a test
+that writes into one copies it first (``shutil.copytree``).
 """
 
 from __future__ import annotations
@@ -33,23 +34,16 @@ def toy_translation_raw_config() -> dict:
     return raw
 
 
-# Each test module that imports a fixture gets a fixture definition of its own, which would train
-# again: the runs are kept here, once per process (per xdist worker), for the whole session.
-_TRAINED: dict[str, object] = {}
-
-
 @pytest.fixture(scope="session")
 def toy_translation_run(tmp_path_factory):
     """A finished run of :func:`toy_translation_raw_config`, trained through the CLI."""
     from tests.fixtures import write_config
     from transformer_tf.cli import main
 
-    if "toy_translation" not in _TRAINED:
-        root = tmp_path_factory.mktemp("shared_toy_translation")
-        config = write_config(root / "toy.yaml", toy_translation_raw_config())
-        assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-        _TRAINED["toy_translation"] = root / "run"
-    return _TRAINED["toy_translation"]
+    root = tmp_path_factory.mktemp("shared_toy_translation")
+    config = write_config(root / "toy.yaml", toy_translation_raw_config())
+    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
+    return root / "run"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from tests.fixtures import assert_evaluation_scores
-from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.cli import main
 from transformer_tf.errors import UnknownNameError
 from transformer_tf.registry import REGISTRIES, Registry, get_registry

@@ -11,7 +11,7 @@ import math
 import pytest
 import yaml
 
-from tests.shared_runs import TOY_MAX_LENGTH, load_each_run_once, toy_translation_run  # noqa: F401
+from tests.shared_runs import TOY_MAX_LENGTH
 from transformer_tf.cli import main
 
 # The commands load the shared run once per set of arguments (tests/shared_runs.py): the same

@@ -8,7 +8,6 @@ import random
 import pytest
 
 from tests.fixtures import assert_evaluation_scores, translation_config, write_config
-from tests.shared_runs import load_each_run_once, toy_translation_run  # noqa: F401
 from transformer_tf.cli import main
 
 # `translate` and the tests load each run once per set of arguments (tests/shared_runs.py): the

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from tests.fixtures import write_config
-from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 

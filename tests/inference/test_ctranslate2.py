@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from tests.fixtures import translation_config, write_config
-from tests.shared_runs import toy_translation_run  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.data.special_tokens import PAD_ID

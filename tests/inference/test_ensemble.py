@@ -12,7 +12,6 @@ from tests.fixtures import (
     translation_config,
     write_config,
 )
-from tests.shared_runs import load_each_run_once  # noqa: F401
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.evaluation.evaluator import evaluate_run
