@@ -10,9 +10,9 @@ Every problem is reported as one :class:`~transformer_tf.errors.ConfigError` lis
 found, one per line, each naming the file, the line of the key (or of its nearest parent present
 in the file), the dotted key path, what was expected and what was found::
 
-    configs/x.yaml:12: training.batch_size: expected an integer > 0, found -3
+    configs/x.yaml:12: training.batch_size: expected an integer > 0 or `auto`, found -3
     configs/x.yaml:4: unknown key `model.d_modle`; did you mean `model.d_model`?
-    override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0, found 'abc' (str)
+    override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0 or `auto`, found 'abc' (str)
 
 The package is split in two: :mod:`~transformer_tf.config.schema` (the sections, keys, defaults
 and validators) and :mod:`~transformer_tf.config.diagnostics` (line numbers, overrides and error
