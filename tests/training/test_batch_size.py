@@ -8,11 +8,12 @@ import json
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import translation_config, write_config
-from transformer_tf.assembly import load_run
+from tests.fixtures import classification_config, translation_config, write_config
+from transformer_tf.assembly import assemble, load_run
 from transformer_tf.cli import main
 from transformer_tf.config import config_from_dict
 from transformer_tf.errors import UserError
+from transformer_tf.run import RunDir
 from transformer_tf.training import batch_size
 from transformer_tf.training.batch_size import (
     BatchChoice,
@@ -129,6 +130,49 @@ def test_numbers_cpu_and_nothing_fitting():
     assert (cpu.batch_size, cpu.accumulation) == (2048, 2)
     with pytest.raises(UserError, match=r"^training.batch_size: auto: not even 128 tokens"):
         choose_batch(_training(), fits=lambda b: False)
+
+
+def test_out_of_memory_errors_and_the_agreement_of_workers():
+    from transformer_tf.training.batch_size import _out_of_memory, agreement
+
+    assert _out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
+    assert _out_of_memory(tf.errors.InternalError(None, None, "RESOURCE_EXHAUSTED: XLA"))
+    assert not _out_of_memory(tf.errors.InternalError(None, None, "cuDNN failed"))
+    agree = agreement(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert (agree(True), agree(False)) == (True, False)
+
+
+@pytest.mark.parametrize("task", ["translation", "classification"])
+def test_a_try_runs_the_worst_case_batch_and_leaves_the_model_as_it_was(
+    task, shared_imdb, tmp_path
+):
+    if task == "translation":
+        raw = translation_config(model={"dropout": 0.1}, data={"max_length": 40})
+        shape = (25, 40)  # 1000 tokens of 40-token examples
+    else:
+        raw = classification_config(shared_imdb, batch_type="tokens")
+        raw["model"]["dropout"] = 0.1
+        shape = (20, 48)  # data.max_length 48
+    config = config_from_dict(raw)
+    assembly = assemble(config, RunDir(tmp_path / "run"), create=True)
+    inputs, labels = assembly.task.probe_batch(1000)
+    ids = inputs["source"] if task == "translation" else inputs
+    assert tuple(ids.shape) == shape
+    state = [v.numpy() for v in assembly.model.non_trainable_variables]
+    weights = [w.numpy() for w in assembly.model.weights]
+    probe = MemoryProbe(
+        tf.distribute.get_strategy(), assembly.model, assembly.task, config.training
+    )
+    assert probe(1000) and probe(3000)
+    assert any(  # the dropout seeds moved ...
+        (a != v.numpy()).any()
+        for a, v in zip(state, assembly.model.non_trainable_variables, strict=True)
+    )
+    probe.close()
+    for before, variable in zip(state, assembly.model.non_trainable_variables, strict=True):
+        assert (before == variable.numpy()).all()  # ... and are back
+    for before, weight in zip(weights, assembly.model.weights, strict=True):
+        assert (before == weight.numpy()).all()
 
 
 # -- in training ----------------------------------------------------------------------------

@@ -57,6 +57,7 @@ __all__ = [
     "BatchChoice",
     "MemoryProbe",
     "SearchResult",
+    "agreement",
     "choose_batch",
     "largest_fitting",
     "max_tries",
@@ -418,7 +419,6 @@ class MemoryProbe:
         self.strategy = strategy
         self.model = model
         self.task = task
-        self.multi_worker = multi_worker
         self.replicas = strategy.num_replicas_in_sync
         self._state = [v.numpy() for v in model.non_trainable_variables]
         probe_training = training.model_copy(
@@ -434,7 +434,7 @@ class MemoryProbe:
             if training.ema_decay is not None
             else None
         )
-        self._agree = None
+        self._agree = agreement(strategy) if multi_worker else None
 
     def __call__(self, tokens: int) -> bool:
         try:
@@ -446,8 +446,8 @@ class MemoryProbe:
             fitted = False
         gc.collect()
         log.info("batch size search: %d tokens %s", tokens, "fit" if fitted else "do not fit")
-        if self.multi_worker:
-            fitted = self._every_worker(fitted)
+        if self._agree is not None:
+            fitted = self._agree(fitted)
         return fitted
 
     def run(self, tokens: int) -> None:
@@ -469,20 +469,6 @@ class MemoryProbe:
 
         step().numpy()  # waits for the devices, so an out-of-memory error surfaces here
 
-    def _every_worker(self, fitted: bool) -> bool:
-        if self._agree is None:
-            strategy = self.strategy
-
-            def failures(flag):
-                def replica_fn(value):
-                    context = tf.distribute.get_replica_context()
-                    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
-
-                return strategy.experimental_local_results(strategy.run(replica_fn, (flag,)))[0]
-
-            self._agree = tf.function(failures)
-        return float(self._agree(tf.constant(0.0 if fitted else 1.0)).numpy()) == 0
-
     def close(self) -> None:
         """Drop the optimizer, accumulator and averages, and restore the model's non-trainable
         state."""
@@ -490,6 +476,24 @@ class MemoryProbe:
             variable.assign(value)
         self.update = self.optimizer = self.averages = self._agree = None
         gc.collect()
+
+
+def agreement(strategy) -> Callable[[bool], bool]:
+    """``agree(fitted) -> bool``: whether a try fitted on every replica of ``strategy``, on every
+    worker, by one all-reduce of the failures; every worker calls it after the same try (the
+    tries are the same everywhere as long as the answers are)."""
+
+    def failures(flag):
+        def replica_fn(value):
+            context = tf.distribute.get_replica_context()
+            # identity: a tensor made on this replica's device (the collective needs one)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
+
+        return strategy.experimental_local_results(strategy.run(replica_fn, args=(flag,)))[0]
+
+    compiled = tf.function(failures)
+    # float32: the collective implementations all reduce floats.
+    return lambda fitted: float(compiled(tf.constant(0.0 if fitted else 1.0)).numpy()) == 0
 
 
 def resolve_batch(
