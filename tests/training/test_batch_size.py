@@ -128,8 +128,13 @@ def test_numbers_cpu_and_nothing_fitting():
     )
     cpu = choose_batch(_training(effective_batch_size=4096))
     assert (cpu.batch_size, cpu.accumulation) == (2048, 2)
-    with pytest.raises(UserError, match=r"^training.batch_size: auto: not even 128 tokens"):
-        choose_batch(_training(), fits=lambda b: False)
+    with pytest.raises(UserError) as excinfo:
+        choose_batch(_training(), fits=lambda b: False, device="1 GPU(s)")
+    assert str(excinfo.value) == (
+        "training.batch_size: auto: not even 128 tokens (128 per replica, in examples of "
+        "data.max_length tokens) train in device memory (1 GPU(s)); make the model or "
+        "data.max_length smaller"
+    )
 
 
 def test_out_of_memory_errors_and_the_agreement_of_workers():
@@ -147,7 +152,9 @@ def test_a_try_runs_the_worst_case_batch_and_leaves_the_model_as_it_was(
     task, shared_imdb, tmp_path
 ):
     if task == "translation":
-        raw = translation_config(model={"dropout": 0.1}, data={"max_length": 40})
+        raw = translation_config(
+            model={"dropout": 0.1}, data={"max_length": 40}, training={"ema_decay": 0.99}
+        )
         shape = (25, 40)  # 1000 tokens of 40-token examples
     else:
         raw = classification_config(shared_imdb, batch_type="tokens")

@@ -353,9 +353,8 @@ def choose_batch(
     if result.chosen == 0:
         raise UserError(
             f"training.batch_size: auto: not even {granularity} tokens ({GRANULARITY} per "
-            f"replica) of data.max_length examples train in the memory of {device or 'the'} "
-            "device(s); make the model or data.max_length smaller, or set "
-            "training.mixed_precision"
+            "replica, in examples of data.max_length tokens) train in device memory"
+            f"{f' ({device})' if device else ''}; make the model or data.max_length smaller"
         )
     on = f" on {device}" if device else ""
     if result.capped:
