@@ -56,7 +56,19 @@ def test_bad_config_exits_2_with_file_line_and_no_traceback(tmp_path):
         (
             "task: translation\ntraining:\n  batch_size: -3\n",
             [],
-            "training.batch_size: expected an integer > 0, found -3",
+            "training.batch_size: expected an integer > 0 or `auto`, found -3",
+        ),
+        (
+            "task: translation\ntraining:\n  batch_size: auto\n",
+            [],
+            "c.yaml:3: training.batch_size: `auto` searches a token budget, so it needs "
+            "training.batch_type: tokens (found `examples`); set training.batch_type: tokens, or "
+            "give training.batch_size a number",
+        ),
+        (
+            "task: translation\ntraining:\n  effective_batch_size: 256\n  gradient_accumulation: 2\n",
+            [],
+            "c.yaml:3: training.effective_batch_size: the gradient accumulation follows from it",
         ),
         ("task: translation\nmodel: [1, 2\n", [], "invalid YAML"),
         ("- just\n- a list\n", [], "mapping"),

@@ -129,7 +129,7 @@ def test_a_config_error_exits_2_without_importing_tensorflow(tmp_path):
         "-X", "importtime", "-m", "transformer_tf.cli", "train", path, "--run-dir", run_dir
     )
     assert result.returncode == 2
-    assert f"error: {path}:3: training.batch_size: expected an integer > 0, found -3" in (
+    assert f"error: {path}:3: training.batch_size: expected an integer > 0 or `auto`, found -3" in (
         result.stderr
     )
     assert "Traceback" not in result.stderr

@@ -154,7 +154,9 @@ def test_yaml_1_1_exponent_strings_are_numbers_but_other_strings_are_not(tmp_pat
         config_from_dict(
             {"task": "translation", "training": {"batch_size": "32", "jit_compile": 1}}
         )
-    assert "training.batch_size: expected an integer > 0, found '32' (str)" in str(excinfo.value)
+    assert "training.batch_size: expected an integer > 0 or `auto`, found '32' (str)" in str(
+        excinfo.value
+    )
     assert "training.jit_compile: expected true or false, found 1 (int)" in str(excinfo.value)
 
 
@@ -239,7 +241,10 @@ def test_out_of_range_message_format(tmp_path):
     )
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
-    assert str(excinfo.value) == f"{path}:4: training.batch_size: expected an integer > 0, found -3"
+    assert (
+        str(excinfo.value)
+        == f"{path}:4: training.batch_size: expected an integer > 0 or `auto`, found -3"
+    )
     assert excinfo.value.key == "training.batch_size"
     assert isinstance(excinfo.value, UserError)
 
@@ -285,7 +290,7 @@ def test_wrong_type(tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     assert line_for(excinfo, "training.batch_size") == (
-        f"{path}:3: training.batch_size: expected an integer > 0, found 'abc' (str)"
+        f"{path}:3: training.batch_size: expected an integer > 0 or `auto`, found 'abc' (str)"
     )
     assert line_for(excinfo, "training.epochs") == (
         f"{path}:4: training.epochs: expected an integer > 0 or null, found 2.5 (float)"
@@ -395,7 +400,7 @@ def test_every_error_is_listed_at_once_in_schema_order(tmp_path):
     assert error_lines(excinfo) == [
         f"{path}:3: model.num_heads: expected an integer > 0, found 0",
         f"{path}:4: model.activation: expected one of 'relu', 'gelu', 'swish', found 'tanh'",
-        f"{path}:6: training.batch_size: expected an integer > 0, found 0",
+        f"{path}:6: training.batch_size: expected an integer > 0 or `auto`, found 0",
         f"{path}:7: training.warmup_steps: expected an integer >= 0, found -1",
         f"{path}:9: decoding.beam_size: expected an integer >= 1, found 0",
     ]
@@ -434,6 +439,67 @@ def test_token_batches_are_refused_on_tpu(tmp_path):
     )
     config = load_config(path, ["distribute.strategy=cpu"])
     assert config.training.batch_type == "tokens"
+
+
+def test_batch_size_auto_needs_token_batches(tmp_path):
+    path = write(tmp_path, "task: translation\ntraining:\n  batch_size: auto\n")
+    assert config_error(path) == (
+        f"{path}:3: training.batch_size: `auto` searches a token budget, so it needs "
+        "training.batch_type: tokens (found `examples`); set training.batch_type: tokens, or "
+        "give training.batch_size a number"
+    )
+    config = load_config(path, ["training.batch_type=tokens"])
+    assert config.training.batch_size == "auto"
+    assert config.training.effective_batch_size is None
+    # Classification counts examples by default: the same rule.
+    message = config_error(path, ["task=classification", "data={source: directory, path: .}"])
+    assert message.endswith(
+        "training.batch_size: `auto` searches a token budget, so it needs "
+        "training.batch_type: tokens (found `examples`); set training.batch_type: tokens, or "
+        "give training.batch_size a number"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("-3", "-3"),
+        ("0", "0"),
+        ("Auto", "'Auto' (str)"),
+        ("2.5", "2.5 (float)"),
+        ("null", "null"),
+        ("true", "true (bool)"),
+    ],
+)
+def test_batch_size_is_a_positive_integer_or_auto(tmp_path, value, found):
+    path = write(tmp_path, f"task: translation\ntraining:\n  batch_size: {value}\n")
+    assert config_error(path) == (
+        f"{path}:3: training.batch_size: expected an integer > 0 or `auto`, found {found}"
+    )
+
+
+def test_effective_batch_size_goes_with_a_number_or_auto_but_not_with_accumulation(tmp_path):
+    path = write(
+        tmp_path,
+        "task: translation\ntraining:\n  batch_type: tokens\n  batch_size: auto\n"
+        "  effective_batch_size: 4096\n",
+    )
+    training = load_config(path).training
+    assert (training.batch_size, training.effective_batch_size) == ("auto", 4096)
+    assert load_config(path, ["training.batch_size=1500"]).training.batch_size == 1500
+    assert config_error(path, ["training.gradient_accumulation=2"]) == (
+        f"{path}:5: training.effective_batch_size: the gradient accumulation follows from it, "
+        "so it cannot go with "
+        "training.gradient_accumulation (2); remove one of the two"
+    )
+    assert config_error(path, ["training.batch_size=5000"]) == (
+        f"{path}:5: training.effective_batch_size (4096) is smaller than training.batch_size "
+        "(5000): an update sees at least one batch; raise it, or lower training.batch_size"
+    )
+    assert config_error(path, ["training.effective_batch_size=0"]) == (
+        "override `--set training.effective_batch_size=0`: training.effective_batch_size: "
+        "expected an integer > 0 or null, found 0"
+    )
 
 
 def test_errors_inside_a_data_source_do_not_show_the_union_tag(tmp_path):
@@ -591,7 +657,7 @@ def test_overrides_are_typed_by_yaml_and_validated_by_the_schema(tmp_path):
             "task: translation\ntraining:\n  batch_size: 8\n",
             "training.batch_size=abc",
             "override `--set training.batch_size=abc`: training.batch_size: expected an integer "
-            "> 0, found 'abc' (str)",
+            "> 0 or `auto`, found 'abc' (str)",
             id="bad_value_is_located_at_the_override",
         ),
         pytest.param(

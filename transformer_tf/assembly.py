@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from transformer_tf.config import Config
+from transformer_tf.config import AUTO_BATCH_TOKENS_CPU, Config, with_batch_size
 from transformer_tf.errors import UserError
 from transformer_tf.models import build_model, model_arguments
 from transformer_tf.precision import PrecisionChoice, detect_hardware, resolve_precision
@@ -33,7 +33,9 @@ __all__ = [
     "LoadedRun",
     "assemble",
     "derive_model_args",
+    "device_kind",
     "load_run",
+    "numeric_batch_size",
     "precision",
     "wait_for_vocabulary",
 ]
@@ -68,10 +70,12 @@ def precision(config: Config, strategy: tf.distribute.Strategy | None = None) ->
     ``strategy`` (None: the current strategy) computes on; ``auto`` resolves there (see
     :mod:`transformer_tf.precision`)."""
     strategy = strategy or tf.distribute.get_strategy()
-    return resolve_precision(config.training.mixed_precision, detect_hardware(_kind(strategy)))
+    return resolve_precision(
+        config.training.mixed_precision, detect_hardware(device_kind(strategy))
+    )
 
 
-def _kind(strategy: tf.distribute.Strategy) -> str:
+def device_kind(strategy: tf.distribute.Strategy) -> str:
     """``tpu``, ``gpu`` or ``cpu``: what the strategy's devices are."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "tpu"
@@ -170,6 +174,18 @@ def wait_for_vocabulary(
         time.sleep(poll)
 
 
+def numeric_batch_size(config: Config, run: RunDir) -> Config:
+    """``config``, with ``training.batch_size: auto`` replaced by a number: the batch the run
+    trains with (its ``batch_size.json``), else :data:`~transformer_tf.config.AUTO_BATCH_TOKENS_CPU`
+    tokens. Evaluation and decoding batches are sized by it (``evaluate``, ``translate``, a
+    validation); training resolves ``auto`` itself (:mod:`transformer_tf.training.batch_size`)."""
+    if config.training.batch_size != "auto":
+        return config
+    record = run.read_batch_size() if run.is_run() else None
+    size = int(record["batch_size"]) if record else AUTO_BATCH_TOKENS_CPU
+    return with_batch_size(config, size, int(record["gradient_accumulation"]) if record else 1)
+
+
 def assemble(
     config: Config,
     run: RunDir,
@@ -180,6 +196,9 @@ def assemble(
     policy: str | None = None,
 ) -> Assembly:
     """Prepare the task's vocabulary and build (not restore) the model.
+
+    The assembly's config is ``config`` with a number for ``training.batch_size: auto``
+    (:func:`numeric_batch_size`).
 
     Args:
         config: Config, the validated config (of this command, overrides applied).
@@ -195,6 +214,7 @@ def assemble(
         policy: str | None, the Keras dtype policy; None resolves ``training.mixed_precision``
             on the strategy's hardware (:func:`precision`).
     """
+    config = numeric_batch_size(config, run)
     task = make_task(config, run)
     non_chief = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and not write
     if create and non_chief and task.vocabulary_from_chief:
@@ -281,7 +301,7 @@ def load_run(
             )
         averaged = len(missing) < len(paths)
     return LoadedRun(
-        config,
+        assembly.config,
         run,
         assembly.task,
         model,

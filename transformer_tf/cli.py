@@ -352,6 +352,10 @@ def cmd_train(args) -> int:
         if trainer.is_chief:
             # What `training.mixed_precision` (default `auto`) came to on this hardware, and why.
             print(f"precision: {trainer.precision.describe()}", flush=True)
+            batch = trainer.batch
+            if batch.requested == "auto" or batch.effective is not None:
+                # What `training.batch_size: auto` or effective_batch_size came to, and why.
+                print(f"batch size: {batch.describe()}", flush=True)
             if trainer.initialized_from is not None:
                 from transformer_tf.init_from import describe
 

@@ -6,6 +6,8 @@ A run directory is what ``transformer-tf train`` writes and what ``evaluate``, `
     RUN/config.yaml             the resolved config: the experiment record
     RUN/model_args.json         the arguments the model was built with (its shape)
     RUN/precision.json          the precision training computes in, and why (``auto``)
+    RUN/batch_size.json         the batch size and accumulation training uses, and why (``auto``,
+                                ``effective_batch_size``); a resumed run keeps them
     RUN/vocab/                  tokenizers or vocabulary
     RUN/checkpoints/ckpt-N.*    the last ``training.keep_checkpoints`` checkpoints (with ``ema``: the
                                 moving averages of ``training.ema_decay``)
@@ -249,6 +251,7 @@ class RunDir:
     CONFIG_FILE = "config.yaml"
     MODEL_ARGS_FILE = "model_args.json"
     PRECISION_FILE = "precision.json"
+    BATCH_SIZE_FILE = "batch_size.json"
     INIT_FROM_FILE = "init_from.json"
     MODEL_FILE = "model.keras"
     VOCAB_DIR = "vocab"
@@ -400,6 +403,31 @@ class RunDir:
         """Record the dtype policy training starts with: ``{"requested", "policy", "reason",
         "hardware"}``."""
         _write_record("the precision record", self.precision_file, record)
+
+    # -- the batch size of training ---------------------------------------------------------
+
+    @property
+    def batch_size_file(self) -> Path:
+        return self.path / self.BATCH_SIZE_FILE
+
+    def read_batch_size(self) -> dict[str, Any] | None:
+        """The record of the batch size training uses (see :meth:`write_batch_size`), or None
+        when there is none (a new run, or one written before this record existed)."""
+        try:
+            record = json.loads(self.batch_size_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {self.batch_size_file}: {error}") from error
+        wanted = ("requested", "batch_size", "gradient_accumulation")
+        return record if isinstance(record, dict) and all(k in record for k in wanted) else None
+
+    def write_batch_size(self, record: dict[str, Any]) -> None:
+        """Record the batch training uses: ``{"requested", "batch_size",
+        "gradient_accumulation", "effective_batch_size", "global_batch", "unit", "reason",
+        "search"}`` (:class:`~transformer_tf.training.batch_size.BatchChoice`)."""
+        with writing_to("the batch size record", self.batch_size_file):
+            write_atomic(self.batch_size_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     # -- where the weights came from -------------------------------------------------------
 

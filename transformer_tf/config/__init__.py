@@ -10,9 +10,9 @@ Every problem is reported as one :class:`~transformer_tf.errors.ConfigError` lis
 found, one per line, each naming the file, the line of the key (or of its nearest parent present
 in the file), the dotted key path, what was expected and what was found::
 
-    configs/x.yaml:12: training.batch_size: expected an integer > 0, found -3
+    configs/x.yaml:12: training.batch_size: expected an integer > 0 or `auto`, found -3
     configs/x.yaml:4: unknown key `model.d_modle`; did you mean `model.d_model`?
-    override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0, found 'abc' (str)
+    override `--set training.batch_size=abc`: training.batch_size: expected an integer > 0 or `auto`, found 'abc' (str)
 
 The package is split in two: :mod:`~transformer_tf.config.schema` (the sections, keys, defaults
 and validators) and :mod:`~transformer_tf.config.diagnostics` (line numbers, overrides and error
@@ -67,6 +67,7 @@ __all__ = [
     "load_config",
     "model_affecting_differences",
     "save_config",
+    "with_batch_size",
 ]
 
 # Data fields that change the vocabulary or the tokenization (see model_affecting_differences).
@@ -213,6 +214,22 @@ def check_registered_names(
             lines = {}
     locator = Locator(name, lines, override_paths(overrides))
     raise_issues(_unregistered_names(config, locator, registries), name)
+
+
+def with_batch_size(config: Config, batch_size: int, accumulation: int) -> Config:
+    """A copy of ``config`` whose ``training`` batches ``batch_size`` and accumulates
+    ``accumulation`` of them per update, with no ``effective_batch_size``: a resolved
+    ``batch_size: auto`` or ``effective_batch_size`` (see
+    :mod:`transformer_tf.training.batch_size`), in the numbers the data pipelines and the update
+    read. ``config`` itself is left as it is (the run directory records what was asked)."""
+    training = config.training.model_copy(
+        update={
+            "batch_size": batch_size,
+            "gradient_accumulation": accumulation,
+            "effective_batch_size": None,
+        }
+    )
+    return config.model_copy(update={"training": training})
 
 
 def model_affecting_differences(old: Config, new: Config) -> list[str]:

@@ -45,6 +45,7 @@ from transformer_tf.block_args import (
 )
 
 __all__ = [
+    "AUTO_BATCH_TOKENS_CPU",
     "AnyConfig",
     "BlockFields",
     "CLASSIFIER_MODEL_DEFAULTS",
@@ -654,6 +655,13 @@ class ValidationConfig(BaseModel):
     max_sentences: PositiveInt | None = None  # None: the whole split.
 
 
+#: What ``training.batch_size: auto`` trains with where there is no device memory to probe
+#: (a CPU: there a batch too large swaps rather than fails), in tokens: about the Multi30k
+#: recipe's 128 sentences (configs/multi30k_de_en.yaml), a step of a few tenths of a second on
+#: a small model. OpenNMT-tf's default for one GPU is 3072.
+AUTO_BATCH_TOKENS_CPU = 2048
+
+
 class TrainingConfig(BaseModel):
     """The ``training:`` section. ``batch_size`` is global (split over replicas).
 
@@ -661,12 +669,25 @@ class TrainingConfig(BaseModel):
     ``batch_size`` a token budget (as OpenNMT-tf's ``batch_type: tokens``): each length bucket
     gets as many examples as fit, counting the padded length of the longer side, so short
     sentences come in large batches and long ones in small batches.
+
+    ``batch_size: auto`` (with ``batch_type: tokens``) chooses the token budget when training
+    starts: on GPUs the largest that trains without running out of device memory (a search with
+    real updates on a worst-case batch, then a margin; OpenNMT-tf's ``batch_size: 0``, Marian's
+    ``--mini-batch-fit``), on a CPU :data:`AUTO_BATCH_TOKENS_CPU`; see
+    :mod:`transformer_tf.training.batch_size`. ``effective_batch_size`` (OpenNMT-tf's) is the
+    global batch one update sees, in ``batch_type`` units: the gradient accumulation follows
+    from it. The run directory's ``batch_size.json`` records what was chosen, and why; a resumed
+    run keeps it.
     """
 
     model_config = _STRICT
 
-    batch_size: int = Field(64, gt=0)
+    batch_size: int | Literal["auto"] = 64
     batch_type: Literal["examples", "tokens"] = "examples"
+    # The batch of one update, in `batch_type` units: `gradient_accumulation` becomes
+    # ceil(effective_batch_size / batch_size) (with `auto`, the searched batch is lowered so that
+    # batch x accumulation is exactly this); None: one update per `gradient_accumulation` batches.
+    effective_batch_size: PositiveInt | None = None
     epochs: PositiveInt | None = None  # Both None: 1 epoch. Both set: whichever ends first.
     steps: PositiveInt | None = None
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -702,10 +723,48 @@ class TrainingConfig(BaseModel):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     seed: int = 42
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        # One message for the two forms (pydantic would report each member of the union).
+        if value == "auto" or (type(value) is int and value > 0):
+            return value
+        if value is None or isinstance(value, bool):
+            found = {None: "null", True: "true (bool)", False: "false (bool)"}[value]
+        else:
+            found = repr(value) + ("" if type(value) is int else f" ({type(value).__name__})")
+        raise Invalid(expected="an integer > 0 or `auto`", found=found)
+
     @model_validator(mode="after")
     def _default_length(self) -> TrainingConfig:
         if self.epochs is None and self.steps is None:
             self.epochs = 1
+        return self
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> TrainingConfig:
+        if self.batch_size == "auto" and self.batch_type != "tokens":
+            raise Invalid(
+                ("batch_size",),
+                message="training.batch_size: `auto` searches a token budget, so it needs "
+                f"training.batch_type: tokens (found `{self.batch_type}`); set "
+                "training.batch_type: tokens, or give training.batch_size a number",
+            )
+        effective = self.effective_batch_size
+        if effective is not None and self.gradient_accumulation > 1:
+            raise Invalid(
+                ("effective_batch_size",),
+                message="training.effective_batch_size: the gradient accumulation follows from "
+                f"it, so it cannot go with training.gradient_accumulation "
+                f"({self.gradient_accumulation}); remove one of the two",
+            )
+        if effective is not None and self.batch_size != "auto" and effective < self.batch_size:
+            raise Invalid(
+                ("effective_batch_size",),
+                message=f"training.effective_batch_size ({effective}) is smaller than "
+                f"training.batch_size ({self.batch_size}): an update sees at least one batch; "
+                "raise it, or lower training.batch_size",
+            )
         return self
 
 

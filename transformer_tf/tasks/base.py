@@ -157,6 +157,14 @@ class Task:
         corpus's share of the examples drawn from a weighted mixture. Nothing by default."""
         return {}
 
+    def probe_batch(self, tokens: int):
+        """``(inputs, labels)``, the worst-case training batch of a token budget of ``tokens``
+        (one replica's): every example as long as the data allows, as many as the budget gives
+        a bucket of that length, built with TensorFlow ops (called inside a replica function).
+        What ``training.batch_size: auto`` tries on the devices
+        (:class:`~transformer_tf.training.batch_size.MemoryProbe`)."""
+        raise NotImplementedError
+
     def loss(self, labels, logits, label_smoothing: float):
         """``(loss sum, count)`` of a batch."""
         raise NotImplementedError

@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from transformer_tf.config import Config
 from transformer_tf.data import classification, imdb
+from transformer_tf.data.bucketing import bucket_batch_sizes
 from transformer_tf.data.review_tokenizer import ReviewTokenizer
+from transformer_tf.data.special_tokens import UNK_ID
 from transformer_tf.errors import UserError
 from transformer_tf.inference.ensemble_models import ClassifierEnsemble
 from transformer_tf.inference.serving import Serving, build_classification_module
@@ -160,6 +162,13 @@ class ClassificationTask(Task):
                     num_classes=model.num_classes,
                 )
             )
+
+    def probe_batch(self, tokens: int):
+        # Reviews of data.max_length tokens, the longest bucket.
+        length = self.config.data.max_length
+        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
+        ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
+        return ids, tf.zeros([examples], tf.int32)
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.class_cross_entropy(labels, logits, label_smoothing)

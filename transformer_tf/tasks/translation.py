@@ -11,8 +11,10 @@ import tensorflow as tf
 
 from transformer_tf.config import Config
 from transformer_tf.data import streaming, tokenizers
+from transformer_tf.data.bucketing import bucket_batch_sizes
 from transformer_tf.data.parallel import read_parallel
 from transformer_tf.data.seeds import epoch_seeds
+from transformer_tf.data.special_tokens import UNK_ID
 from transformer_tf.data.toy import toy_splits
 from transformer_tf.data.translation import (
     batch_translation_examples,
@@ -418,6 +420,16 @@ class TranslationTask(Task):
                 "one pass over the training data; set training.steps (and no epochs) to skip it"
             )
         return super().train_batches_per_epoch()
+
+    def probe_batch(self, tokens: int):
+        # The longest bucket: data.max_length counts the longer side (the target with EOS),
+        # padded to a multiple of 8 where the pipeline pads to static shapes.
+        length = self.config.data.max_length
+        if self.config.training.jit_compile or self.config.distribute.strategy == "tpu":
+            length = -(-length // 8) * 8
+        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
+        ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
+        return {"source": ids, "target": ids}, ids
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.token_cross_entropy(labels, logits, label_smoothing)

@@ -51,6 +51,7 @@ from transformer_tf.evaluation.selection import CheckpointSelector
 from transformer_tf.importing import read_imported
 from transformer_tf.precision import Hardware, PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.run import RunDir, RunLock, writing_to
+from transformer_tf.training.batch_size import BatchChoice, resolve_batch, resolved_config
 from transformer_tf.training.checkpoints import (
     CheckpointWriter,
     TrainingState,
@@ -191,6 +192,9 @@ class Trainer:
             was released, and released when it returns (None on non-chief workers).
         precision: PrecisionChoice or None, the precision the model was built in, and why
             (see :func:`training_precision`); kept for reports.
+        batch: BatchChoice or None, the batch size and accumulation the run trains with, and
+            why (:mod:`.batch_size`; ``assembly.config`` holds them as numbers); kept for
+            reports.
         initialized_from: dict or None, the ``init_from.json`` record of a run that started
             from another run's weights (``--init-from``); kept for reports.
     """
@@ -205,10 +209,12 @@ class Trainer:
         show_progress: bool = True,
         lock: RunLock | None = None,
         precision: PrecisionChoice | None = None,
+        batch: BatchChoice | None = None,
         initialized_from: dict | None = None,
     ):
         self.config: Config = assembly.config
         self.precision = precision
+        self.batch = batch
         self.initialized_from = initialized_from
         self.run = assembly.run
         self.task = assembly.task
@@ -803,6 +809,19 @@ def _build_locked(
     if loaded is not None:
         initialized_from = init.record(loaded, mappings, adopted)
         log.info("weights from %s", init.describe(initialized_from))
+    # `auto` and effective_batch_size resolved on the model as built, before any training data
+    # is read; the assembly (its task, the update, validation) then sees the numbers.
+    batch = resolve_batch(
+        config,
+        run,
+        placement,
+        assembly,
+        loss_scale=choice.policy == "mixed_float16",
+        device=choice.hardware,
+    )
+    log.info("batch size: %s", batch.describe())
+    assembly.config = assembly.task.config = resolved_config(config, batch)
+    training = assembly.config.training
     total_steps = training.steps
     if training.epochs is not None:
         # An update reads `gradient_accumulation` batches; an epoch's last one may read fewer.
@@ -818,6 +837,7 @@ def _build_locked(
     if placement.is_chief:
         run.write_config(config)
         run.write_precision(choice.record())
+        run.write_batch_size(batch.record())
         if loaded is not None:
             run.write_init_from(initialized_from)
     trainer = Trainer(
@@ -828,6 +848,7 @@ def _build_locked(
         show_progress=show_progress,
         lock=lock,
         precision=choice,
+        batch=batch,
         initialized_from=initialized_from,
     )
     trainer.restore_latest()
