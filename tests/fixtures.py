@@ -87,6 +87,16 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def train_through_cli(root: Path, config: dict, name: str = "run") -> Path:
+    """Write ``config`` to ``root/<name>.yaml``, train it with ``transformer-tf train`` (in this
+    process) into ``root/<name>`` and return that run directory."""
+    from transformer_tf.cli import main
+
+    path = write_config(root / f"{name}.yaml", config)
+    assert main(["train", str(path), "--run-dir", str(root / name), "--no-progress"]) == 0
+    return root / name
+
+
 def assert_evaluation_scores(scores: dict, run_dir, split: str, hypotheses: list[str]) -> None:
     """``evaluate``'s scores of a translation run, computed again by another road: the
     teacher-forced loss and token accuracy from the checkpoint's logits with NumPy, and exact

@@ -37,13 +37,10 @@ def toy_translation_raw_config() -> dict:
 @pytest.fixture(scope="session")
 def toy_translation_run(tmp_path_factory):
     """A finished run of :func:`toy_translation_raw_config`, trained through the CLI."""
-    from tests.fixtures import write_config
-    from transformer_tf.cli import main
+    from tests.fixtures import train_through_cli
 
     root = tmp_path_factory.mktemp("shared_toy_translation")
-    config = write_config(root / "toy.yaml", toy_translation_raw_config())
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+    return train_through_cli(root, toy_translation_raw_config())
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.fixtures import translation_config, write_config
+from tests.fixtures import train_through_cli, translation_config, write_config
 from transformer_tf.assembly import load_run
 from transformer_tf.cli import main
 from transformer_tf.config import config_from_dict
@@ -31,10 +31,7 @@ def _config(**sections):
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A trained toy translation run: the source of every test."""
-    root = tmp_path_factory.mktemp("source")
-    config = write_config(root / "source.yaml", _config())
-    assert main(["train", str(config), "--run-dir", str(root / "run"), "--no-progress"]) == 0
-    return root / "run"
+    return train_through_cli(tmp_path_factory.mktemp("source"), _config())
 
 
 def _build(config: dict, run_dir, **kwargs):

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tests.fixtures import (
     classification_config,
     make_imdb_folder,
+    train_through_cli,
     translation_config,
     write_config,
 )
@@ -33,9 +34,7 @@ def _train(root, name, **training):
         decoding={"max_length": 20},
     )
     raw["training"]["validation"] = {"decode": False}
-    config = write_config(root / f"{name}.yaml", raw)
-    assert main(["train", str(config), "--run-dir", str(root / name), "--no-progress"]) == 0
-    return root / name
+    return train_through_cli(root, raw, name)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +141,7 @@ def classifier_runs(tmp_path_factory):
     for name, seed, vocab_size in (("a", 1, 100), ("b", 2, 100), ("small", 1, 16)):
         raw = classification_config(data, steps=6, eval_every=1000, checkpoint_every=6, seed=seed)
         raw["data"]["vocab_size"] = vocab_size
-        config = write_config(root / f"{name}.yaml", raw)
-        assert main(["train", str(config), "--run-dir", str(root / name), "--no-progress"]) == 0
+        train_through_cli(root, raw, name)
         paths.append(root / name)
     return paths
 
