@@ -126,11 +126,20 @@ def checkpoint_averages(path):
     return averages, int(reader.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def test_three_training_updates_give_the_formula_and_validation_uses_the_averages(tmp_path):
+@pytest.fixture(scope="module")
+def three_updates(tmp_path_factory):
+    """A 3-step run checkpointing every step, validated at 3: its directory, trainer, initial
+    weights and result (read only; the resume test compares its step-3 averages too)."""
+    run_dir = tmp_path_factory.mktemp("three_updates")
     config = ema_config(steps=3, checkpoint_every=1, eval_every=3, steps_per_loop=1)
-    trainer = build_trainer(config, tmp_path, show_progress=False)
+    trainer = build_trainer(config, run_dir, show_progress=False)
     initial = trainable(trainer.model)
     result = trainer.train()
+    return run_dir, trainer, initial, result
+
+
+def test_three_training_updates_give_the_formula_and_validation_uses_the_averages(three_updates):
+    tmp_path, trainer, initial, result = three_updates
     run = RunDir(tmp_path)
     after = [trainable(load_run(run, checkpoint=str(t), raw_weights=True).model) for t in (1, 2, 3)]
     want = hand_averages(initial, after, 0.2)
@@ -162,19 +171,18 @@ def test_three_training_updates_give_the_formula_and_validation_uses_the_average
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_resume_restores_the_averages(tmp_path):
+def test_resume_restores_the_averages(tmp_path, three_updates):
+    # Two legs, 2 steps then 1, against the same config's straight 3-step run (three_updates:
+    # checkpoints and validation only swap the averages in and back, exactly).
     build_trainer(
         ema_config(steps=2, checkpoint_every=2), tmp_path / "resumed", show_progress=False
     ).train()
     build_trainer(
-        ema_config(steps=4, checkpoint_every=2), tmp_path / "resumed", show_progress=False
+        ema_config(steps=3, checkpoint_every=2), tmp_path / "resumed", show_progress=False
     ).train()
-    build_trainer(
-        ema_config(steps=4, checkpoint_every=2), tmp_path / "straight", show_progress=False
-    ).train()
-    resumed, resumed_t = checkpoint_averages(RunDir(tmp_path / "resumed").checkpoint_path(4))
-    straight, straight_t = checkpoint_averages(RunDir(tmp_path / "straight").checkpoint_path(4))
-    assert resumed_t == straight_t == 4
+    resumed, resumed_t = checkpoint_averages(RunDir(tmp_path / "resumed").checkpoint_path(3))
+    straight, straight_t = checkpoint_averages(RunDir(three_updates[0]).checkpoint_path(3))
+    assert resumed_t == straight_t == 3
     for got, expected in zip(resumed, straight, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     # And the resumed run's first leg wrote the step-2 averages that the second leg started at.
