@@ -28,9 +28,14 @@ from tests.fixtures import (
     translation_config,
     write_config,
 )
+from tests.training.test_update import _assert_union
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# One fresh process (one TensorFlow start-up) for every mirrored check of the suite: the curves
+# of each case on one device and on two replicas (the seq2seq case keeps moving averages, so
+# its two runs also give the EMA comparison), then test_update's accumulation and all-reduce
+# measurements on two replicas.
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -38,65 +43,79 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
+    from tests.training import test_update
     from transformer_tf.config import config_from_dict
     from transformer_tf.training.trainer import build_trainer
 
     raws, out = json.loads(sys.argv[1]), sys.argv[2]
+    mirrored = {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}
     curves = {}
     for case, raw in raws.items():
         curves[case] = {}
-        for name, distribute in [
-            ("single", {"strategy": "cpu"}),
-            ("mirrored", {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}),
-        ]:
+        for name, distribute in [("single", {"strategy": "cpu"}), ("mirrored", mirrored)]:
             config = config_from_dict({**raw, "distribute": distribute})
             run_dir = f"{out}/{case}/{name}"
             trainer = build_trainer(config, run_dir, show_progress=False)
             result = trainer.train()
             lines = open(f"{run_dir}/train_log.jsonl").read().splitlines()
-            curves[case][name] = {
+            curve = curves[case][name] = {
                 "losses": [json.loads(line)["loss"] for line in lines],
                 "validation": result.validation[-1]["loss"],
                 "checksum": float(sum(np.abs(w.numpy().astype("float64")).sum()
                                       for w in trainer.model.weights)),
             }
-    print("CURVES " + json.dumps(curves))
+            if trainer.ema is not None:
+                if name == "mirrored":
+                    # Every replica holds the same averages.
+                    for average in trainer.ema.averages:
+                        first, second = trainer.strategy.experimental_local_results(average)
+                        assert (first.numpy() == second.numpy()).all(), average.name
+                curve["ema"] = {
+                    "averages": [a.numpy().tolist() for a in trainer.ema.averages],
+                    "weights": [v.numpy().tolist() for v in trainer.model.trainable_variables],
+                    "num_updates": int(trainer.ema.num_updates.numpy()),
+                    "names": [v.path for v in trainer.model.trainable_variables],
+                }
+    result = {
+        "curves": curves,
+        "union": test_update.accumulation_vs_union(out + "/union", mirrored),
+        "count1": test_update.count_reductions(out, 1, mirrored),
+        "count2": test_update.count_reductions(out, 2, mirrored),
+    }
+    print("MIRRORED " + json.dumps(result))
     """
 )
 
-
-def _run_mirrored(raws, tmp_path):
-    """The curves of each config in ``raws`` (name -> config), trained on one device and on two
-    mirrored replicas, all in one fresh process (one TensorFlow start-up for every case)."""
-    return script_result(MIRRORED_SCRIPT, json.dumps(raws), str(tmp_path), prefix="CURVES")
+MIRRORED_STEPS = 15
+EMA_DECAY = 0.5
 
 
 @pytest.fixture(scope="module")
-def mirrored_curves(tmp_path_factory):
-    """The three cases below in one subprocess: a classifier, seq2seq with sentence batches and
-    seq2seq with token batches."""
+def two_replicas(tmp_path_factory):
+    """Every mirrored measurement, in one subprocess: three curve cases (a classifier, seq2seq
+    with sentence batches and moving averages, seq2seq with token batches), each trained on one
+    device and on two replicas, and test_update's accumulation and reduction counts."""
     root = tmp_path_factory.mktemp("mirrored")
     imdb = make_imdb_folder(root / "imdb")
+    # Nothing below asserts on decoding: validation scores the loss only.
+    short = {"steps": MIRRORED_STEPS, "eval_every": MIRRORED_STEPS,
+             "checkpoint_every": MIRRORED_STEPS, "validation": {"decode": False}}  # fmt: skip
     raws = {
         "classifier": classification_config(
             imdb, steps=15, eval_every=None, checkpoint_every=15, batch_size=15
         ),
-        "seq2seq": translation_config(
-            training={"steps": 15, "eval_every": 15, "checkpoint_every": 15}
-        ),
+        # The moving averages change no update (the curve is the same); validation scores
+        # them on both sides.
+        "seq2seq": translation_config(training={**short, "ema_decay": EMA_DECAY}),
         # A 40-token budget gives batches of 1 to 5 sentences: odd sizes split unevenly over the
         # two replicas, and a 1-sentence batch leaves one replica with an empty batch.
         "token_batches": translation_config(
-            training={
-                "steps": 15,
-                "eval_every": 15,
-                "checkpoint_every": 15,
-                "batch_size": 40,
-                "batch_type": "tokens",
-            }
-        ),  # fmt: skip
+            training={**short, "batch_size": 40, "batch_type": "tokens"}
+        ),
     }
-    return _run_mirrored(raws, root / "runs")
+    return script_result(
+        MIRRORED_SCRIPT, json.dumps(raws), str(root / "runs"), prefix="MIRRORED", timeout=900
+    )
 
 
 def _assert_same_curve(curves):
@@ -109,16 +128,54 @@ def _assert_same_curve(curves):
     assert mirrored["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_classifier(mirrored_curves):
-    _assert_same_curve(mirrored_curves["classifier"])
+def test_two_mirrored_replicas_follow_the_single_device_curve_classifier(two_replicas):
+    _assert_same_curve(two_replicas["curves"]["classifier"])
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(mirrored_curves):
-    _assert_same_curve(mirrored_curves["seq2seq"])
+def test_two_mirrored_replicas_follow_the_single_device_curve_seq2seq(two_replicas):
+    _assert_same_curve(two_replicas["curves"]["seq2seq"])
 
 
-def test_two_mirrored_replicas_follow_the_single_device_curve_token_batches(mirrored_curves):
-    _assert_same_curve(mirrored_curves["token_batches"])
+def test_two_mirrored_replicas_follow_the_single_device_curve_token_batches(two_replicas):
+    _assert_same_curve(two_replicas["curves"]["token_batches"])
+
+
+# (from tests/training/test_ema.py: the seq2seq case keeps moving averages)
+def test_two_mirrored_replicas_give_the_single_device_averages(two_replicas):
+    curves = two_replicas["curves"]["seq2seq"]
+    single, mirrored = curves["single"]["ema"], curves["mirrored"]["ema"]
+    assert single["num_updates"] == mirrored["num_updates"] == MIRRORED_STEPS
+    # An attention key's bias has a gradient that is zero but for rounding (softmax ignores a
+    # shift of all its scores), which Adam scales up to steps of the learning rate in a
+    # direction set by the summation order: those weights themselves differ between one and
+    # two replicas, so their averages are not compared.
+    compared = 0
+    for name, got, expected in zip(
+        single["names"], mirrored["averages"], single["averages"], strict=True
+    ):
+        if name.endswith("key/bias"):
+            continue
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7, err_msg=name)
+        compared += 1
+    assert compared >= len(single["names"]) - 3
+    # The averages are not the weights.
+    assert not np.allclose(single["averages"][0], single["weights"][0], rtol=1e-4)
+
+
+# (from tests/training/test_update.py)
+def test_accumulated_micro_batches_equal_their_union_on_two_replicas(two_replicas):
+    _assert_union(two_replicas["union"])
+
+
+# (from tests/training/test_update.py)
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_one_all_reduce_of_one_gradient_copy_per_update(two_replicas, accumulation):
+    result = two_replicas[f"count{accumulation}"]
+    # The whole loop traces one update (its while body): one reduction, of every gradient
+    # plus the (loss sum, count) pair packed in the same call; nothing else is reduced.
+    assert result["calls"] == [
+        ["batch_reduce_to", 1 + result["variables"], result["gradient_bytes"] + 8]
+    ]
 
 
 def _free_ports(count):
@@ -132,23 +189,32 @@ def _free_ports(count):
 
 
 # A worker that trains as `transformer-tf train` does and then prints a checksum of its final
-# weights, which the test compares across the two processes.
+# weights and a hash of its SentencePiece model, which the tests compare across the two
+# processes; the non-chief's build_tokenizers raises, so it can only have read the chief's
+# vocabulary.
 WORKER_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import hashlib, json, os, sys
     import numpy as np
     from transformer_tf.config import load_config
+    from transformer_tf.tasks import translation
     from transformer_tf.training.trainer import build_trainer
 
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
+        def refuse(*args, **kwargs):
+            raise AssertionError("a non-chief worker built a vocabulary")
+        translation.tokenizers.build_tokenizers = refuse
     trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
     trainer.train()
     total = sum(np.abs(w.numpy().astype("float64")).sum() for w in trainer.model.weights)
     print(f"final weights checksum: {total:.12e}", file=sys.stderr)
+    proto = trainer.task.source_tokenizer.model_proto
+    print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
     """
 )
 
 
-def _start_workers(config, run_dir, scratch, *, checksum=False, script=None):
+def _start_workers(config, run_dir, scratch, *, script=None):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -159,8 +225,8 @@ def _start_workers(config, run_dir, scratch, *, checksum=False, script=None):
             "TF_CONFIG": json.dumps(tf_config),
             "TMPDIR": str(scratch),
         }
-        if checksum or script:
-            command = [sys.executable, "-c", script or WORKER_SCRIPT, str(config), str(run_dir)]
+        if script:
+            command = [sys.executable, "-c", script, str(config), str(run_dir)]
         else:
             command = [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
                        "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
@@ -184,21 +250,63 @@ def _multi_worker_config(tmp_path, steps, checkpoint_every):
     return write_config(tmp_path / "mw.yaml", raw)
 
 
-def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
-    config = _multi_worker_config(tmp_path, steps=12, checkpoint_every=6)
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """One launch of two workers (WORKER_SCRIPT) training 12 steps, checkpointing every 6, on
+    sharded parallel text with a SentencePiece vocabulary: the run directory, the scratch
+    directory (their TMPDIR) and each worker's stderr."""
+    tmp_path = tmp_path_factory.mktemp("two_workers")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sees",
+        "eats",
+        "big",
+        "small",
+        "red",
+        "blue",
+        "house",
+        "tree",
+        "runs",
+    ]
+    lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
+    for k in range(2):  # two shards per side: each worker reads one file
+        (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
+        (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
+    raw = translation_config(training={"steps": 12, "eval_every": None, "checkpoint_every": 6})
+    raw["data"] = {
+        "source": "parallel_text",
+        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
+                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
+        "tokenizer": "sentencepiece",
+        "vocab_size": 64,
+        "max_length": 16,
+    }  # fmt: skip
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    config = write_config(tmp_path / "mw.yaml", raw)
     run_dir = tmp_path / "run"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    processes = _start_workers(config, run_dir, scratch, checksum=True)
-    outputs = []
+    processes = _start_workers(config, run_dir, scratch, script=WORKER_SCRIPT)
+    errors = []
     try:
         for process in processes:
-            out, err = process.communicate(timeout=400)
-            outputs.append(err)
+            _, err = process.communicate(timeout=400)
+            errors.append(err)
             assert process.returncode == 0, err[-3000:]
     finally:
         for process in processes:
             process.kill()
+    return run_dir, scratch, errors
+
+
+def test_two_workers_train_through_the_cli_with_identical_weights(two_workers):
+    run_dir, scratch, outputs = two_workers
     checksums = [re.search(r"final weights checksum: (\S+)", err).group(1) for err in outputs]
     assert checksums[0] == checksums[1]
     # One set of checkpoints, written by the chief; the other worker cleaned up after itself.
@@ -206,6 +314,13 @@ def test_two_workers_train_through_the_cli_with_identical_weights(tmp_path):
     assert names == ["ckpt-12.index", "ckpt-6.index"]
     assert not [p for p in scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
     assert (run_dir / "config.yaml").is_file()
+
+
+def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(two_workers):
+    run_dir, _, errors = two_workers
+    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
+    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
+    assert hashes == [written, written]
 
 
 def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
@@ -286,77 +401,3 @@ def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
     finally:
         for process in processes:
             process.kill()
-
-
-# A worker that builds its trainer (the vocabulary step of `transformer-tf train`) and prints a
-# hash of its SentencePiece model; the non-chief's build_tokenizers raises, so it can only have
-# read the chief's.
-VOCAB_SCRIPT = textwrap.dedent(
-    """
-    import hashlib, json, os, sys
-    from transformer_tf.config import load_config
-    from transformer_tf.tasks import translation
-    from transformer_tf.training.trainer import build_trainer
-
-    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
-        def refuse(*args, **kwargs):
-            raise AssertionError("a non-chief worker built a vocabulary")
-        translation.tokenizers.build_tokenizers = refuse
-    trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
-    trainer.train()
-    proto = trainer.task.source_tokenizer.model_proto
-    print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
-    """
-)
-
-
-def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "sees",
-        "eats",
-        "big",
-        "small",
-        "red",
-        "blue",
-        "house",
-        "tree",
-        "runs",
-    ]
-    lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
-    for k in range(2):  # two shards per side: each worker reads one file
-        (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
-        (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
-    raw = translation_config(training={"steps": 4, "eval_every": None, "checkpoint_every": 4})
-    raw["data"] = {
-        "source": "parallel_text",
-        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
-                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
-        "tokenizer": "sentencepiece",
-        "vocab_size": 64,
-        "max_length": 16,
-    }  # fmt: skip
-    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
-    config = write_config(tmp_path / "mw.yaml", raw)
-    run_dir = tmp_path / "run"
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    processes = _start_workers(config, run_dir, scratch, script=VOCAB_SCRIPT)
-    errors = []
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=400)
-            errors.append(err)
-            assert process.returncode == 0, err[-3000:]
-    finally:
-        for process in processes:
-            process.kill()
-    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
-    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
-    assert hashes == [written, written]

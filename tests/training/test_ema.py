@@ -1,6 +1,7 @@
 """``training.ema_decay``: the moving averages of the weights (training/ema.py), against the
 formula computed by hand from the weights after each update; resumed, used by validation,
-evaluate and score (``--raw-weights`` not), on two mirrored replicas, and refused out of range.
+evaluate and score (``--raw-weights`` not), and refused out of range (on two mirrored replicas:
+tests/training/test_distributed.py).
 
 The formula: after update t = 1, 2, ...  decay_t = min(decay, (1 + t) / (10 + t)) and
 average_t = decay_t * average_{t-1} + (1 - decay_t) * weight_t, average_0 = the initial weight.
@@ -9,7 +10,6 @@ average_t = decay_t * average_{t-1} + (1 - decay_t) * weight_t, average_0 = the 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,6 @@ import tensorflow as tf
 from tests.fixtures import (
     classification_config,
     make_imdb_folder,
-    script_result,
     translation_config,
     write_config,
 )
@@ -127,11 +126,20 @@ def checkpoint_averages(path):
     return averages, int(reader.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def test_three_training_updates_give_the_formula_and_validation_uses_the_averages(tmp_path):
+@pytest.fixture(scope="module")
+def three_updates(tmp_path_factory):
+    """A 3-step run checkpointing every step, validated at 3: its directory, trainer, initial
+    weights and result (read only; the resume test compares its step-3 averages too)."""
+    run_dir = tmp_path_factory.mktemp("three_updates")
     config = ema_config(steps=3, checkpoint_every=1, eval_every=3, steps_per_loop=1)
-    trainer = build_trainer(config, tmp_path, show_progress=False)
+    trainer = build_trainer(config, run_dir, show_progress=False)
     initial = trainable(trainer.model)
     result = trainer.train()
+    return run_dir, trainer, initial, result
+
+
+def test_three_training_updates_give_the_formula_and_validation_uses_the_averages(three_updates):
+    tmp_path, trainer, initial, result = three_updates
     run = RunDir(tmp_path)
     after = [trainable(load_run(run, checkpoint=str(t), raw_weights=True).model) for t in (1, 2, 3)]
     want = hand_averages(initial, after, 0.2)
@@ -163,19 +171,18 @@ def test_three_training_updates_give_the_formula_and_validation_uses_the_average
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_resume_restores_the_averages(tmp_path):
+def test_resume_restores_the_averages(tmp_path, three_updates):
+    # Two legs, 2 steps then 1, against the same config's straight 3-step run (three_updates:
+    # checkpoints and validation only swap the averages in and back, exactly).
     build_trainer(
         ema_config(steps=2, checkpoint_every=2), tmp_path / "resumed", show_progress=False
     ).train()
     build_trainer(
-        ema_config(steps=4, checkpoint_every=2), tmp_path / "resumed", show_progress=False
+        ema_config(steps=3, checkpoint_every=2), tmp_path / "resumed", show_progress=False
     ).train()
-    build_trainer(
-        ema_config(steps=4, checkpoint_every=2), tmp_path / "straight", show_progress=False
-    ).train()
-    resumed, resumed_t = checkpoint_averages(RunDir(tmp_path / "resumed").checkpoint_path(4))
-    straight, straight_t = checkpoint_averages(RunDir(tmp_path / "straight").checkpoint_path(4))
-    assert resumed_t == straight_t == 4
+    resumed, resumed_t = checkpoint_averages(RunDir(tmp_path / "resumed").checkpoint_path(3))
+    straight, straight_t = checkpoint_averages(RunDir(three_updates[0]).checkpoint_path(3))
+    assert resumed_t == straight_t == 3
     for got, expected in zip(resumed, straight, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     # And the resumed run's first leg wrote the step-2 averages that the second leg started at.
@@ -289,65 +296,10 @@ def test_score_uses_the_averages_unless_raw_weights(tmp_path, capsys):
 
 # --- Two mirrored replicas --------------------------------------------------------------------
 
-MIRRORED_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from transformer_tf.config import config_from_dict
-    from transformer_tf.training.trainer import build_trainer
-
-    raw, out = json.loads(sys.argv[1]), sys.argv[2]
-    result = {}
-    for name, distribute in [
-        ("single", {"strategy": "cpu"}),
-        ("mirrored", {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}),
-    ]:
-        trainer = build_trainer(config_from_dict({**raw, "distribute": distribute}),
-                                f"{out}/{name}", show_progress=False)
-        trainer.train()
-        if name == "mirrored":
-            # Every replica holds the same averages.
-            for average in trainer.ema.averages:
-                first, second = trainer.strategy.experimental_local_results(average)
-                assert (first.numpy() == second.numpy()).all(), average.name
-        result[name] = {
-            "averages": [a.numpy().tolist() for a in trainer.ema.averages],
-            "weights": [v.numpy().tolist() for v in trainer.model.trainable_variables],
-            "num_updates": int(trainer.ema.num_updates.numpy()),
-            "names": [v.path for v in trainer.model.trainable_variables],
-        }
-    print("EMA " + json.dumps(result))
-    """
-)
-
-
-def test_two_mirrored_replicas_give_the_single_device_averages(tmp_path):
-    raw = translation_config(
-        training={"steps": 4, "checkpoint_every": 4, "eval_every": None, "ema_decay": 0.5,
-                  "validation": {"decode": False}}
-    )  # fmt: skip
-    result = script_result(
-        MIRRORED_SCRIPT, json.dumps(raw), str(tmp_path), prefix="EMA", timeout=400
-    )
-    single, mirrored = result["single"], result["mirrored"]
-    assert single["num_updates"] == mirrored["num_updates"] == 4
-    # An attention key's bias has a gradient that is zero but for rounding (softmax ignores a
-    # shift of all its scores), which Adam scales up to steps of the learning rate in a
-    # direction set by the summation order: those weights themselves differ between one and
-    # two replicas, so their averages are not compared.
-    compared = 0
-    for name, got, expected in zip(
-        single["names"], mirrored["averages"], single["averages"], strict=True
-    ):
-        if name.endswith("key/bias"):
-            continue
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7, err_msg=name)
-        compared += 1
-    assert compared >= len(single["names"]) - 3
-    # The averages are not the weights.
-    assert not np.allclose(single["averages"][0], single["weights"][0], rtol=1e-4)
+# The comparison of one device with two mirrored replicas
+# (test_two_mirrored_replicas_give_the_single_device_averages) is in
+# tests/training/test_distributed.py: its seq2seq curve case keeps moving averages, in the one
+# subprocess that runs every mirrored check.
 
 
 # --- Bad input ----------------------------------------------------------------------------------

@@ -156,7 +156,12 @@ def test_token_budget_batches_train_and_evaluate(tmp_path):
     from tests.fixtures import translation_config
     from transformer_tf.inference.options import examples_per_batch
 
-    raw = translation_config(training={"batch_size": 320, "batch_type": "tokens", "steps": 30})
+    # One validation, at the end, and without decoding: the test compares its loss with
+    # evaluate's (which decodes, for the BLEU below).
+    raw = translation_config(
+        training={"batch_size": 320, "batch_type": "tokens", "steps": 30, "eval_every": 30,
+                  "validation": {"decode": False}}
+    )  # fmt: skip
     config = config_from_dict(raw)
     trainer = build_trainer(config, tmp_path / "run", show_progress=False)
     sizes = {

@@ -5,14 +5,13 @@ scaling, and ``steps_per_loop`` giving the curve of one update per call."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.fixtures import script_result, translation_config
+from tests.fixtures import translation_config
 from transformer_tf.config import config_from_dict
 from transformer_tf.distribute import distribute_dataset
 from transformer_tf.training.trainer import build_trainer
@@ -125,32 +124,6 @@ def count_reductions(out_dir, accumulation: int, distribute=None) -> dict:
             "variables": len(trainer.model.trainable_variables)}  # fmt: skip
 
 
-SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tests.training import test_update as t
-
-    out = sys.argv[1]
-    mirrored = {"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"]}
-    result = {
-        "union": t.accumulation_vs_union(out + "/u", mirrored),
-        "count1": t.count_reductions(out, 1, mirrored),
-        "count2": t.count_reductions(out, 2, mirrored),
-    }
-    print("RESULT " + json.dumps(result))
-    """
-)
-
-
-@pytest.fixture(scope="module")
-def two_replicas(tmp_path_factory):
-    out = tmp_path_factory.mktemp("two_replicas")
-    return script_result(SCRIPT, str(out), prefix="RESULT", timeout=400)
-
-
 def _assert_union(result):
     assert result["tokens"][0] != result["tokens"][1]
     assert result["moved"] > 1e-4  # the update did something to compare
@@ -166,18 +139,10 @@ def test_accumulated_micro_batches_equal_one_batch_of_their_union(tmp_path):
     _assert_union(accumulation_vs_union(tmp_path))
 
 
-def test_accumulated_micro_batches_equal_their_union_on_two_replicas(two_replicas):
-    _assert_union(two_replicas["union"])
-
-
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_one_all_reduce_of_one_gradient_copy_per_update(two_replicas, accumulation):
-    result = two_replicas[f"count{accumulation}"]
-    # The whole loop traces one update (its while body): one reduction, of every gradient
-    # plus the (loss sum, count) pair packed in the same call; nothing else is reduced.
-    assert result["calls"] == [
-        ["batch_reduce_to", 1 + result["variables"], result["gradient_bytes"] + 8]
-    ]
+# On two replicas, accumulation_vs_union and count_reductions run in the one mirrored subprocess
+# of tests/training/test_distributed.py (test_accumulated_micro_batches_equal_their_union_on_two_
+# replicas, test_one_all_reduce_of_one_gradient_copy_per_update): one TensorFlow start-up with
+# two logical CPUs for every mirrored check.
 
 
 def test_the_update_is_keras_apply_on_the_global_gradient(tmp_path):
