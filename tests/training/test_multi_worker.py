@@ -1,0 +1,255 @@
+"""tf.distribute for real on CPUs: 2 worker processes (MultiWorkerMirroredStrategy over local
+ports), trained through the CLI or the trainer, killed, preempted and restarted.
+
+A file of its own (tests/training/test_distributed.py has the mirrored replicas): `make test`
+gives each file to one pytest worker, and these two are the suite's longest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fixtures import (
+    translation_config,
+    write_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+# A worker that trains as `transformer-tf train` does and then prints a checksum of its final
+# weights and a hash of its SentencePiece model, which the tests compare across the two
+# processes; the non-chief's build_tokenizers raises, so it can only have read the chief's
+# vocabulary.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    import numpy as np
+    from transformer_tf.config import load_config
+    from transformer_tf.tasks import translation
+    from transformer_tf.training.trainer import build_trainer
+
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
+        def refuse(*args, **kwargs):
+            raise AssertionError("a non-chief worker built a vocabulary")
+        translation.tokenizers.build_tokenizers = refuse
+    trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
+    trainer.train()
+    total = sum(np.abs(w.numpy().astype("float64")).sum() for w in trainer.model.weights)
+    print(f"final weights checksum: {total:.12e}", file=sys.stderr)
+    proto = trainer.task.source_tokenizer.model_proto
+    print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
+    """
+)
+
+
+def _start_workers(config, run_dir, scratch, *, script=None):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CONFIG": json.dumps(tf_config),
+            "TMPDIR": str(scratch),
+        }
+        if script:
+            command = [sys.executable, "-c", script, str(config), str(run_dir)]
+        else:
+            command = [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
+                       "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )  # fmt: skip
+    return processes
+
+
+def _multi_worker_config(tmp_path, steps, checkpoint_every):
+    raw = translation_config(
+        training={"steps": steps, "eval_every": None, "checkpoint_every": checkpoint_every}
+    )
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    return write_config(tmp_path / "mw.yaml", raw)
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """One launch of two workers (WORKER_SCRIPT) training 12 steps, checkpointing every 6, on
+    sharded parallel text with a SentencePiece vocabulary: the run directory, the scratch
+    directory (their TMPDIR) and each worker's stderr."""
+    tmp_path = tmp_path_factory.mktemp("two_workers")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sees",
+        "eats",
+        "big",
+        "small",
+        "red",
+        "blue",
+        "house",
+        "tree",
+        "runs",
+    ]
+    lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
+    for k in range(2):  # two shards per side: each worker reads one file
+        (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
+        (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
+    raw = translation_config(training={"steps": 12, "eval_every": None, "checkpoint_every": 6})
+    raw["data"] = {
+        "source": "parallel_text",
+        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
+                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
+        "tokenizer": "sentencepiece",
+        "vocab_size": 64,
+        "max_length": 16,
+    }  # fmt: skip
+    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
+    config = write_config(tmp_path / "mw.yaml", raw)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    processes = _start_workers(config, run_dir, scratch, script=WORKER_SCRIPT)
+    errors = []
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=400)
+            errors.append(err)
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            process.kill()
+    return run_dir, scratch, errors
+
+
+def test_two_workers_train_through_the_cli_with_identical_weights(two_workers):
+    run_dir, scratch, outputs = two_workers
+    checksums = [re.search(r"final weights checksum: (\S+)", err).group(1) for err in outputs]
+    assert checksums[0] == checksums[1]
+    # One set of checkpoints, written by the chief; the other worker cleaned up after itself.
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+    assert names == ["ckpt-12.index", "ckpt-6.index"]
+    assert not [p for p in scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(two_workers):
+    run_dir, _, errors = two_workers
+    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
+    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
+    assert hashes == [written, written]
+
+
+def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
+    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=5)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    chief, worker = _start_workers(config, run_dir, scratch)
+    state = run_dir / "checkpoints" / "checkpoint"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not state.exists():
+            time.sleep(0.1)
+        assert state.exists(), "no checkpoint before the deadline"
+        worker.kill()
+        started = time.time()
+        _, err = chief.communicate(timeout=120)  # bounded: never hangs
+        stopped_after = time.time() - started
+    finally:
+        chief.kill()
+        worker.kill()
+    assert chief.returncode == 1
+    assert "another worker stopped" in err and "Traceback" not in err
+    assert stopped_after < 120
+    saved = int(re.search(r"ckpt-(\d+)", state.read_text()).group(1))
+    assert saved >= 5
+
+    # Restarting both workers continues from the chief's last checkpoint.
+    config = _multi_worker_config(tmp_path, steps=saved + 5, checkpoint_every=5)
+    processes = _start_workers(config, run_dir, scratch)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert f"resumed from {run_dir}/checkpoints/ckpt-{saved} at step {saved}" in err
+    finally:
+        for process in processes:
+            process.kill()
+    assert f"ckpt-{saved + 5}" in state.read_text()
+
+
+def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
+    # checkpoint_every 1000: any checkpoint in the run is the preemption's, not a periodic one.
+    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=1000)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    chief, worker = _start_workers(config, run_dir, scratch)
+    log = run_dir / "train_log.jsonl"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.1)
+        assert log.exists(), "no training step logged before the deadline"
+        worker.send_signal(signal.SIGTERM)  # the non-chief: the chief must hear of it
+        outputs = [p.communicate(timeout=120)[1] for p in (chief, worker)]
+    finally:
+        chief.kill()
+        worker.kill()
+    assert chief.returncode == worker.returncode == 143, outputs
+    assert "stopped by SIGTERM to another worker at step" in outputs[0]
+    assert "stopped by SIGTERM at step" in outputs[1]
+    steps = {int(re.search(r"at step (\d+)", err).group(1)) for err in outputs}
+    assert len(steps) == 1  # both stopped at the same step
+    (stopped,) = steps
+    state = (run_dir / "checkpoints" / "checkpoint").read_text()
+    assert f"ckpt-{stopped}" in state and 0 < stopped < 400
+    assert "Traceback" not in outputs[0] + outputs[1]
+
+    # Both restarted: training continues from that step, losing none.
+    config = _multi_worker_config(tmp_path, steps=stopped + 5, checkpoint_every=1000)
+    processes = _start_workers(config, run_dir, scratch)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert f"resumed from {run_dir}/checkpoints/ckpt-{stopped} at step {stopped}" in err
+    finally:
+        for process in processes:
+            process.kill()
