@@ -102,6 +102,20 @@ def _multi_worker_config(tmp_path, steps, checkpoint_every):
     return write_config(tmp_path / "mw.yaml", raw)
 
 
+def _restart_and_expect_resume(tmp_path, run_dir, scratch, step, checkpoint_every):
+    """Start both workers again for 5 more steps; each must say it resumed from ckpt-``step``."""
+    config = _multi_worker_config(tmp_path, steps=step + 5, checkpoint_every=checkpoint_every)
+    processes = _start_workers(config, run_dir, scratch)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert f"resumed from {run_dir}/checkpoints/ckpt-{step} at step {step}" in err
+    finally:
+        for process in processes:
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """One launch of two workers (WORKER_SCRIPT) training 12 steps, checkpointing every 6, on
@@ -201,16 +215,7 @@ def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
     assert saved >= 5
 
     # Restarting both workers continues from the chief's last checkpoint.
-    config = _multi_worker_config(tmp_path, steps=saved + 5, checkpoint_every=5)
-    processes = _start_workers(config, run_dir, scratch)
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=300)
-            assert process.returncode == 0, err[-3000:]
-            assert f"resumed from {run_dir}/checkpoints/ckpt-{saved} at step {saved}" in err
-    finally:
-        for process in processes:
-            process.kill()
+    _restart_and_expect_resume(tmp_path, run_dir, scratch, saved, checkpoint_every=5)
     assert f"ckpt-{saved + 5}" in state.read_text()
 
 
@@ -243,13 +248,4 @@ def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
     assert "Traceback" not in outputs[0] + outputs[1]
 
     # Both restarted: training continues from that step, losing none.
-    config = _multi_worker_config(tmp_path, steps=stopped + 5, checkpoint_every=1000)
-    processes = _start_workers(config, run_dir, scratch)
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=300)
-            assert process.returncode == 0, err[-3000:]
-            assert f"resumed from {run_dir}/checkpoints/ckpt-{stopped} at step {stopped}" in err
-    finally:
-        for process in processes:
-            process.kill()
+    _restart_and_expect_resume(tmp_path, run_dir, scratch, stopped, checkpoint_every=1000)
