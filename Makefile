@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -50,27 +50,13 @@ def classification_run(shared_imdb, tmp_path_factory):
 
 # -- longest files first -------------------------------------------------------------------------
 
-#: The files that take longest, longest first (measured: `pytest --durations=0`, 2-core CPU).
-#: `make test` gives whole files to its two workers in collection order (--dist loadfile), each
-#: worker taking the next file when it finishes one: started first, the long files overlap; left
-#: in collection order (tests/training sorts last), they ran at the end, one worker alone on the
-#: last of them while the other waited. The many short files after them fill the gaps.
+#: The files that take longest (each a few minutes on 2 cores: replicas and worker processes in
+#: subprocesses). `make test` gives whole files to its two workers in collection order
+#: (--dist loadfile); collected last (tests/training sorts late), they would leave one worker
+#: running them alone at the end.
 LONGEST_FIRST = (
-    "tests/training/test_distributed.py",  # replicas in a subprocess
-    "tests/training/test_multi_worker.py",  # worker processes
-    "tests/training/test_mixed_precision.py",
-    "tests/inference/test_ensemble.py",
-    "tests/test_translation_cli.py",
-    "tests/training/test_update.py",
-    "tests/test_backends.py",
-    "tests/training/test_engine.py",
-    "tests/importing/test_import.py",
-    "tests/test_extending.py",
-    "tests/test_run_integrity.py",
-    "tests/training/test_ema.py",
-    "tests/test_cli_quiet.py",
-    "tests/test_init_from.py",
-    "tests/training/test_batch_size.py",
+    "tests/training/test_distributed.py",
+    "tests/training/test_multi_worker.py",
 )
 
 
