@@ -46,26 +46,3 @@ def classification_run(shared_imdb, tmp_path_factory):
     config = config_from_dict(classification_config(shared_imdb, keep_checkpoints=3))
     train(config, run_dir, show_progress=False)
     return run_dir
-
-
-# -- longest files first -------------------------------------------------------------------------
-
-#: The files that take longest (each a few minutes on 2 cores: replicas and worker processes in
-#: subprocesses). `make test` gives whole files to its two workers in collection order
-#: (--dist loadfile); collected last (tests/training sorts late), they would leave one worker
-#: running them alone at the end.
-LONGEST_FIRST = (
-    "tests/training/test_distributed.py",
-    "tests/training/test_multi_worker.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    root = config.rootpath
-
-    def key(item):
-        path = item.path.relative_to(root).as_posix()
-        return rank.get(path, len(rank))
-
-    items.sort(key=key)  # stable: every other test keeps its order
