@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 import transformer_tf
-from transformer_tf.models import Seq2SeqTransformer, TransformerClassifier
+from transformer_tf.models import Seq2SeqTransformer, TransformerClassifier, TransformerMaskedLM
 
 VOCAB = 20
 TINY = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32, dropout=0.1, max_length=32)
@@ -98,6 +98,13 @@ def run(expected_backend: str) -> None:
         out = model(tokens)
         expect(tuple(out.shape) == (3, 3), f"classifier ({model.pooling}) shape {out.shape}")
     ok("classifier_forward")
+
+    masked_lm = TransformerMaskedLM(VOCAB, **TINY)
+    lm_logits = numpy(masked_lm(tokens))
+    expect(lm_logits.shape == (3, 7, VOCAB), f"masked LM logits shape {lm_logits.shape}")
+    real = tokens != 0
+    close(numpy(masked_lm(pad(tokens, 3)))[:, :7][real], lm_logits[real], 1e-5, "masked LM padding")
+    ok("masked_lm_forward")
 
     base = numpy(seq2seq({"source": source, "target": target}))
     for t in range(target.shape[1] - 1):

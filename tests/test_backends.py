@@ -23,6 +23,7 @@ EXPECTED = (
     "no_tensorflow",
     "seq2seq_forward",
     "classifier_forward",
+    "masked_lm_forward",
     "causality",
     "seq2seq_source_padding",
     "classifier_padding",

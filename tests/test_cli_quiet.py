@@ -102,7 +102,7 @@ def test_console_script_defers_the_builtins_and_loads_them_on_first_use():
         "heavy_after_help": [],
         "register_is_the_registry_one": True,
         "attention": ["multi_head"],
-        "models": ["seq2seq_transformer", "transformer_classifier"],
+        "models": ["seq2seq_transformer", "transformer_classifier", "transformer_masked_lm"],
         "layers_module": "transformer_tf.layers",
     }
 
@@ -116,7 +116,7 @@ def test_a_library_import_still_registers_every_builtin():
     result = _python("-c", code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == [
-        ["seq2seq_transformer", "transformer_classifier"],
+        ["seq2seq_transformer", "transformer_classifier", "transformer_masked_lm"],
         True,
     ]
 

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from transformer_tf.models.classifier import TransformerClassifier
+from transformer_tf.models.masked_lm import TransformerMaskedLM
 from transformer_tf.models.seq2seq import Seq2SeqTransformer
 from transformer_tf.registry import build, get_registry
 
@@ -69,6 +70,7 @@ def build_model(name: str, *, dtype_policy: str | None = None, **kwargs: Any) ->
 __all__ = [
     "Seq2SeqTransformer",
     "TransformerClassifier",
+    "TransformerMaskedLM",
     "build_model",
     "dtype_policy_scope",
     "model_arguments",
