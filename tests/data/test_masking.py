@@ -113,16 +113,21 @@ def _mask(ids, seed):
     return mask_tokens(ids, seed, **MASKING)
 
 
-def test_mask_tokens_in_tf_function_and_dataset_map_match_eager():
-    ids = _rows(2, 6, 24)
-    compiled = tf.function(_mask)
+def _assert_traced_once_and_equal_to_eager(function, ids):
+    """``function(ids, seed)`` under tf.function equals the eager call for two seeds, traced
+    once: the seed is an input of the graph, not a constant baked into it."""
+    compiled = tf.function(function)
     for seed in ([1, 2], [1, 3]):
-        eager = _mask(ids, tf.constant(seed))
+        eager = function(ids, tf.constant(seed))
         graph = compiled(tf.constant(ids), tf.constant(seed))
         for a, b in zip(eager, graph, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
-    # The seed is an input of the graph, not a constant baked into it: one trace for both.
     assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_mask_tokens_in_tf_function_and_dataset_map_match_eager():
+    ids = _rows(2, 6, 24)
+    _assert_traced_once_and_equal_to_eager(_mask, ids)
 
     # One example at a time, seeded by (run seed, example index), as a pipeline would.
     dataset = (
@@ -501,13 +506,7 @@ def test_infill_spans_reproducible_and_graph_compatible():
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert first[0].shape != other[0].shape or (first[0].numpy() != other[0].numpy()).any()
 
-    compiled = tf.function(_infill)
-    for seed in ([1, 2], [1, 3]):
-        eager = _infill(ids, tf.constant(seed))
-        graph = compiled(tf.constant(ids), tf.constant(seed))
-        for a, b in zip(eager, graph, strict=True):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert compiled.experimental_get_tracing_count() == 1
+    _assert_traced_once_and_equal_to_eager(_infill, ids)
 
     # One row at a time inside Dataset.map, seeded per example, then padded into batches.
     dataset = (
