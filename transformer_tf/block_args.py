@@ -35,6 +35,7 @@ __all__ = [
     "SIZE_ARGS",
     "BlockArg",
     "block_arg_values",
+    "keep_arguments",
     "pop_block_args",
     "with_block_args",
 ]
@@ -125,6 +126,13 @@ SIZE_ARGS: tuple[str, ...] = ("d_model", "num_heads", "d_ff")
 def pop_block_args(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:
     """Remove the block arguments from ``kwargs``; returns name -> value, defaults filled in."""
     return {spec.name: kwargs.pop(spec.name, spec.default) for spec in BLOCK_ARG_SPECS}
+
+
+def keep_arguments(obj: Any, **arguments: Any) -> None:
+    """Set each argument as an attribute of ``obj`` of the same name: a model keeps every
+    constructor argument (its block arguments included) for ``get_config`` and its parts."""
+    for name, value in arguments.items():
+        setattr(obj, name, value)
 
 
 def block_arg_values(obj: Any) -> dict[str, Any]:

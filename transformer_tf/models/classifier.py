@@ -6,7 +6,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
+from transformer_tf.block_args import (
+    block_arg_values,
+    keep_arguments,
+    pop_block_args,
+    with_block_args,
+)
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerEncoder
 from transformer_tf.models.parts import model_embedding, model_stack
@@ -76,16 +81,18 @@ class TransformerClassifier(keras.Model):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if not 0.0 <= token_dropout < 1.0:
             raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
-        self.vocab_size = vocab_size
-        self.num_classes = num_classes
-        self.num_layers = num_layers
-        for name, value in block_args.items():
-            setattr(self, name, value)
-        self.max_length = max_length
-        self.encoder_layer = encoder_layer
-        self.pooling = pooling
-        self.token_dropout = token_dropout
-        self.naive_bayes = naive_bayes
+        keep_arguments(
+            self,
+            vocab_size=vocab_size,
+            num_classes=num_classes,
+            num_layers=num_layers,
+            max_length=max_length,
+            encoder_layer=encoder_layer,
+            pooling=pooling,
+            token_dropout=token_dropout,
+            naive_bayes=naive_bayes,
+            **block_args,
+        )
 
         self.embedding = model_embedding(self, vocab_size, "embedding")
         self.encoder = model_stack(self, TransformerEncoder, num_layers, encoder_layer, "encoder")

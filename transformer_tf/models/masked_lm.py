@@ -5,7 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
+from transformer_tf.block_args import (
+    block_arg_values,
+    keep_arguments,
+    pop_block_args,
+    with_block_args,
+)
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerEncoder
 from transformer_tf.models.parts import model_embedding, model_stack
@@ -55,12 +60,14 @@ class TransformerMaskedLM(keras.Model):
     ):
         block_args = pop_block_args(kwargs)
         super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.num_layers = num_layers
-        for name, value in block_args.items():
-            setattr(self, name, value)
-        self.max_length = max_length
-        self.encoder_layer = encoder_layer
+        keep_arguments(
+            self,
+            vocab_size=vocab_size,
+            num_layers=num_layers,
+            max_length=max_length,
+            encoder_layer=encoder_layer,
+            **block_args,
+        )
 
         self.embedding = model_embedding(self, vocab_size, "embedding")
         self.encoder = model_stack(self, TransformerEncoder, num_layers, encoder_layer, "encoder")

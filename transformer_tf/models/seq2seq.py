@@ -5,7 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from transformer_tf.block_args import block_arg_values, pop_block_args, with_block_args
+from transformer_tf.block_args import (
+    block_arg_values,
+    keep_arguments,
+    pop_block_args,
+    with_block_args,
+)
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.layers import TransformerDecoder, TransformerEncoder
 from transformer_tf.models.parts import model_embedding, model_stack
@@ -80,19 +85,21 @@ class Seq2SeqTransformer(keras.Model):
                 "share_embeddings needs one vocabulary for source and target, got "
                 f"source_vocab_size={source_vocab_size} and target_vocab_size={target_vocab_size}"
             )
-        self.source_vocab_size = source_vocab_size
-        self.target_vocab_size = target_vocab_size
-        self.num_layers = num_layers
-        for name, value in block_args.items():
-            setattr(self, name, value)
-        self.max_length = max_length
-        self.encoder_layer = encoder_layer
-        self.decoder_layer = decoder_layer
-        self.num_encoder_layers = num_encoder_layers
-        self.num_decoder_layers = num_decoder_layers
-        self.share_embeddings = share_embeddings
-        self.tie_embeddings = tie_embeddings
-        self.output_bias = output_bias
+        keep_arguments(
+            self,
+            source_vocab_size=source_vocab_size,
+            target_vocab_size=target_vocab_size,
+            num_layers=num_layers,
+            max_length=max_length,
+            encoder_layer=encoder_layer,
+            decoder_layer=decoder_layer,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            share_embeddings=share_embeddings,
+            tie_embeddings=tie_embeddings,
+            output_bias=output_bias,
+            **block_args,
+        )
 
         self.source_embedding = model_embedding(self, source_vocab_size, "source_embedding")
         self.encoder = model_stack(
