@@ -102,6 +102,16 @@ def _multi_worker_config(tmp_path, steps, checkpoint_every):
     return write_config(tmp_path / "mw.yaml", raw)
 
 
+def _launch_400_steps(tmp_path, checkpoint_every):
+    """Both workers started on a 400-step run in ``tmp_path/run`` (the test stops them first):
+    the run directory, their scratch directory and the two processes, chief first."""
+    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=checkpoint_every)
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return run_dir, scratch, _start_workers(config, run_dir, scratch)
+
+
 def _restart_and_expect_resume(tmp_path, run_dir, scratch, step, checkpoint_every):
     """Start both workers again for 5 more steps; each must say it resumed from ckpt-``step``."""
     config = _multi_worker_config(tmp_path, steps=step + 5, checkpoint_every=checkpoint_every)
@@ -190,11 +200,7 @@ def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(two_workers):
 
 
 def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
-    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=5)
-    run_dir = tmp_path / "run"
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    chief, worker = _start_workers(config, run_dir, scratch)
+    run_dir, scratch, (chief, worker) = _launch_400_steps(tmp_path, checkpoint_every=5)
     state = run_dir / "checkpoints" / "checkpoint"
     try:
         deadline = time.time() + 240
@@ -221,11 +227,7 @@ def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
 
 def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
     # checkpoint_every 1000: any checkpoint in the run is the preemption's, not a periodic one.
-    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=1000)
-    run_dir = tmp_path / "run"
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    chief, worker = _start_workers(config, run_dir, scratch)
+    run_dir, scratch, (chief, worker) = _launch_400_steps(tmp_path, checkpoint_every=1000)
     log = run_dir / "train_log.jsonl"
     try:
         deadline = time.time() + 240
