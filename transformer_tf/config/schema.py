@@ -61,6 +61,7 @@ __all__ = [
     "DistributeConfig",
     "EarlyStopping",
     "Invalid",
+    "MaskedLMConfig",
     "ModelConfig",
     "Number",
     "NoTranslationData",
@@ -71,6 +72,7 @@ __all__ = [
     "TASK_CONFIGS",
     "TASK_DATA_SOURCES",
     "TfdsData",
+    "TextData",
     "TfdsTranslationData",
     "ToyTranslationData",
     "TrainingConfig",
@@ -593,6 +595,97 @@ class DirectoryData(_ClassificationData):
         return _existing_path(value, info, "directory")
 
 
+def _text_path(value: str, info: ValidationInfo) -> str:
+    """An existing text file (one document per line) or a folder holding ``*.txt`` files (one
+    document per file); the absolute path."""
+    try:
+        return _existing_path(value, info, "file")
+    except Invalid as not_a_file:
+        try:
+            path = _existing_path(value, info, "directory")
+        except Invalid:
+            raise Invalid(
+                expected="an existing text file or folder", found=not_a_file.found
+            ) from None
+    if not any(Path(path).glob("*.txt")):
+        raise Invalid(
+            expected="a text file (one document per line) or a folder of *.txt files (one "
+            "document per file)",
+            found=f"{value!r} (a folder with no *.txt file: {path})",
+        )
+    return path
+
+
+class TextData(BaseModel):
+    """Plain text for self-supervised pretraining (``data.source: text``).
+
+    ``paths`` lists text files (one document per line) and folders (every ``*.txt`` file in
+    it is one document, as in ``aclImdb/train/unsup``). A share ``validation_fraction`` of the
+    documents, chosen by a hash of their text keyed with ``split_seed`` (equal documents fall
+    on the same side), is held out for validation. The vocabulary (``vocab_size`` tokens, the
+    mask token included) is learned from the training documents, the first
+    ``vocabulary_sample`` of them when set. Documents are cleaned and split into words as the
+    classification task's reviews are (``lowercase``), and cut to ``max_length`` tokens
+    (``truncation``).
+
+    The masking (:func:`transformer_tf.data.masking.mask_tokens`): each token is chosen with
+    probability ``mask_probability``; a chosen token becomes the mask token with probability
+    ``mask_fraction``, a random token with ``random_fraction``, else stays; the loss counts the
+    chosen tokens only. It is drawn in the ``tf.data`` graph, anew each epoch, from
+    ``training.seed``; validation masks the same tokens every time.
+    """
+
+    model_config = _STRICT
+    #: Keys that a trained run keeps (see :class:`_ClassificationData`).
+    RUN_FIXED: ClassVar[tuple[str, ...]] = (
+        "split_seed",
+        "validation_fraction",
+        "max_length",
+        "truncation",
+        "mask_probability",
+        "mask_fraction",
+        "random_fraction",
+    )
+
+    source: Literal["text"]
+    paths: list[str] = Field(min_length=1)
+    validation_fraction: Number = Field(0.02, gt=0, lt=1)
+    split_seed: int = 1234
+    max_length: int = Field(256, gt=1)
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+    vocab_size: int = Field(30000, ge=16)
+    vocabulary_sample: PositiveInt | None = None
+    lowercase: bool = True
+    shuffle_buffer: int = Field(100_000, ge=1)
+    mask_probability: Number = Field(0.15, gt=0, lt=1)
+    mask_fraction: Number = Field(0.8, ge=0, le=1)
+    random_fraction: Number = Field(0.1, ge=0, le=1)
+
+    @field_validator("paths")
+    @classmethod
+    def _paths_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        checked = []
+        for index, item in enumerate(value):
+            try:
+                checked.append(_text_path(item, info))
+            except Invalid as error:
+                raise Invalid(
+                    (index,), expected=error.expected, found=error.found, message=error.message
+                ) from None
+        return checked
+
+    @model_validator(mode="after")
+    def _fractions(self) -> TextData:
+        if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
+            raise Invalid(
+                ("random_fraction",),
+                message=f"data.mask_fraction + data.random_fraction ({self.mask_fraction} + "
+                f"{self.random_fraction}) must be at most 1: they are shares of the chosen "
+                "tokens (the rest stay unchanged)",
+            )
+        return self
+
+
 #: The ``data:`` section of a translation config, by ``source`` (toy_translation by default).
 TranslationDataConfig = Annotated[
     Union[ToyTranslationData, ParallelTextData, TfdsTranslationData, NoTranslationData],  # noqa: UP007
@@ -611,12 +704,13 @@ DataConfig = Union[  # noqa: UP007
     NoTranslationData,
     TfdsData,
     DirectoryData,
+    TextData,
 ]
 
 
 DECODING_METRICS = ("exact_match", "bleu", "chrf")
 #: Metrics where lower is better; every other one is maximised.
-MINIMIZED_METRICS = ("loss",)
+MINIMIZED_METRICS = ("loss", "perplexity")
 
 
 class EarlyStopping(BaseModel):
@@ -853,7 +947,8 @@ class Config(BaseModel):
         union = cls.model_fields["data"].annotation
         while get_origin(union) is Annotated:
             union = get_args(union)[0]
-        return tuple(get_args(m.model_fields["source"].annotation)[0] for m in get_args(union))
+        members = get_args(union) or (union,)  # one source is no Union
+        return tuple(get_args(m.model_fields["source"].annotation)[0] for m in members)
 
     @model_validator(mode="before")
     @classmethod
@@ -999,9 +1094,49 @@ class ClassificationConfig(Config):
     data: ClassificationDataConfig
 
 
+class MaskedLMConfig(Config):
+    """Masked-language-model pretraining of an encoder on plain text (``task: masked_lm``):
+    BERT's objective, for a classifier to start from (``train --init-from``)."""
+
+    DEFAULT_MODEL: ClassVar[str] = "transformer_masked_lm"
+    VALIDATION_METRICS: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "perplexity")
+
+    task: Literal["masked_lm"]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: TextData
+
+    @classmethod
+    def _task_defaults(cls, raw: dict) -> dict:
+        data = raw.get("data", {})
+        if isinstance(data, dict) and "source" not in data:
+            raw["data"] = {"source": cls.data_sources()[0], **data}
+        for key in CLASSIFIER_MODEL_DEFAULTS:
+            if isinstance(raw.get("model"), dict) and key in raw["model"]:
+                raise Invalid(
+                    ("model", key),
+                    message=f"model.{key} is a key of a classification head; task 'masked_lm' "
+                    "pretrains an encoder with a masked-LM head: remove it, and set it in the "
+                    "classification config that fine-tunes this run (--init-from RUN)",
+                )
+        return raw
+
+    @model_validator(mode="after")
+    def _masked_lm_model(self) -> MaskedLMConfig:
+        other = {c.DEFAULT_MODEL: t for t, c in TASK_CONFIGS.items() if c is not type(self)}
+        if self.model.name in other:
+            raise Invalid(
+                ("model", "name"),
+                message=f"model.name: `{self.model.name}` is the model of task "
+                f"{other[self.model.name]!r}; task 'masked_lm' trains a model with a "
+                f"masked-LM head (`{self.DEFAULT_MODEL}`, or a plugin's); to train a classifier "
+                "from a masked-LM run, train a classification config with --init-from RUN",
+            )
+        return self
+
+
 #: Any task's config, chosen by its ``task`` key.
 AnyConfig = Annotated[
-    Union[TranslationConfig, ClassificationConfig],  # noqa: UP007
+    Union[TranslationConfig, ClassificationConfig, MaskedLMConfig],  # noqa: UP007
     Field(discriminator="task"),
 ]
 #: Validates a raw mapping into the config of its task.
@@ -1009,7 +1144,7 @@ CONFIG_ADAPTER: TypeAdapter = TypeAdapter(AnyConfig)
 #: ``task`` -> its config class.
 TASK_CONFIGS: dict[str, type[Config]] = {
     get_args(cls.model_fields["task"].annotation)[0]: cls
-    for cls in (TranslationConfig, ClassificationConfig)
+    for cls in (TranslationConfig, ClassificationConfig, MaskedLMConfig)
 }
 #: The data sources each task accepts; the first one is the default when ``data`` is absent.
 TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {

@@ -149,7 +149,7 @@ def _chosen_losses(labels, logits, weights):
     return labels, losses, predictions, weights, chosen
 
 
-def masked_token_loss(labels, logits, weights):
+def masked_token_loss(labels, logits, weights, label_smoothing: float = 0.0):
     """Softmax cross-entropy summed over the chosen positions, and their number.
 
     Args:
@@ -158,6 +158,8 @@ def masked_token_loss(labels, logits, weights):
             computed in float32.
         weights: float tensor (batch, length), 1.0 at chosen positions and 0.0 elsewhere (as
             returned by :func:`mask_tokens`); any other weight scales its position's loss.
+        label_smoothing: float in [0, 1): the target puts ``1 - eps`` on the label and spreads
+            ``eps`` uniformly over the vocabulary. Defaults to 0.
 
     Returns:
         ``(loss_sum, count)``, float32 scalars: ``sum(weights * cross_entropy)`` over the positions
@@ -166,6 +168,10 @@ def masked_token_loss(labels, logits, weights):
         distributed run sums both over replicas before dividing.
     """
     _, losses, _, weights, chosen = _chosen_losses(labels, logits, weights)
+    if label_smoothing:
+        # (1 - eps) * nll + eps * (mean over the vocabulary of -log p)
+        uniform = -tf.reduce_mean(tf.nn.log_softmax(tf.cast(logits, tf.float32)), axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
     loss_sum = tf.reduce_sum(tf.where(chosen, losses * weights, 0.0))
     return loss_sum, tf.reduce_sum(weights)
 

@@ -173,7 +173,10 @@ class Tokenizer(abc.ABC):
         tracked; see the module docstring.
         """
         if self._tf_module is None:
-            self._tf_module = self._build_tf_module()
+            # Eagerly, even when first asked inside a tf.function or a tf.data map: the lookup
+            # tables outlive that graph (every later pipeline and export uses them).
+            with _tf().init_scope():
+                self._tf_module = self._build_tf_module()
         return self._tf_module
 
     @abc.abstractmethod

@@ -66,7 +66,8 @@ class Evaluator:
                 acc = totals.setdefault(name, [0.0, 0.0])
                 acc[0] += float(value)
                 acc[1] += float(count)
-        return {name: value / max(count, 1.0) for name, (value, count) in totals.items()}
+        scores = {name: value / max(count, 1.0) for name, (value, count) in totals.items()}
+        return {**scores, **self.task.derived_scores(scores)}
 
 
 def validation_scores(evaluator: Evaluator, split: str = "validation") -> dict:

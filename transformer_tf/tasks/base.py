@@ -172,3 +172,8 @@ class Task:
     def metrics(self) -> dict:
         """Teacher-forced metrics: name -> function ``(labels, logits) -> (sum, count)``."""
         return {}
+
+    def derived_scores(self, scores: dict) -> dict:
+        """Scores computed from the averaged loss and :meth:`metrics` of an evaluation (a
+        masked LM's perplexity, exp of its loss), added to them. Nothing (``{}``) by default."""
+        return {}

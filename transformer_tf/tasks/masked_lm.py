@@ -1,0 +1,175 @@
+"""Masked-language-model pretraining (BERT): plain text -> the original tokens at masked places.
+
+The run learns an encoder on unlabeled text; a classification run then starts from it
+(``train CLASSIFICATION_CONFIG --init-from RUN``, see :mod:`transformer_tf.init_from`): the
+embedding and the encoder carry over, the head starts fresh. The documents are tokenized as the
+classification task's reviews are (:class:`~transformer_tf.data.review_tokenizer.ReviewTokenizer`,
+words only) so that the two vocabularies map token by token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import cached_property
+
+import tensorflow as tf
+
+from transformer_tf.config import Config
+from transformer_tf.data import text
+from transformer_tf.data.bucketing import bucket_batch_sizes
+from transformer_tf.data.masking import masked_token_accuracy, masked_token_loss
+from transformer_tf.data.review_tokenizer import ReviewTokenizer
+from transformer_tf.data.special_tokens import UNK_ID
+from transformer_tf.errors import DataError, UserError
+from transformer_tf.run import RunDir
+from transformer_tf.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+#: Ids below this are never chosen: padding and the out-of-vocabulary token.
+FIRST_MASKABLE_ID = UNK_ID + 1
+
+
+class MaskedLMTask(Task):
+    """BERT's masked-LM objective on ``data.source: text`` (:class:`~transformer_tf.config.TextData`).
+
+    Inputs are ``{"token_ids": (batch, length), "mask_positions": (batch, P)}`` and labels
+    ``{"ids": (batch, P), "weights": (batch, P)}`` (:func:`~transformer_tf.data.text.chosen_positions`);
+    the model predicts the chosen positions only. Validation reports the loss, the masked-token
+    ``accuracy`` and the ``perplexity`` (exp of the loss), over the chosen tokens.
+    """
+
+    name = "masked_lm"
+    count_unit = "tokens"
+    length_keys = ("data.max_length",)
+
+    def __init__(self, config: Config, run: RunDir):
+        super().__init__(config, run)
+        self.tokenizer: ReviewTokenizer | None = None
+
+    @property
+    def mask_id(self) -> int:
+        """The mask token's id: the vocabulary's last."""
+        return self.tokenizer.vocab_size - 1
+
+    @cached_property
+    def _documents(self) -> tf.data.Dataset:
+        return text.text_documents(self.config.data.paths)
+
+    def documents(self, split: str) -> tf.data.Dataset:
+        """The documents of ``split`` (``train`` or ``validation``), scalar tf.string."""
+        data = self.config.data
+        return self._documents.filter(
+            lambda doc: text.in_split(doc, split, data.validation_fraction, data.split_seed)
+        )
+
+    def vocabulary_ready(self) -> bool:
+        return (self.run.vocab_dir / "vocab.txt").exists()
+
+    def prepare(self, create: bool = False, write: bool = True) -> None:
+        vocab_dir = self.run.vocab_dir
+        if self.vocabulary_ready():
+            self.tokenizer = ReviewTokenizer.load(vocab_dir)
+            if self.tokenizer.vocab[-1] != text.MASK_TOKEN or self.tokenizer.ngrams != 1:
+                raise DataError(
+                    f"{vocab_dir} is not a masked-LM vocabulary (words only, ending with "
+                    f"{text.MASK_TOKEN})"
+                )
+            return
+        if not create:
+            raise UserError(f"{vocab_dir} has no vocabulary: is {self.run} a trained run?")
+        data = self.config.data
+        documents = self.documents("train")
+        if data.vocabulary_sample is not None:
+            documents = documents.take(data.vocabulary_sample)
+        texts = [doc.decode("utf-8", errors="replace") for doc in documents.as_numpy_iterator()]
+        if not texts:
+            raise UserError(
+                f"data.paths: no training documents in {', '.join(data.paths)} (every document "
+                "fell into validation, or the files are empty)"
+            )
+        words = ReviewTokenizer.build(
+            texts, data.vocab_size - 1, lowercase=data.lowercase, max_length=data.max_length
+        )
+        self.tokenizer = ReviewTokenizer(
+            [*words.vocab, text.MASK_TOKEN],
+            lowercase=data.lowercase,
+            max_tokens=data.vocab_size,
+            max_length=data.max_length,
+        )
+        log.info("masked-LM vocabulary: %d tokens from %d documents", len(words.vocab), len(texts))
+        if write:
+            self.tokenizer.save(vocab_dir)
+
+    def vocabulary_args(self) -> dict:
+        return {"vocab_size": self.tokenizer.vocab_size}
+
+    def tokenizers(self) -> dict:
+        return {"text": self.tokenizer}
+
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"source": list(self.tokenizer.vocab)}
+
+    def positions_needed(self) -> int:
+        return self.config.data.max_length
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "validation")
+
+    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
+        if not self.has_split(split):
+            raise UserError(f"split `{split}` is not available; splits: train, validation")
+        data, training_config = self.config.data, self.config.training
+        return text.masked_lm_batches(
+            self.documents(split),
+            self.tokenizer,
+            mask_id=self.mask_id,
+            first_maskable_id=FIRST_MASKABLE_ID,
+            max_length=data.max_length,
+            batch_size=training_config.batch_size,
+            seed=training_config.seed,
+            epoch=epoch,
+            training=training,
+            truncation=data.truncation,
+            batch_type=training_config.batch_type,
+            shuffle_buffer=data.shuffle_buffer,
+            mask_probability=data.mask_probability,
+            mask_fraction=data.mask_fraction,
+            random_fraction=data.random_fraction,
+        )
+
+    def probe_batch(self, tokens: int):
+        # Documents of data.max_length tokens, every position predicted: an upper bound.
+        length = self.config.data.max_length
+        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
+        ids = tf.fill([examples, length], tf.constant(FIRST_MASKABLE_ID, tf.int32))
+        positions = tf.broadcast_to(tf.range(length, dtype=tf.int32), [examples, length])
+        inputs = {"token_ids": ids, "mask_positions": positions}
+        return inputs, {"ids": ids, "weights": tf.ones([examples, length], tf.float32)}
+
+    def loss(self, labels, logits, label_smoothing: float):
+        return masked_token_loss(labels["ids"], logits, labels["weights"], label_smoothing)
+
+    def metrics(self) -> dict:
+        return {
+            "accuracy": lambda labels, logits: masked_token_accuracy(
+                labels["ids"], logits, labels["weights"]
+            )
+        }
+
+    def derived_scores(self, scores: dict) -> dict:
+        # exp of the mean cross-entropy over the chosen tokens (capped: exp overflows at ~709).
+        return {"perplexity": math.exp(min(scores["loss"], 700.0))}
+
+    def ensemble(self, models: list):
+        raise UserError(
+            "masked_lm runs do not ensemble; fine-tune classifiers from them (--init-from) and "
+            "ensemble those"
+        )
+
+    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
+        raise UserError(
+            "a masked_lm run has nothing to serve: it is pretraining. Train a classification "
+            "config with --init-from RUN and export that run"
+        )
