@@ -44,6 +44,7 @@ from transformer_tf.errors import UserError
 from transformer_tf.layers.positional_encoding import POSITION_TABLE
 from transformer_tf.models import weight_path
 from transformer_tf.run import RunDir, locate_checkpoint, restore_model, step_of
+from transformer_tf.tasks import TASKS
 
 __all__ = [
     "InitSource",
@@ -134,19 +135,27 @@ def load_source(source: InitSource) -> SourceModel:
     )
 
 
-def check_same_kind(config: Config, source: SourceModel) -> None:
-    """Refuse a source of another task or model class (exit 2)."""
+def check_same_kind(config: Config, source: SourceModel) -> bool:
+    """Whether the new run takes only part of the source's weights (``partial``): a run of a
+    task that starts from another task's runs (a classifier from a masked LM: see
+    :attr:`~transformer_tf.tasks.base.Task.starts_from`). A source of any other task, or of
+    another model class of the same task, is refused (exit 2)."""
     where = f"--init-from {source.source.given}"
     if config.task != source.config.task:
+        starts_from = TASKS[config.task].starts_from
+        if source.config.task in starts_from:
+            return True
+        others = f" or of task {', '.join(sorted(starts_from))}" if starts_from else ""
         raise UserError(
-            f"{where} is a {source.config.task} run; this config trains {config.task}: "
-            "weights carry over between runs of the same task"
+            f"{where} is a {source.config.task} run; this config trains {config.task}, which "
+            f"starts from runs of the same task{others}"
         )
     if config.model.name != source.model_name:
         raise UserError(
             f"{where} is a `{source.model_name}` model; this config builds "
             f"`{config.model.name}` (model.name): weights carry over between models of one class"
         )
+    return False
 
 
 #: Model keys filled in by validation (from ``num_layers``), never a sign of an explicit choice.
@@ -154,20 +163,34 @@ _DERIVED_MODEL_KEYS = {"name", "num_encoder_layers", "num_decoder_layers"}
 
 
 def inherit_model(config: Config, source_config: Config) -> Config:
-    """``config`` with the ``model:`` keys it does not set taken from ``source_config``."""
+    """``config`` with the ``model:`` keys it does not set taken from ``source_config``; from
+    a source of another task (pretraining), the keys both tasks' models have, except
+    ``model.name``."""
     explicit = config.model.model_fields_set - _DERIVED_MODEL_KEYS
     if "num_layers" in explicit:
         explicit |= {"num_encoder_layers", "num_decoder_layers"}
+    if config.task != source_config.task:
+        shared = set(type(config.model).model_fields) & set(type(source_config.model).model_fields)
+        taken = shared - explicit - {"name"}
+        merged = config.model.model_copy(
+            update={key: getattr(source_config.model, key) for key in taken}
+        )
+        return config.model_copy(update={"model": merged})
     merged = source_config.model.model_copy(
         update={key: getattr(config.model, key) for key in explicit}
     )
     return config.model_copy(update={"model": merged})
 
 
-def keeps_source_vocabulary(config: Config, update_vocab: bool) -> bool:
-    """Whether the new run adopts the source's vocabulary: unless ``--update-vocab`` or a
-    config that names its own (``data.vocabulary``)."""
-    return not update_vocab and not getattr(config.data, "vocabulary", None)
+def keeps_source_vocabulary(config: Config, update_vocab: bool, source_config: Config) -> bool:
+    """Whether the new run adopts the source's vocabulary: unless ``--update-vocab``, a
+    config that names its own (``data.vocabulary``), or a source of another task (whose
+    vocabulary is made for its own objective: a masked LM's has a mask token and no n-grams)."""
+    return (
+        not update_vocab
+        and not getattr(config.data, "vocabulary", None)
+        and config.task == source_config.task
+    )
 
 
 def adopt_vocabulary(run: RunDir, source: InitSource) -> None:
@@ -200,10 +223,13 @@ def _mapped(value: np.ndarray, fresh: np.ndarray, rows: np.ndarray, axis: int) -
     return np.moveaxis(out, 0, axis)
 
 
-def _hint(model_args: dict, source: SourceModel) -> str:
+def _hint(model_args: dict, source: SourceModel, partial: bool = False) -> str:
+    # A partial transfer compares the arguments both models take (a classifier's pooling or
+    # classes have nothing to match in a masked LM).
+    keys = (set.__and__ if partial else set.__or__)(set(model_args), set(source.model_args))
     differing = sorted(
         key
-        for key in set(model_args) | set(source.model_args)
+        for key in keys
         if key not in _MAY_DIFFER
         and not key.endswith("vocab_size")
         and model_args.get(key) != source.model_args.get(key)
@@ -227,7 +253,11 @@ def _position_tables(model) -> dict[str, object]:
 
 
 def transfer_weights(
-    model, vocabularies: dict[str, list[str]], source: SourceModel, model_args: dict
+    model,
+    vocabularies: dict[str, list[str]],
+    source: SourceModel,
+    model_args: dict,
+    partial: bool = False,
 ) -> list[VocabularyMapping]:
     """Assign ``source``'s weights to ``model`` (mapped by token where the vocabularies differ).
 
@@ -239,20 +269,32 @@ def transfer_weights(
         vocabularies: the new run's tokens by id, per vocabulary (``Task.vocabularies``).
         source: the loaded source (:func:`load_source`).
         model_args: the new model's arguments (compared with the source's).
+        partial: bool, take the weights both models have (by path) and leave the others: the
+            new model's own (a classifier's head) keep their initialisation, the source's own
+            (a masked LM's head) are not used. Else every weight must be in both.
+            Defaults to False.
 
     Returns:
         One VocabularyMapping per vocabulary.
 
     Raises:
-        UserError: a weight missing on one side, or a shape that does not fit.
+        UserError: a weight missing on one side (or, ``partial``, no weight in common), or a
+            shape that does not fit.
     """
     where = f"--init-from {source.source.given}"
-    hint = _hint(model_args, source)
+    hint = _hint(model_args, source, partial)
     theirs = {weight_path(w): w for w in source.model.weights}
     ours = {weight_path(w): w for w in model.weights}
     only_ours = [path for path in ours if path not in theirs]
     only_theirs = [path for path in theirs if path not in ours]
-    if only_ours or only_theirs:
+    if partial:
+        if len(only_ours) == len(ours):
+            raise UserError(
+                f"{where}: the two models have no weight in common (the source has "
+                f"{', '.join(list(theirs)[:5])}){hint}"
+            )
+        ours = {path: variable for path, variable in ours.items() if path in theirs}
+    elif only_ours or only_theirs:
         parts = []
         if only_ours:
             parts.append(f"only the new model has {', '.join(only_ours[:5])}")
@@ -303,6 +345,12 @@ def transfer_weights(
     for name, index in rows.items():
         tokens = vocabularies[name]
         kept = int((index >= 0).sum())
+        if partial and kept == 0:
+            raise UserError(
+                f"{where}: no token of the new run's {name} vocabulary is in the source's: the "
+                "two runs tokenize differently (data.tokenizer, data.lowercase), so its "
+                "embedding would be of no use"
+            )
         mappings.append(
             VocabularyMapping(
                 name,
@@ -316,15 +364,26 @@ def transfer_weights(
     return mappings
 
 
-def record(source: SourceModel, mappings: list[VocabularyMapping], adopted: bool) -> dict:
-    """The ``RUN/init_from.json`` record."""
-    return {
+def record(
+    source: SourceModel, mappings: list[VocabularyMapping], adopted: bool, model=None
+) -> dict:
+    """The ``RUN/init_from.json`` record. With the new ``model``: its weights that did not
+    come from the source (``fresh``: a new head) and the source's that it did not take
+    (``left``: the source's head), by path."""
+    result = {
         "source": str(source.source.run.path.resolve()),
         "checkpoint": str(Path(source.source.checkpoint).resolve()),
         "step": source.source.step,
+        "task": source.config.task,
         "vocabulary": "source" if adopted else "mapped by token",
         "vocabularies": [asdict(m) for m in mappings],
     }
+    if model is not None:
+        theirs = {weight_path(w) for w in source.model.weights}
+        ours = {weight_path(w) for w in model.weights}
+        result["fresh"] = sorted(ours - theirs)
+        result["left"] = sorted(theirs - ours)
+    return result
 
 
 def describe(record: dict) -> str:
@@ -339,4 +398,9 @@ def describe(record: dict) -> str:
         )
         for v in record["vocabularies"]
     ]
-    return f"{record['checkpoint']} (step {record['step']}); " + "; ".join(vocabularies)
+    parts = [f"{record['checkpoint']} (step {record['step']})", *vocabularies]
+    if record.get("fresh"):
+        parts.append(f"new: {', '.join(record['fresh'])}")
+    if record.get("left"):
+        parts.append(f"not taken: {', '.join(record['left'])}")
+    return "; ".join(parts)

@@ -799,6 +799,16 @@ class TrainingConfig(BaseModel):
     # `best/`, evaluate, translate, score and export use the averages (`--raw-weights`: not).
     # None: off. Typical: 0.9999 (0.999 for short runs).
     ema_decay: Annotated[Number, Field(gt=0, lt=1)] | None = None
+    # Fine-tuning (`train --init-from`): the updates of the weights that came from the source
+    # run are multiplied by `pretrained_learning_rate_scale` (their learning rate, weight decay
+    # included), and they stay as they are for the first `freeze_pretrained_steps` updates
+    # while the new head learns. No effect on a run trained from scratch.
+    pretrained_learning_rate_scale: Number = Field(1.0, gt=0)
+    freeze_pretrained_steps: int = Field(0, ge=0)
+    # Layer-wise learning-rate decay (ELECTRA, Clark et al. 2020): with L encoder layers, layer
+    # i (0 = the lowest) learns at decay^(L - i) of the rate, the embedding at decay^(L + 1),
+    # the rest (head, decoder) at the full rate. 1: off.
+    layer_learning_rate_decay: Number = Field(1.0, gt=0, le=1)
     # One step is one update: `gradient_accumulation` micro-batches of `batch_size` summed
     # (fewer at the end of an epoch), so `steps`, `warmup_steps` and the `*_every` count updates.
     gradient_accumulation: int = Field(1, ge=1)

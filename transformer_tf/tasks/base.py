@@ -34,6 +34,10 @@ class Task:
 
     #: The config's ``task`` value.
     name = ""
+    #: The other tasks whose runs a run of this task can start from (``train --init-from``):
+    #: it takes the weights both models have (a classifier takes a masked LM's embedding and
+    #: encoder) and maps the vocabulary by token; its own weights (the head) start fresh.
+    starts_from: frozenset[str] = frozenset()
     #: What the loss is averaged over: ``"tokens"`` or ``"examples"``.
     count_unit = "examples"
 

@@ -28,6 +28,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     count_unit = "examples"
+    starts_from = frozenset({"masked_lm"})
 
     def __init__(self, config: Config, run: RunDir):
         super().__init__(config, run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 
 from transformer_tf.config import TrainingConfig
@@ -47,3 +49,42 @@ def make_optimizer(
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+_ENCODER_LAYER = re.compile(r"^encoder/layer_(\d+)/")
+
+
+def update_scales(
+    paths: list[str], training: TrainingConfig, fresh: set[str] | None
+) -> list[tuple[float, bool]] | None:
+    """How each trainable variable's update is scaled: ``(multiplier, frozen)`` per path,
+    or None when every update is the optimizer's own.
+
+    The multiplier is ``training.pretrained_learning_rate_scale`` for a weight that came from
+    another run (not in ``fresh``), times the layer-wise decay
+    (``training.layer_learning_rate_decay``: ``decay ** (L - i)`` for encoder layer ``i`` of
+    ``L``, ``decay ** (L + 1)`` for the embedding, 1 elsewhere). ``frozen``: a weight from
+    another run, held for the first ``training.freeze_pretrained_steps`` updates.
+
+    Args:
+        paths: the trainable variables' paths in the model (``weight_path``), in order.
+        training: TrainingConfig.
+        fresh: the paths of the weights that did not come from another run; None: the run did
+            not start from one (every weight is its own).
+    """
+    layers = [int(m.group(1)) for m in map(_ENCODER_LAYER.match, paths) if m]
+    num_layers = max(layers) + 1 if layers else 0
+    decay = training.layer_learning_rate_decay
+    scales = []
+    for path in paths:
+        pretrained = fresh is not None and path not in fresh
+        scale = training.pretrained_learning_rate_scale if pretrained else 1.0
+        layer = _ENCODER_LAYER.match(path)
+        if layer:
+            scale *= decay ** (num_layers - int(layer.group(1)))
+        elif path.startswith("embedding/"):
+            scale *= decay ** (num_layers + 1)
+        scales.append((scale, pretrained and training.freeze_pretrained_steps > 0))
+    if all(scale == 1.0 and not frozen for scale, frozen in scales):
+        return None
+    return scales

@@ -107,6 +107,9 @@ class Update:
         self.inner = optimizer.inner_optimizer if self.loss_scaled else optimizer
         self.variables = list(model.trainable_variables)
         self.after_apply: list = []
+        # Per variable, (multiplier of its update, frozen for the first freeze_steps updates);
+        # None: the optimizer's updates as they are. Set before the loop is first called.
+        self.update_scales: list[tuple[float, bool]] | None = None
         self.accumulator = (
             GradientAccumulator(strategy, self.variables)
             if training.gradient_accumulation > 1
@@ -225,15 +228,29 @@ class Update:
         learning_rate = inner.learning_rate
         decay = inner.weight_decay
 
-        def update(variable, grad):
+        def update(variable, grad, scale):
+            before = None if scale is None else tf.identity(variable)
             # Keras' weight decay: matched on the per-device variable's name, before the step.
             if decay and _NO_DECAY.search(variable.name) is None:
                 rate = tf.cast(learning_rate, variable.dtype) * tf.cast(decay, variable.dtype)
                 variable.assign_sub(variable * rate)
             inner.update_step(grad, variable, learning_rate)
+            if scale is not None:
+                # The update (decay and step) times `scale`: the variable's learning rate is
+                # `scale` times the schedule's, whatever the optimizer (Adam's step does not
+                # scale with its gradient, so the gradient cannot carry it).
+                variable.assign(before + tf.cast(scale, variable.dtype) * (variable - before))
 
-        for grad, variable in zip(grads, self.variables, strict=True):
-            self.strategy.extended.update(variable.value, update, args=(grad,), group=False)
+        scales = self.update_scales or [(1.0, False)] * len(self.variables)
+        frozen = inner.iterations < self.training.freeze_pretrained_steps
+        for grad, variable, (scale, freezes) in zip(grads, self.variables, scales, strict=True):
+            if freezes:
+                scale = tf.where(frozen, 0.0, scale)
+            elif scale == 1.0:
+                scale = None
+            self.strategy.extended.update(
+                variable.value, update, args=(grad, scale), group=False
+            )
         inner.iterations.assign_add(1)
         for hook in self.after_apply:
             hook()

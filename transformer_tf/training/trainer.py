@@ -49,6 +49,7 @@ from transformer_tf.errors import (
 from transformer_tf.evaluation.evaluator import Evaluator, validation_scores
 from transformer_tf.evaluation.selection import CheckpointSelector
 from transformer_tf.importing import read_imported
+from transformer_tf.models import weight_path
 from transformer_tf.precision import Hardware, PrecisionChoice, detect_hardware, resolve_precision
 from transformer_tf.run import RunDir, RunLock, writing_to
 from transformer_tf.training.batch_size import BatchChoice, resolve_batch, resolved_config
@@ -58,7 +59,7 @@ from transformer_tf.training.checkpoints import (
     make_training_checkpoint,
 )
 from transformer_tf.training.ema import ExponentialMovingAverage, checkpoint_has_averages
-from transformer_tf.training.optimizer import make_optimizer
+from transformer_tf.training.optimizer import make_optimizer, update_scales
 from transformer_tf.training.step import Update
 
 log = logging.getLogger(__name__)
@@ -293,9 +294,25 @@ class Trainer:
         """The compiled ``loop(iterator, max_steps)`` of updates (see :mod:`.step`), which
         also moves the averages (``training.ema_decay``) after each applied update."""
         update = Update(self.strategy, self.model, self.optimizer, self.task, self.config.training)
+        update.update_scales = self._update_scales(update.variables)
         if self.ema is not None:
             update.after_apply.append(self.ema.update)
         return update.loop
+
+    def _update_scales(self, variables):
+        """The update scales of ``variables`` (:func:`~.optimizer.update_scales`): the weights
+        taken from another run are those the ``init_from.json`` record does not list as new."""
+        training = self.config.training
+        record = self.initialized_from
+        fresh = None if record is None else set(record.get("fresh", ()))
+        if record is None and (
+            training.pretrained_learning_rate_scale != 1.0 or training.freeze_pretrained_steps
+        ):
+            log.warning(
+                "training.pretrained_learning_rate_scale and training.freeze_pretrained_steps "
+                "have no effect: this run did not start from another run's weights (--init-from)"
+            )
+        return update_scales([weight_path(v) for v in variables], training, fresh)
 
     def averaged_weights(self):
         """A context in which the model holds its moving averages (``training.ema_decay``),
@@ -785,7 +802,9 @@ def _build_locked(
     log.info("precision: %s", choice.describe())
     run.path.mkdir(parents=True, exist_ok=True)
     # A rerun of a start that failed before its first checkpoint finds the vocabulary copied.
-    adopted = loaded is not None and init.keeps_source_vocabulary(config, update_vocab)
+    adopted = loaded is not None and init.keeps_source_vocabulary(
+        config, update_vocab, loaded.config
+    )
     if adopted and placement.is_chief:
         init.adopt_vocabulary(run, loaded.source)
     assembly = assemble(
@@ -804,10 +823,11 @@ def _build_locked(
                 assembly.task.vocabularies(),
                 loaded,
                 assembly.model_args,
+                partial=init.check_same_kind(config, loaded),
             )
     initialized_from = run.read_init_from() if run.is_run() else None
     if loaded is not None:
-        initialized_from = init.record(loaded, mappings, adopted)
+        initialized_from = init.record(loaded, mappings, adopted, assembly.model)
         log.info("weights from %s", init.describe(initialized_from))
     # `auto` and effective_batch_size resolved on the model as built, before any training data
     # is read; the assembly (its task, the update, validation) then sees the numbers.
