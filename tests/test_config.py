@@ -177,6 +177,7 @@ def test_each_task_has_its_config_class_and_sections():
     assert TASK_DATA_SOURCES == {
         "translation": ("toy_translation", "parallel_text", "tfds", "none"),
         "classification": ("tfds", "directory"),
+        "masked_lm": ("text",),
     }
 
 
@@ -315,7 +316,7 @@ def test_wrong_type(tmp_path):
         ),
         pytest.param(
             "name: run\n",
-            "{path}: task: missing required key (expected one of 'translation', 'classification')",
+            "{path}: task: missing required key (expected one of 'translation', 'classification', 'masked_lm')",
             id="missing_required_task_has_no_line_but_names_the_file",
         ),
         pytest.param(
@@ -519,7 +520,7 @@ def test_errors_inside_a_data_source_do_not_show_the_union_tag(tmp_path):
     assert error_lines(excinfo) == [
         f"{path}:4: data.num_train: expected an integer > 0, found 0",
         f"{path}:5: unknown key `data.vocab_size` for data source 'toy_translation'; "
-        "`vocab_size` is a key of data source 'parallel_text', 'tfds', 'directory'",
+        "`vocab_size` is a key of data source 'parallel_text', 'tfds', 'directory', 'text'",
         f"{path}:6: unknown key `data.tokenizr`; did you mean `data.tokenizer`?",
     ]
 

@@ -28,6 +28,7 @@ __all__ = [
     "chosen_positions",
     "document_files",
     "in_split",
+    "length_batches",
     "masked_lm_batches",
     "text_documents",
 ]
@@ -160,33 +161,18 @@ def masked_lm_batches(
     vocab_size = tokenizer.vocab_size
     if not 0 < mask_id < vocab_size:
         raise ValueError(f"mask_id must be in [1, {vocab_size}), got {mask_id}")
-    example_seed, mask_seed = epoch_seeds(seed, epoch if training else 0)
-    if training:
-        documents = documents.shuffle(shuffle_buffer, seed=example_seed)
-
-    def encode(texts):  # (n,) tf.string -> (n, longest) padded ids and (n,) lengths
-        ids = truncate(tokenizer.tf_encode(texts), max_length, truncation)
-        return ids.to_tensor(PAD_ID), ids.row_lengths()
-
-    # Encoded 256 documents at a time (one op call each, not one per document), then one
-    # dense row per document again.
-    def not_empty(row, length):
-        return length > 0
-
-    def unpadded(row, length):
-        return row[:length]
-
-    ids = documents.batch(256).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ids = ids.filter(not_empty).map(unpadded)
-    boundaries = review_bucket_boundaries(max_length)
-    sizes = bucket_batch_sizes(bucket_lengths(boundaries, max_length), batch_size, batch_type)
-    batches = batch_by_length(
-        ids,
-        lambda row: tf.shape(row)[0],
-        boundaries,
-        sizes,
-        padded_shapes=[None],
-        padding_values=tf.constant(PAD_ID, tf.int32),
+    _, mask_seed = epoch_seeds(seed, epoch if training else 0)
+    batches = length_batches(
+        documents,
+        tokenizer,
+        max_length=max_length,
+        batch_size=batch_size,
+        seed=seed,
+        epoch=epoch,
+        training=training,
+        truncation=truncation,
+        batch_type=batch_type,
+        shuffle_buffer=shuffle_buffer,
     )
 
     def mask(index, batch):  # (batch, length) -> the gathered masked batch
@@ -207,7 +193,47 @@ def masked_lm_batches(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def check_documents(documents: tf.data.Dataset, what: str) -> None:
-    """Raise a DataError naming ``what`` when ``documents`` is empty."""
-    if int(documents.take(1).reduce(0, lambda n, _: n + 1)) == 0:
-        raise DataError(f"{what}: no documents")
+def length_batches(
+    documents: tf.data.Dataset,
+    tokenizer,
+    *,
+    max_length: int,
+    batch_size: int,
+    seed: int,
+    epoch: int = 0,
+    training: bool = True,
+    truncation: str = "head",
+    batch_type: str = "examples",
+    shuffle_buffer: int = 100_000,
+) -> tf.data.Dataset:
+    """The padded int32 ``(batch, length)`` id batches of ``documents`` that
+    :func:`masked_lm_batches` masks, the ``i``-th with the seed ``(epoch seed, i)``: encoded,
+    cut, shuffled (training) and batched by length as described there."""
+    example_seed, _ = epoch_seeds(seed, epoch if training else 0)
+    if training:
+        documents = documents.shuffle(shuffle_buffer, seed=example_seed)
+
+    def encode(texts):  # (n,) tf.string -> (n, longest) padded ids and (n,) lengths
+        ids = truncate(tokenizer.tf_encode(texts), max_length, truncation)
+        return ids.to_tensor(PAD_ID), ids.row_lengths()
+
+    # Encoded 256 documents at a time (one op call each, not one per document), then one
+    # dense row per document again.
+    def not_empty(row, length):
+        return length > 0
+
+    def unpadded(row, length):
+        return row[:length]
+
+    ids = documents.batch(256).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ids = ids.filter(not_empty).map(unpadded)
+    boundaries = review_bucket_boundaries(max_length)
+    sizes = bucket_batch_sizes(bucket_lengths(boundaries, max_length), batch_size, batch_type)
+    return batch_by_length(
+        ids,
+        lambda row: tf.shape(row)[0],
+        boundaries,
+        sizes,
+        padded_shapes=[None],
+        padding_values=tf.constant(PAD_ID, tf.int32),
+    )
