@@ -104,6 +104,11 @@ def run(expected_backend: str) -> None:
     expect(lm_logits.shape == (3, 7, VOCAB), f"masked LM logits shape {lm_logits.shape}")
     real = tokens != 0
     close(numpy(masked_lm(pad(tokens, 3)))[:, :7][real], lm_logits[real], 1e-5, "masked LM padding")
+    # Scoring chosen positions only gives those positions' logits of the full call.
+    positions = np.array([[0, 2], [1, 1], [6, 0]], "int32")
+    chosen = numpy(masked_lm({"token_ids": tokens, "mask_positions": positions}))
+    expected = np.take_along_axis(lm_logits, positions[..., None], axis=1)
+    close(chosen, expected, 1e-5, "masked LM logits at mask_positions")
     ok("masked_lm_forward")
 
     base = numpy(seq2seq({"source": source, "target": target}))
