@@ -178,6 +178,7 @@ def test_each_task_has_its_config_class_and_sections():
         "translation": ("toy_translation", "parallel_text", "tfds", "none"),
         "classification": ("tfds", "directory"),
         "masked_lm": ("text",),
+        "denoising": ("text",),
     }
 
 
@@ -316,7 +317,7 @@ def test_wrong_type(tmp_path):
         ),
         pytest.param(
             "name: run\n",
-            "{path}: task: missing required key (expected one of 'translation', 'classification', 'masked_lm')",
+            "{path}: task: missing required key (expected one of 'translation', 'classification', 'masked_lm', 'denoising')",
             id="missing_required_task_has_no_line_but_names_the_file",
         ),
         pytest.param(

@@ -225,3 +225,93 @@ def test_bad_pretraining_configs_exit_2(imdb, tmp_path, capsys, change, expected
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- Denoising (BART text infilling), then translation ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def denoised(tmp_path_factory):
+    """A denoising run on the toy translation task's sentences, both languages, as plain text."""
+    from transformer_tf.data.toy import toy_splits
+
+    root = tmp_path_factory.mktemp("denoising")
+    pairs = toy_splits(400, 40, 40, seed=1234)["train"]
+    (root / "mono.txt").write_text("\n".join(s for pair in pairs for s in pair) + "\n")
+    config = translation_config(
+        data={"tokenizer": "word", "paths": [str(root / "mono.txt")], "max_length": 24},
+        training={"label_smoothing": 0.0},
+    )
+    config["task"] = "denoising"
+    config["data"] = {
+        key: config["data"][key] for key in ("tokenizer", "paths", "max_length", "bucket_width")
+    }
+    del config["decoding"]
+    return train_through_cli(root, config, name="denoised")
+
+
+def test_evaluate_reports_the_reconstruction_scores(denoised):
+    scores = evaluate_run(denoised)
+    run = load_run(denoised)
+    loss_sum = correct = tokens = matches = sequences = 0.0
+    for inputs, labels in run.task.dataset("validation", training=False):
+        logits = run.model(inputs, training=False).numpy().astype("float64")
+        labels = labels.numpy()
+        real = labels != 0
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        loss_sum -= (np.take_along_axis(log_probs, labels[..., None], -1)[..., 0] * real).sum()
+        right = (logits.argmax(-1) == labels) & real
+        correct, tokens = correct + right.sum(), tokens + real.sum()
+        matches += (right.sum(1) == real.sum(1)).sum()
+        sequences += len(labels)
+        assert (inputs["source"].numpy() == run.task.mask_id).any()
+    assert sequences >= 10
+    assert scores["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
+    assert scores["token_accuracy"] == pytest.approx(correct / tokens, rel=1e-6)
+    assert scores["exact_match"] == pytest.approx(matches / sequences, rel=1e-6)
+    assert evaluate_run(denoised) == scores
+
+
+def test_a_translation_run_starts_from_every_denoising_weight(denoised, tmp_path):
+    trainer = _build(translation_config(), tmp_path / "mt", init_from=str(denoised))
+    source = load_run(denoised)
+    theirs, ours = _weights(source.model), _weights(trainer.model)
+    assert set(theirs) == set(ours)
+    record = json.loads((tmp_path / "mt" / "init_from.json").read_text())
+    assert (record["task"], record["fresh"], record["left"]) == ("denoising", [], [])
+    vocabularies = trainer.task.vocabularies()
+    source_vocabularies = source.task.vocabularies()
+    assert source_vocabularies["source"][-1] == "<mask>"
+    indexed = {weight_path(v): (name, axis) for v, name, axis in trainer.model.vocabulary_weights()}
+    for path, value in ours.items():
+        if path not in indexed:
+            np.testing.assert_allclose(value, theirs[path], rtol=1e-6, err_msg=path)
+            continue
+        name, axis = indexed[path]
+        new, old = vocabularies[name], source_vocabularies[name]
+        kept = [t for t in new if t in old]
+        assert len(kept) > 20
+        for token in kept:
+            np.testing.assert_allclose(
+                np.take(value, new.index(token), axis=axis),
+                np.take(theirs[path], old.index(token), axis=axis),
+                rtol=1e-6,
+            )
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"mask_ratio": 1.0}, "data.mask_ratio: expected a number in (0, 1), found 1.0"),
+        ({"poisson_lambda": 0}, "data.poisson_lambda: expected a number > 0, found 0"),
+        ({"mask_probability": 0.15}, "unknown key `data.mask_probability`"),
+    ],
+)
+def test_bad_denoising_configs_name_the_key(tmp_path, data, expected):
+    from transformer_tf.errors import ConfigError
+
+    (tmp_path / "mono.txt").write_text("a b c\n")
+    raw = {"task": "denoising", "data": {"paths": [str(tmp_path / "mono.txt")], **data}}
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    assert expected in str(error.value)

@@ -40,6 +40,8 @@ import numpy as np
 
 from transformer_tf.assembly import assemble
 from transformer_tf.config import Config
+from transformer_tf.data.review_tokenizer import ReviewTokenizer
+from transformer_tf.data.special_tokens import SPECIAL_TOKENS
 from transformer_tf.errors import UserError
 from transformer_tf.layers.positional_encoding import POSITION_TABLE
 from transformer_tf.models import weight_path
@@ -157,6 +159,10 @@ def check_same_kind(config: Config, source: SourceModel) -> bool:
         )
     return False
 
+
+#: Tokens every vocabulary of a kind has (padding, unknown, BOS, EOS): sharing only these
+#: says nothing about two vocabularies.
+_SPECIAL = {*SPECIAL_TOKENS, "", ReviewTokenizer.OOV}
 
 #: Model keys filled in by validation (from ``num_layers``), never a sign of an explicit choice.
 _DERIVED_MODEL_KEYS = {"name", "num_encoder_layers", "num_decoder_layers"}
@@ -345,9 +351,11 @@ def transfer_weights(
     for name, index in rows.items():
         tokens = vocabularies[name]
         kept = int((index >= 0).sum())
-        if partial and kept == 0:
+        ordinary = sum(1 for i, t in enumerate(tokens) if index[i] >= 0 and t not in _SPECIAL)
+        if partial and ordinary == 0:
             raise UserError(
-                f"{where}: no token of the new run's {name} vocabulary is in the source's: the "
+                f"{where}: no token of the new run's {name} vocabulary but the special ones "
+                "is in the source's: the "
                 "two runs tokenize differently (data.tokenizer, data.lowercase), so its "
                 "embedding would be of no use"
             )

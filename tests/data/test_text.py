@@ -136,3 +136,43 @@ def test_each_training_epoch_masks_anew_and_validation_always_the_same(corpus):
     assert positions(1, True) == positions(1, True)  # reproducible
     assert positions(1, True) != positions(2, True)
     assert positions(1, False) == positions(2, False)
+
+
+def test_denoising_pairs_are_the_documents_and_their_infilled_copies(corpus):
+    from transformer_tf.data.masking import infill_spans
+    from transformer_tf.data.tokenizers import WordTokenizer
+
+    root, documents = corpus
+    docs = text.text_documents([root / "docs"])
+    tokenizer = WordTokenizer.build(documents)
+    mask_id = tokenizer.vocab_size
+
+    def pairs(epoch, training):
+        dataset = text.denoising_pairs(
+            docs,
+            tokenizer,
+            mask_id=mask_id,
+            max_length=10,
+            seed=5,
+            epoch=epoch,
+            training=training,
+            shuffle_buffer=100,
+        )
+        return [(x.tolist(), y.tolist()) for x, y in dataset.as_numpy_iterator()]
+
+    evaluation = pairs(0, False)
+    # In order, every document cut to max_length - 1 tokens (EOS comes with the batching).
+    assert [y for _, y in evaluation] == [tokenizer.encode(d)[:9] for d in documents[:30]]
+    _, mask_seed = epoch_seeds(5, 0)
+    for index, (source, target) in enumerate(evaluation):
+        corrupted, _ = infill_spans(
+            tf.constant(target, tf.int32),
+            tf.constant([mask_seed, index], tf.int64),
+            mask_id=mask_id,
+        )
+        assert source == corrupted.numpy().tolist()[:10]
+    assert sum(x.count(mask_id) for x, _ in evaluation) > 5
+    assert pairs(3, False) == evaluation  # validation: the same corruption every time
+    training = pairs(1, True)
+    assert sorted(y for _, y in training) == sorted(y for _, y in evaluation)
+    assert training == pairs(1, True) and training != pairs(2, True)

@@ -57,6 +57,8 @@ __all__ = [
     "Corpus",
     "DataConfig",
     "DecodingConfig",
+    "DenoisingConfig",
+    "DenoisingData",
     "DirectoryData",
     "DistributeConfig",
     "EarlyStopping",
@@ -616,50 +618,23 @@ def _text_path(value: str, info: ValidationInfo) -> str:
     return path
 
 
-class TextData(BaseModel):
-    """Plain text for self-supervised pretraining (``data.source: text``).
+class _TextSource(BaseModel):
+    """The keys of every plain-text source (``data.source: text``) of the pretraining tasks.
 
     ``paths`` lists text files (one document per line) and folders (every ``*.txt`` file in
     it is one document, as in ``aclImdb/train/unsup``). A share ``validation_fraction`` of the
     documents, chosen by a hash of their text keyed with ``split_seed`` (equal documents fall
-    on the same side), is held out for validation. The vocabulary (``vocab_size`` tokens, the
-    mask token included) is learned from the training documents, the first
-    ``vocabulary_sample`` of them when set. Documents are cleaned and split into words as the
-    classification task's reviews are (``lowercase``), and cut to ``max_length`` tokens
-    (``truncation``).
-
-    The masking (:func:`transformer_tf.data.masking.mask_tokens`): each token is chosen with
-    probability ``mask_probability``; a chosen token becomes the mask token with probability
-    ``mask_fraction``, a random token with ``random_fraction``, else stays; the loss counts the
-    chosen tokens only. It is drawn in the ``tf.data`` graph, anew each epoch, from
-    ``training.seed``; validation masks the same tokens every time.
+    on the same side), is held out for validation. Training shuffles the documents in a buffer
+    of ``shuffle_buffer``.
     """
 
     model_config = _STRICT
-    #: Keys that a trained run keeps (see :class:`_ClassificationData`).
-    RUN_FIXED: ClassVar[tuple[str, ...]] = (
-        "split_seed",
-        "validation_fraction",
-        "max_length",
-        "truncation",
-        "mask_probability",
-        "mask_fraction",
-        "random_fraction",
-    )
 
     source: Literal["text"]
     paths: list[str] = Field(min_length=1)
     validation_fraction: Number = Field(0.02, gt=0, lt=1)
     split_seed: int = 1234
-    max_length: int = Field(256, gt=1)
-    truncation: Literal["head", "tail", "head_tail"] = "head"
-    vocab_size: int = Field(30000, ge=16)
-    vocabulary_sample: PositiveInt | None = None
-    lowercase: bool = True
     shuffle_buffer: int = Field(100_000, ge=1)
-    mask_probability: Number = Field(0.15, gt=0, lt=1)
-    mask_fraction: Number = Field(0.8, ge=0, le=1)
-    random_fraction: Number = Field(0.1, ge=0, le=1)
 
     @field_validator("paths")
     @classmethod
@@ -674,6 +649,43 @@ class TextData(BaseModel):
                 ) from None
         return checked
 
+
+class TextData(_TextSource):
+    """Plain text for masked-LM pretraining (``data.source: text`` with ``task: masked_lm``);
+    the text keys are :class:`_TextSource`'s.
+
+    The vocabulary (``vocab_size`` tokens, the mask token included) is learned from the
+    training documents, the first ``vocabulary_sample`` of them when set. Documents are cleaned
+    and split into words as the classification task's reviews are (``lowercase``), and cut to
+    ``max_length`` tokens (``truncation``).
+
+    The masking (:func:`transformer_tf.data.masking.mask_tokens`): each token is chosen with
+    probability ``mask_probability``; a chosen token becomes the mask token with probability
+    ``mask_fraction``, a random token with ``random_fraction``, else stays; the loss counts the
+    chosen tokens only. It is drawn in the ``tf.data`` graph, anew each epoch, from
+    ``training.seed``; validation masks the same tokens every time.
+    """
+
+    #: Keys that a trained run keeps (see :class:`_ClassificationData`).
+    RUN_FIXED: ClassVar[tuple[str, ...]] = (
+        "split_seed",
+        "validation_fraction",
+        "max_length",
+        "truncation",
+        "mask_probability",
+        "mask_fraction",
+        "random_fraction",
+    )
+
+    max_length: int = Field(256, gt=1)
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+    vocab_size: int = Field(30000, ge=16)
+    vocabulary_sample: PositiveInt | None = None
+    lowercase: bool = True
+    mask_probability: Number = Field(0.15, gt=0, lt=1)
+    mask_fraction: Number = Field(0.8, ge=0, le=1)
+    random_fraction: Number = Field(0.1, ge=0, le=1)
+
     @model_validator(mode="after")
     def _fractions(self) -> TextData:
         if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
@@ -684,6 +696,38 @@ class TextData(BaseModel):
                 "tokens (the rest stay unchanged)",
             )
         return self
+
+
+class DenoisingData(_TextSource):
+    """Plain text for denoising pretraining (``data.source: text`` with ``task: denoising``);
+    the text keys are :class:`_TextSource`'s.
+
+    Documents are tokenized as translation sentences are (``tokenizer``, ``vocab_size``,
+    ``lowercase``; the vocabulary is learned from the first ``vocab_sample`` training documents
+    and the mask token added after it) and cut to ``max_length - 1`` tokens (the target gets
+    EOS). The source is the document with BART's text infilling
+    (:func:`transformer_tf.data.masking.infill_spans`): spans of Poisson(``poisson_lambda``)
+    tokens, covering about ``mask_ratio`` of them, each replaced by one mask token; the target
+    is the document. Drawn in the ``tf.data`` graph, anew each epoch, from ``training.seed``;
+    validation corrupts the same way every time.
+    """
+
+    RUN_FIXED: ClassVar[tuple[str, ...]] = (
+        "split_seed",
+        "validation_fraction",
+        "max_length",
+        "mask_ratio",
+        "poisson_lambda",
+    )
+
+    tokenizer: Literal["sentencepiece", "word"] = "sentencepiece"
+    vocab_size: int = Field(8000, ge=16)
+    lowercase: bool = False
+    vocab_sample: int = Field(500_000, ge=1)
+    max_length: int = Field(128, gt=1)
+    bucket_width: int = Field(2, ge=1)
+    mask_ratio: Number = Field(0.3, gt=0, lt=1)
+    poisson_lambda: Number = Field(3.0, gt=0)
 
 
 #: The ``data:`` section of a translation config, by ``source`` (toy_translation by default).
@@ -705,6 +749,7 @@ DataConfig = Union[  # noqa: UP007
     TfdsData,
     DirectoryData,
     TextData,
+    DenoisingData,
 ]
 
 
@@ -1104,7 +1149,46 @@ class ClassificationConfig(Config):
     data: ClassificationDataConfig
 
 
-class MaskedLMConfig(Config):
+class _PretrainingConfig(Config):
+    """What the pretraining tasks' configs share: their data comes from ``data.source:
+    text`` by default, and a classifier's keys or another task's model are refused."""
+
+    @classmethod
+    def _task_defaults(cls, raw: dict) -> dict:
+        data = raw.get("data", {})
+        if isinstance(data, dict) and "source" not in data:
+            raw["data"] = {"source": cls.data_sources()[0], **data}
+        for key in CLASSIFIER_MODEL_DEFAULTS:
+            if isinstance(raw.get("model"), dict) and key in raw["model"]:
+                task = get_args(cls.model_fields["task"].annotation)[0]
+                raise Invalid(
+                    ("model", key),
+                    message=f"model.{key} is a key of a classification head; task {task!r} "
+                    "pretrains a model without one: remove it, and set it in the "
+                    "classification config that fine-tunes this run (--init-from RUN)",
+                )
+        return raw
+
+    @model_validator(mode="after")
+    def _own_model(self) -> _PretrainingConfig:
+        other = {
+            c.DEFAULT_MODEL: t
+            for t, c in TASK_CONFIGS.items()
+            if c.DEFAULT_MODEL != self.DEFAULT_MODEL
+        }
+        if self.model.name in other:
+            raise Invalid(
+                ("model", "name"),
+                message=f"model.name: `{self.model.name}` is the model of task "
+                f"{other[self.model.name]!r}; task {self.task!r} trains "
+                f"`{self.DEFAULT_MODEL}` (or a plugin's model of its kind); to train a "
+                f"{other[self.model.name]} model from this run, train a "
+                f"{other[self.model.name]} config with --init-from RUN",
+            )
+        return self
+
+
+class MaskedLMConfig(_PretrainingConfig):
     """Masked-language-model pretraining of an encoder on plain text (``task: masked_lm``):
     BERT's objective, for a classifier to start from (``train --init-from``)."""
 
@@ -1115,38 +1199,22 @@ class MaskedLMConfig(Config):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: TextData
 
-    @classmethod
-    def _task_defaults(cls, raw: dict) -> dict:
-        data = raw.get("data", {})
-        if isinstance(data, dict) and "source" not in data:
-            raw["data"] = {"source": cls.data_sources()[0], **data}
-        for key in CLASSIFIER_MODEL_DEFAULTS:
-            if isinstance(raw.get("model"), dict) and key in raw["model"]:
-                raise Invalid(
-                    ("model", key),
-                    message=f"model.{key} is a key of a classification head; task 'masked_lm' "
-                    "pretrains an encoder with a masked-LM head: remove it, and set it in the "
-                    "classification config that fine-tunes this run (--init-from RUN)",
-                )
-        return raw
 
-    @model_validator(mode="after")
-    def _masked_lm_model(self) -> MaskedLMConfig:
-        other = {c.DEFAULT_MODEL: t for t, c in TASK_CONFIGS.items() if c is not type(self)}
-        if self.model.name in other:
-            raise Invalid(
-                ("model", "name"),
-                message=f"model.name: `{self.model.name}` is the model of task "
-                f"{other[self.model.name]!r}; task 'masked_lm' trains a model with a "
-                f"masked-LM head (`{self.DEFAULT_MODEL}`, or a plugin's); to train a classifier "
-                "from a masked-LM run, train a classification config with --init-from RUN",
-            )
-        return self
+class DenoisingConfig(_PretrainingConfig):
+    """Denoising pretraining of an encoder-decoder on plain text (``task: denoising``): BART's
+    text infilling, for a translation run to start from (``train --init-from``)."""
+
+    DEFAULT_MODEL: ClassVar[str] = "seq2seq_transformer"
+    VALIDATION_METRICS: ClassVar[tuple[str, ...]] = ("loss", "token_accuracy", "exact_match")
+
+    task: Literal["denoising"]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DenoisingData
 
 
 #: Any task's config, chosen by its ``task`` key.
 AnyConfig = Annotated[
-    Union[TranslationConfig, ClassificationConfig, MaskedLMConfig],  # noqa: UP007
+    Union[TranslationConfig, ClassificationConfig, MaskedLMConfig, DenoisingConfig],  # noqa: UP007
     Field(discriminator="task"),
 ]
 #: Validates a raw mapping into the config of its task.
@@ -1154,7 +1222,7 @@ CONFIG_ADAPTER: TypeAdapter = TypeAdapter(AnyConfig)
 #: ``task`` -> its config class.
 TASK_CONFIGS: dict[str, type[Config]] = {
     get_args(cls.model_fields["task"].annotation)[0]: cls
-    for cls in (TranslationConfig, ClassificationConfig, MaskedLMConfig)
+    for cls in (TranslationConfig, ClassificationConfig, MaskedLMConfig, DenoisingConfig)
 }
 #: The data sources each task accepts; the first one is the default when ``data`` is absent.
 TASK_DATA_SOURCES: dict[str, tuple[str, ...]] = {

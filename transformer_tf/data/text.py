@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from transformer_tf.data.bucketing import batch_by_length, bucket_batch_sizes, bucket_lengths
 from transformer_tf.data.classification import review_bucket_boundaries, truncate
-from transformer_tf.data.masking import mask_tokens
+from transformer_tf.data.masking import infill_spans, mask_tokens
 from transformer_tf.data.seeds import epoch_seeds
 from transformer_tf.data.special_tokens import PAD_ID
 from transformer_tf.errors import DataError
@@ -26,6 +26,7 @@ from transformer_tf.errors import DataError
 __all__ = [
     "MASK_TOKEN",
     "chosen_positions",
+    "denoising_pairs",
     "document_files",
     "in_split",
     "length_batches",
@@ -193,6 +194,71 @@ def masked_lm_batches(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+def _encoded_documents(documents, tokenizer, max_length: int, truncation: str):
+    """One int32 row per document with at least one token: encoded in graph and cut."""
+
+    def encode(texts):  # (n,) tf.string -> (n, longest) padded ids and (n,) lengths
+        ids = truncate(tokenizer.tf_encode(texts), max_length, truncation)
+        return ids.to_tensor(PAD_ID), ids.row_lengths()
+
+    def not_empty(row, length):
+        return length > 0
+
+    def unpadded(row, length):
+        return row[:length]
+
+    # Encoded 256 documents at a time (one op call each, not one per document), then one
+    # dense row per document again.
+    ids = documents.batch(256).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return ids.filter(not_empty).map(unpadded)
+
+
+def denoising_pairs(
+    documents: tf.data.Dataset,
+    tokenizer,
+    *,
+    mask_id: int,
+    max_length: int,
+    seed: int,
+    epoch: int = 0,
+    training: bool = True,
+    shuffle_buffer: int = 100_000,
+    mask_ratio: float = 0.3,
+    poisson_lambda: float = 3.0,
+) -> tf.data.Dataset:
+    """``(corrupted ids, original ids)`` pairs of ``documents`` for denoising (BART).
+
+    Each document is encoded in graph (``tokenizer.tf_encode``) and cut to ``max_length - 1``
+    tokens (the target gets EOS); documents with no token are dropped. The source is the
+    document with text infilling (:func:`~transformer_tf.data.masking.infill_spans`, the
+    ``i``-th document of the pass with the stateless seed ``(epoch seed, i)``), cut to
+    ``max_length``. Training shuffles the documents first (seed of ``seed`` and ``epoch``);
+    evaluation keeps their order and epoch 0's seeds, so it corrupts the same way every time.
+
+    Returns:
+        tf.data.Dataset of ``(int32 (source length,), int32 (target length,))``, no BOS/EOS:
+        what :func:`~transformer_tf.data.translation.batch_translation_examples` batches.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    example_seed, mask_seed = epoch_seeds(seed, epoch if training else 0)
+    if training:
+        documents = documents.shuffle(shuffle_buffer, seed=example_seed)
+    ids = _encoded_documents(documents, tokenizer, max_length - 1, "head")
+
+    def corrupt(index, row):
+        corrupted, _ = infill_spans(
+            row,
+            tf.stack([tf.constant(mask_seed, tf.int64), index]),
+            mask_id=mask_id,
+            mask_ratio=mask_ratio,
+            poisson_lambda=poisson_lambda,
+        )
+        return corrupted[:max_length], row
+
+    return ids.enumerate().map(corrupt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def length_batches(
     documents: tf.data.Dataset,
     tokenizer,
@@ -213,20 +279,7 @@ def length_batches(
     if training:
         documents = documents.shuffle(shuffle_buffer, seed=example_seed)
 
-    def encode(texts):  # (n,) tf.string -> (n, longest) padded ids and (n,) lengths
-        ids = truncate(tokenizer.tf_encode(texts), max_length, truncation)
-        return ids.to_tensor(PAD_ID), ids.row_lengths()
-
-    # Encoded 256 documents at a time (one op call each, not one per document), then one
-    # dense row per document again.
-    def not_empty(row, length):
-        return length > 0
-
-    def unpadded(row, length):
-        return row[:length]
-
-    ids = documents.batch(256).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ids = ids.filter(not_empty).map(unpadded)
+    ids = _encoded_documents(documents, tokenizer, max_length, truncation)
     boundaries = review_bucket_boundaries(max_length)
     sizes = bucket_batch_sizes(bucket_lengths(boundaries, max_length), batch_size, batch_type)
     return batch_by_length(

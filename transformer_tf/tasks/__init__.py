@@ -13,15 +13,25 @@ from transformer_tf.config import Config
 from transformer_tf.run import RunDir
 from transformer_tf.tasks.base import Task
 from transformer_tf.tasks.classification import ClassificationTask
+from transformer_tf.tasks.denoising import DenoisingTask
 from transformer_tf.tasks.masked_lm import MaskedLMTask
 from transformer_tf.tasks.translation import TranslationTask
 
-__all__ = ["ClassificationTask", "MaskedLMTask", "Task", "TranslationTask", "TASKS", "make_task"]
+__all__ = [
+    "ClassificationTask",
+    "DenoisingTask",
+    "MaskedLMTask",
+    "Task",
+    "TranslationTask",
+    "TASKS",
+    "make_task",
+]
 
 TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "translation": TranslationTask,
     "masked_lm": MaskedLMTask,
+    "denoising": DenoisingTask,
 }
 
 

@@ -69,6 +69,7 @@ class TranslationTask(Task):
     """
 
     name = "translation"
+    starts_from = frozenset({"denoising"})
     count_unit = "tokens"
     commands = frozenset({"translate", "score", "export --format ctranslate2"})
     shards_input = True

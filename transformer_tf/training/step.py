@@ -248,9 +248,7 @@ class Update:
                 scale = tf.where(frozen, 0.0, scale)
             elif scale == 1.0:
                 scale = None
-            self.strategy.extended.update(
-                variable.value, update, args=(grad, scale), group=False
-            )
+            self.strategy.extended.update(variable.value, update, args=(grad, scale), group=False)
         inner.iterations.assign_add(1)
         for hook in self.after_apply:
             hook()

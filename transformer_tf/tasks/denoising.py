@@ -1,0 +1,173 @@
+"""Denoising pretraining (BART's text infilling): a corrupted document -> the document.
+
+An encoder-decoder learns to rebuild plain text whose spans were each replaced by one mask
+token; a translation run then starts from it (``train TRANSLATION_CONFIG --init-from RUN``, see
+:mod:`transformer_tf.init_from`): every weight carries over, the vocabulary mapped by token.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+import tensorflow as tf
+
+from transformer_tf.config import Config
+from transformer_tf.data import text, tokenizers
+from transformer_tf.data.bucketing import bucket_batch_sizes
+from transformer_tf.data.seeds import epoch_seeds
+from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
+from transformer_tf.data.translation import batch_translation_examples
+from transformer_tf.errors import UserError
+from transformer_tf.run import RunDir
+from transformer_tf.tasks import losses, metrics
+from transformer_tf.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+#: The mask token's name in the run's vocabularies (its id is one past the tokenizer's).
+MASK_TOKEN = "<mask>"
+
+
+def sequence_exact_match(labels, logits):
+    """Teacher-forced exact match: the sequences whose every (non-padding) token is the
+    argmax prediction given the original tokens before it, ``(matches, sequences)``."""
+    real = tf.not_equal(labels, PAD_ID)  # (batch, length)
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    wrong = real & tf.not_equal(predictions, tf.cast(labels, tf.int32))
+    matches = tf.cast(~tf.reduce_any(wrong, axis=1), tf.float32)  # (batch,)
+    return tf.reduce_sum(matches), tf.cast(tf.shape(labels)[0], tf.float32)
+
+
+class DenoisingTask(Task):
+    """BART's text infilling on ``data.source: text`` (:class:`~transformer_tf.config.DenoisingData`).
+
+    Batches are translation batches (``{"source", "target"}`` inputs, labels the target shifted
+    by one): the source the corrupted document, the target the document. The tokenizer is a
+    translation tokenizer (word or SentencePiece), one for both sides; the mask token gets the
+    id after its vocabulary, so the model's vocabularies have one more entry. Validation reports
+    the reconstruction ``loss``, the ``token_accuracy`` and the teacher-forced ``exact_match``
+    (:func:`sequence_exact_match`), all teacher forced.
+    """
+
+    name = "denoising"
+    count_unit = "tokens"
+    length_keys = ("data.max_length",)
+
+    def __init__(self, config: Config, run: RunDir):
+        super().__init__(config, run)
+        self.tokenizer = None
+
+    @property
+    def mask_id(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @cached_property
+    def _documents(self) -> tf.data.Dataset:
+        return text.text_documents(self.config.data.paths)
+
+    def documents(self, split: str) -> tf.data.Dataset:
+        """The documents of ``split`` (``train`` or ``validation``), scalar tf.string."""
+        data = self.config.data
+        return self._documents.filter(
+            lambda doc: text.in_split(doc, split, data.validation_fraction, data.split_seed)
+        )
+
+    def vocabulary_ready(self) -> bool:
+        return (self.run.vocab_dir / tokenizers.MANIFEST_NAME).exists()
+
+    def prepare(self, create: bool = False, write: bool = True) -> None:
+        vocab_dir = self.run.vocab_dir
+        if self.vocabulary_ready():
+            self.tokenizer, _ = tokenizers.load_tokenizers(vocab_dir)
+            return
+        if not create:
+            raise UserError(f"{vocab_dir} has no tokenizer: is {self.run} a trained run?")
+        data = self.config.data
+        sample = self.documents("train").take(data.vocab_sample)
+        texts = [doc.decode("utf-8", errors="replace") for doc in sample.as_numpy_iterator()]
+        if not texts:
+            raise UserError(
+                f"data.paths: no training documents in {', '.join(data.paths)} (every document "
+                "fell into validation, or the files are empty)"
+            )
+        # One tokenizer for both sides; the mask token takes one id after its vocabulary.
+        self.tokenizer, _ = tokenizers.build_tokenizers(
+            data.tokenizer,
+            texts,
+            texts,
+            vocab_size=data.vocab_size - 1,
+            shared=True,
+            lowercase=data.lowercase,
+        )
+        log.info("denoising vocabulary: %d tokens from %d documents", self.mask_id + 1, len(texts))
+        if write:
+            tokenizers.save_tokenizers(vocab_dir, self.tokenizer, self.tokenizer)
+
+    def vocabulary_args(self) -> dict:
+        size = self.tokenizer.vocab_size + 1  # the mask token
+        return {"source_vocab_size": size, "target_vocab_size": size}
+
+    def tokenizers(self) -> dict:
+        return {"source": self.tokenizer, "target": self.tokenizer}
+
+    def vocabularies(self) -> dict[str, list[str]]:
+        tokens = [*tokenizers.token_list(self.tokenizer), MASK_TOKEN]
+        return {"source": tokens, "target": list(tokens)}
+
+    def positions_needed(self) -> int:
+        return self.config.data.max_length + 1
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "validation")
+
+    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
+        if not self.has_split(split):
+            raise UserError(f"split `{split}` is not available; splits: train, validation")
+        data, training_config = self.config.data, self.config.training
+        pairs = text.denoising_pairs(
+            self.documents(split),
+            self.tokenizer,
+            mask_id=self.mask_id,
+            max_length=data.max_length,
+            seed=training_config.seed,
+            epoch=epoch,
+            training=training,
+            shuffle_buffer=data.shuffle_buffer,
+            mask_ratio=data.mask_ratio,
+            poisson_lambda=data.poisson_lambda,
+        )
+        return batch_translation_examples(
+            pairs,
+            longest=data.max_length,
+            batch_size=training_config.batch_size,
+            shuffle=training,
+            batch_seed=epoch_seeds(training_config.seed, epoch)[1],
+            bucket_width=data.bucket_width,
+            batch_type=training_config.batch_type,
+        )
+
+    def probe_batch(self, tokens: int):
+        # The longest bucket: documents of data.max_length tokens (the target with EOS).
+        length = self.config.data.max_length
+        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
+        ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
+        return {"source": ids, "target": ids}, ids
+
+    def loss(self, labels, logits, label_smoothing: float):
+        return losses.token_cross_entropy(labels, logits, label_smoothing)
+
+    def metrics(self) -> dict:
+        return {"token_accuracy": metrics.token_accuracy, "exact_match": sequence_exact_match}
+
+    def ensemble(self, models: list):
+        raise UserError(
+            "denoising runs do not ensemble; fine-tune translation runs from them (--init-from) "
+            "and ensemble those"
+        )
+
+    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
+        raise UserError(
+            "a denoising run has nothing to serve: it is pretraining. Train a translation "
+            "config with --init-from RUN and export that run"
+        )
