@@ -315,3 +315,21 @@ def test_bad_denoising_configs_name_the_key(tmp_path, data, expected):
     with pytest.raises(ConfigError) as error:
         config_from_dict(raw)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name, task", [("imdb_pretrain", "masked_lm"), ("multi30k_denoising", "denoising")]
+)
+def test_the_shipped_pretraining_configs_load(tmp_path, name, task):
+    from pathlib import Path
+
+    from transformer_tf.config import load_config
+
+    (tmp_path / "text.txt").write_text("one document\n")
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    config = load_config(path, [f"data.paths=[{tmp_path / 'text.txt'}]"])
+    assert (config.task, config.data.paths) == (task, [str(tmp_path / "text.txt")])
+    finetune = load_config(path.parent / "imdb_finetune.yaml")
+    if task == "masked_lm":  # the fine-tuning config names the same architecture
+        for key in ("num_layers", "d_model", "num_heads", "d_ff", "positional_encoding"):
+            assert getattr(finetune.model, key) == getattr(config.model, key), key
