@@ -26,7 +26,7 @@ from transformer_tf.data.bucketing import (
 )
 from transformer_tf.data.parallel import ParallelCorpus
 from transformer_tf.data.seeds import epoch_seeds
-from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
+from transformer_tf.data.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from transformer_tf.data.tokenizers import Tokenizer
 from transformer_tf.errors import UserError
 
@@ -313,6 +313,15 @@ def batch_translation_examples(
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def seq2seq_probe_batch(length: int, tokens: int):
+    """``({"source", "target"}, labels)``: the worst-case batch of a token budget of ``tokens``
+    for an encoder-decoder, every example ``length`` tokens long on both sides (built with
+    TensorFlow ops, for ``training.batch_size: auto``'s memory probe)."""
+    (examples,) = bucket_batch_sizes([length], tokens, "tokens")
+    ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
+    return {"source": ids, "target": ids}, ids
 
 
 def padding_fraction(dataset: tf.data.Dataset) -> float:

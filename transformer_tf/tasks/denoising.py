@@ -8,20 +8,18 @@ token; a translation run then starts from it (``train TRANSLATION_CONFIG --init-
 from __future__ import annotations
 
 import logging
-from functools import cached_property
 
 import tensorflow as tf
 
 from transformer_tf.config import Config
 from transformer_tf.data import text, tokenizers
-from transformer_tf.data.bucketing import bucket_batch_sizes
 from transformer_tf.data.seeds import epoch_seeds
-from transformer_tf.data.special_tokens import PAD_ID, UNK_ID
-from transformer_tf.data.translation import batch_translation_examples
+from transformer_tf.data.special_tokens import PAD_ID
+from transformer_tf.data.translation import batch_translation_examples, seq2seq_probe_batch
 from transformer_tf.errors import UserError
 from transformer_tf.run import RunDir
 from transformer_tf.tasks import losses, metrics
-from transformer_tf.tasks.base import Task
+from transformer_tf.tasks.pretraining import PretrainingTask
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ def sequence_exact_match(labels, logits):
     return tf.reduce_sum(matches), tf.cast(tf.shape(labels)[0], tf.float32)
 
 
-class DenoisingTask(Task):
+class DenoisingTask(PretrainingTask):
     """BART's text infilling on ``data.source: text`` (:class:`~transformer_tf.config.DenoisingData`).
 
     Batches are translation batches (``{"source", "target"}`` inputs, labels the target shifted
@@ -51,8 +49,7 @@ class DenoisingTask(Task):
     """
 
     name = "denoising"
-    count_unit = "tokens"
-    length_keys = ("data.max_length",)
+    fine_tuned_by = "translation"
 
     def __init__(self, config: Config, run: RunDir):
         super().__init__(config, run)
@@ -61,17 +58,6 @@ class DenoisingTask(Task):
     @property
     def mask_id(self) -> int:
         return self.tokenizer.vocab_size
-
-    @cached_property
-    def _documents(self) -> tf.data.Dataset:
-        return text.text_documents(self.config.data.paths)
-
-    def documents(self, split: str) -> tf.data.Dataset:
-        """The documents of ``split`` (``train`` or ``validation``), scalar tf.string."""
-        data = self.config.data
-        return self._documents.filter(
-            lambda doc: text.in_split(doc, split, data.validation_fraction, data.split_seed)
-        )
 
     def vocabulary_ready(self) -> bool:
         return (self.run.vocab_dir / tokenizers.MANIFEST_NAME).exists()
@@ -84,13 +70,7 @@ class DenoisingTask(Task):
         if not create:
             raise UserError(f"{vocab_dir} has no tokenizer: is {self.run} a trained run?")
         data = self.config.data
-        sample = self.documents("train").take(data.vocab_sample)
-        texts = [doc.decode("utf-8", errors="replace") for doc in sample.as_numpy_iterator()]
-        if not texts:
-            raise UserError(
-                f"data.paths: no training documents in {', '.join(data.paths)} (every document "
-                "fell into validation, or the files are empty)"
-            )
+        texts = self.training_texts(data.vocab_sample)
         # One tokenizer for both sides; the mask token takes one id after its vocabulary.
         self.tokenizer, _ = tokenizers.build_tokenizers(
             data.tokenizer,
@@ -117,9 +97,6 @@ class DenoisingTask(Task):
 
     def positions_needed(self) -> int:
         return self.config.data.max_length + 1
-
-    def has_split(self, split: str) -> bool:
-        return split in ("train", "validation")
 
     def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
         if not self.has_split(split):
@@ -149,25 +126,10 @@ class DenoisingTask(Task):
 
     def probe_batch(self, tokens: int):
         # The longest bucket: documents of data.max_length tokens (the target with EOS).
-        length = self.config.data.max_length
-        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
-        ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
-        return {"source": ids, "target": ids}, ids
+        return seq2seq_probe_batch(self.config.data.max_length, tokens)
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.token_cross_entropy(labels, logits, label_smoothing)
 
     def metrics(self) -> dict:
         return {"token_accuracy": metrics.token_accuracy, "exact_match": sequence_exact_match}
-
-    def ensemble(self, models: list):
-        raise UserError(
-            "denoising runs do not ensemble; fine-tune translation runs from them (--init-from) "
-            "and ensemble those"
-        )
-
-    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
-        raise UserError(
-            "a denoising run has nothing to serve: it is pretraining. Train a translation "
-            "config with --init-from RUN and export that run"
-        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import cached_property
 
 import tensorflow as tf
 
@@ -23,7 +22,7 @@ from transformer_tf.data.review_tokenizer import ReviewTokenizer
 from transformer_tf.data.special_tokens import UNK_ID
 from transformer_tf.errors import DataError, UserError
 from transformer_tf.run import RunDir
-from transformer_tf.tasks.base import Task
+from transformer_tf.tasks.pretraining import PretrainingTask
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 FIRST_MASKABLE_ID = UNK_ID + 1
 
 
-class MaskedLMTask(Task):
+class MaskedLMTask(PretrainingTask):
     """BERT's masked-LM objective on ``data.source: text`` (:class:`~transformer_tf.config.TextData`).
 
     Inputs are ``{"token_ids": (batch, length), "mask_positions": (batch, P)}`` and labels
@@ -41,8 +40,7 @@ class MaskedLMTask(Task):
     """
 
     name = "masked_lm"
-    count_unit = "tokens"
-    length_keys = ("data.max_length",)
+    fine_tuned_by = "classification"
 
     def __init__(self, config: Config, run: RunDir):
         super().__init__(config, run)
@@ -52,17 +50,6 @@ class MaskedLMTask(Task):
     def mask_id(self) -> int:
         """The mask token's id: the vocabulary's last."""
         return self.tokenizer.vocab_size - 1
-
-    @cached_property
-    def _documents(self) -> tf.data.Dataset:
-        return text.text_documents(self.config.data.paths)
-
-    def documents(self, split: str) -> tf.data.Dataset:
-        """The documents of ``split`` (``train`` or ``validation``), scalar tf.string."""
-        data = self.config.data
-        return self._documents.filter(
-            lambda doc: text.in_split(doc, split, data.validation_fraction, data.split_seed)
-        )
 
     def vocabulary_ready(self) -> bool:
         return (self.run.vocab_dir / "vocab.txt").exists()
@@ -80,15 +67,7 @@ class MaskedLMTask(Task):
         if not create:
             raise UserError(f"{vocab_dir} has no vocabulary: is {self.run} a trained run?")
         data = self.config.data
-        documents = self.documents("train")
-        if data.vocabulary_sample is not None:
-            documents = documents.take(data.vocabulary_sample)
-        texts = [doc.decode("utf-8", errors="replace") for doc in documents.as_numpy_iterator()]
-        if not texts:
-            raise UserError(
-                f"data.paths: no training documents in {', '.join(data.paths)} (every document "
-                "fell into validation, or the files are empty)"
-            )
+        texts = self.training_texts(data.vocabulary_sample)
         words = ReviewTokenizer.build(
             texts, data.vocab_size - 1, lowercase=data.lowercase, max_length=data.max_length
         )
@@ -113,9 +92,6 @@ class MaskedLMTask(Task):
 
     def positions_needed(self) -> int:
         return self.config.data.max_length
-
-    def has_split(self, split: str) -> bool:
-        return split in ("train", "validation")
 
     def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
         if not self.has_split(split):
@@ -161,15 +137,3 @@ class MaskedLMTask(Task):
     def derived_scores(self, scores: dict) -> dict:
         # exp of the mean cross-entropy over the chosen tokens (capped: exp overflows at ~709).
         return {"perplexity": math.exp(min(scores["loss"], 700.0))}
-
-    def ensemble(self, models: list):
-        raise UserError(
-            "masked_lm runs do not ensemble; fine-tune classifiers from them (--init-from) and "
-            "ensemble those"
-        )
-
-    def serving(self, model, *, beam_size: int | None = None, n_best: int | None = None):
-        raise UserError(
-            "a masked_lm run has nothing to serve: it is pretraining. Train a classification "
-            "config with --init-from RUN and export that run"
-        )

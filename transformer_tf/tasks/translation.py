@@ -11,15 +11,14 @@ import tensorflow as tf
 
 from transformer_tf.config import Config
 from transformer_tf.data import streaming, tokenizers
-from transformer_tf.data.bucketing import bucket_batch_sizes
 from transformer_tf.data.parallel import read_parallel
 from transformer_tf.data.seeds import epoch_seeds
-from transformer_tf.data.special_tokens import UNK_ID
 from transformer_tf.data.toy import toy_splits
 from transformer_tf.data.translation import (
     batch_translation_examples,
     encode_pairs,
     make_translation_dataset,
+    seq2seq_probe_batch,
 )
 from transformer_tf.errors import UserError
 from transformer_tf.evaluation import scorers
@@ -428,9 +427,7 @@ class TranslationTask(Task):
         length = self.config.data.max_length
         if self.config.training.jit_compile or self.config.distribute.strategy == "tpu":
             length = -(-length // 8) * 8
-        (examples,) = bucket_batch_sizes([length], tokens, "tokens")
-        ids = tf.fill([examples, length], tf.constant(UNK_ID, tf.int32))
-        return {"source": ids, "target": ids}, ids
+        return seq2seq_probe_batch(length, tokens)
 
     def loss(self, labels, logits, label_smoothing: float):
         return losses.token_cross_entropy(labels, logits, label_smoothing)
