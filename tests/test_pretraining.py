@@ -203,6 +203,18 @@ def test_runs_of_other_tasks_are_refused(imdb, pretrained, tmp_path):
         _build(_pretrain_config(imdb), tmp_path / "m", init_from=str(classifier))
 
 
+def test_a_source_that_shares_no_word_is_refused(imdb, tmp_path):
+    # A masked LM of other words: only the padding and unknown tokens are in both vocabularies.
+    (tmp_path / "alien.txt").write_text("\n".join(f"zq{i} zq{i + 1} zq{i + 2}" for i in range(50)))
+    config = _pretrain_config(imdb)
+    config["data"]["paths"] = [str(tmp_path / "alien.txt")]
+    config["training"].update(steps=2, eval_every=2, checkpoint_every=2)
+    alien = train_through_cli(tmp_path, config, name="alien")
+    with pytest.raises(UserError, match="no token of the new run's source vocabulary but the"):
+        _build(_finetune_config(imdb), tmp_path / "ft", init_from=str(alien))
+    assert not (tmp_path / "ft").exists()
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
