@@ -192,6 +192,16 @@ def test_layer_wise_decay_and_the_scales_of_each_weight():
     assert update_scales(paths, frozen, fresh=None) is None  # trained from scratch: no effect
 
 
+def test_a_pretraining_run_has_no_translate_or_export(pretrained, tmp_path, capsys):
+    text = tmp_path / "in.txt"
+    text.write_text("a film\n")
+    assert main(["translate", str(pretrained), "--input", str(text)]) == 2
+    assert "they support: train, evaluate)" in capsys.readouterr().err
+    assert main(["export", str(pretrained), str(tmp_path / "export")]) == 2
+    assert "a masked_lm run has nothing to serve" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
 def test_runs_of_other_tasks_are_refused(imdb, pretrained, tmp_path):
     with pytest.raises(UserError, match="is a masked_lm run; this config trains translation"):
         _build(translation_config(), tmp_path / "t", init_from=str(pretrained))

@@ -84,10 +84,13 @@ class Task:
     #: generates text with the search.
     commands: frozenset[str] = frozenset()
 
+    #: The commands every run of the task supports.
+    base_commands: tuple[str, ...] = ("train", "evaluate", "export")
+
     def require_command(self, command: str, run_name: str) -> None:
         """Raise a UserError unless the task's runs support ``command``."""
         if command not in self.commands:
-            own = ", ".join(["train", "evaluate", "export", *sorted(self.commands)])
+            own = ", ".join([*self.base_commands, *sorted(self.commands)])
             raise UserError(
                 f"{run_name} is a {self.name} run; {command} is not a command for {self.name} "
                 f"runs (they support: {own}). {command} needs a run of a task that generates "

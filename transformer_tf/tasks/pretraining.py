@@ -25,6 +25,8 @@ class PretrainingTask(Task):
     length_keys = ("data.max_length",)
     #: The task that fine-tunes its runs (named in messages).
     fine_tuned_by = ""
+    #: Nothing to export: the fine-tuned run serves.
+    base_commands = ("train", "evaluate")
 
     @cached_property
     def _documents(self) -> tf.data.Dataset:
