@@ -88,13 +88,19 @@ def _tokenizer(documents):
 
 
 def _batches(documents, tokenizer, **kwargs):
+    """(masked batches, the length batches they were made from)."""
     options = dict(max_length=12, batch_size=4, seed=3, shuffle_buffer=100, **kwargs)
-    masked = text.masked_lm_batches(
-        documents, tokenizer, mask_id=14, first_maskable_id=2, mask_probability=0.3, **options
+    # Two pipelines: a second pass over one shuffled dataset reshuffles.
+    plain = text.length_batches(documents, tokenizer, **options)
+    masked = text.mask_batches(
+        text.length_batches(documents, tokenizer, **options),
+        mask_id=14,
+        vocab_size=15,
+        first_maskable_id=2,
+        mask_probability=0.3,
+        **{key: options[key] for key in ("seed", "epoch", "training") if key in options},
     )
-    return list(masked.as_numpy_iterator()), list(
-        text.length_batches(documents, tokenizer, **options).as_numpy_iterator()
-    )
+    return list(masked.as_numpy_iterator()), list(plain.as_numpy_iterator())
 
 
 def test_masked_batches_are_the_length_batches_masked_with_one_seed_each(corpus):

@@ -4,8 +4,9 @@
 ``*.txt`` file, as ``aclImdb/train/unsup``): :func:`text_documents` streams them, one string per
 document; :func:`in_split` holds out a share of them for validation by a keyed hash of their text,
 so the split needs no pass over the data and equal documents land on the same side;
-:func:`masked_lm_batches` tokenizes in graph, cuts, batches by length and masks each batch
-(:func:`transformer_tf.data.masking.mask_tokens`) with a seed of its own.
+:func:`length_batches` tokenizes in graph, cuts and batches by length, and :func:`mask_batches`
+masks each batch (:func:`transformer_tf.data.masking.mask_tokens`) with a seed of its own;
+:func:`denoising_pairs` corrupts each document by text infilling.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "document_files",
     "in_split",
     "length_batches",
-    "masked_lm_batches",
+    "mask_batches",
     "text_documents",
 ]
 
@@ -124,57 +125,32 @@ def chosen_positions(inputs: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor):
     )
 
 
-def masked_lm_batches(
-    documents: tf.data.Dataset,
-    tokenizer,
+def mask_batches(
+    batches: tf.data.Dataset,
     *,
     mask_id: int,
+    vocab_size: int,
     first_maskable_id: int,
-    max_length: int,
-    batch_size: int,
     seed: int,
     epoch: int = 0,
     training: bool = True,
-    truncation: str = "head",
-    batch_type: str = "examples",
-    shuffle_buffer: int = 100_000,
     mask_probability: float = 0.15,
     mask_fraction: float = 0.8,
     random_fraction: float = 0.1,
 ) -> tf.data.Dataset:
-    """Masked-LM batches of ``documents`` (scalar tf.string).
+    """Masked-LM batches: each padded id batch of ``batches`` (:func:`length_batches`) masked
+    (:func:`~transformer_tf.data.masking.mask_tokens`), the ``i``-th with the stateless seed
+    ``(epoch seed, i)``, and its chosen positions gathered (:func:`chosen_positions`).
 
-    Each document is encoded in graph (``tokenizer.tf_encode``), cut to ``max_length`` tokens
-    (:func:`~transformer_tf.data.classification.truncate`; documents with no token are
-    dropped), batched by length (the classification buckets; ``batch_type`` as there) and
-    padded; each batch is then masked with the stateless seed ``(epoch seed, batch index)``
-    and its chosen positions gathered (:func:`chosen_positions`).
-
-    Training (``training=True``) shuffles the documents in a buffer of ``shuffle_buffer`` with
-    the seed of (``seed``, ``epoch``), so each epoch has its own order and its own masks;
-    evaluation keeps the order and masks with epoch 0's seeds, the same tokens every time.
+    Training (``training=True``) takes the seed of (``seed``, ``epoch``), so each epoch has its
+    own masks; evaluation takes epoch 0's, the same tokens every time.
 
     Returns:
         tf.data.Dataset of ``(inputs, labels)`` as :func:`chosen_positions` returns them.
     """
-    if batch_size < 1 or max_length < 1:
-        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
-    vocab_size = tokenizer.vocab_size
     if not 0 < mask_id < vocab_size:
         raise ValueError(f"mask_id must be in [1, {vocab_size}), got {mask_id}")
     _, mask_seed = epoch_seeds(seed, epoch if training else 0)
-    batches = length_batches(
-        documents,
-        tokenizer,
-        max_length=max_length,
-        batch_size=batch_size,
-        seed=seed,
-        epoch=epoch,
-        training=training,
-        truncation=truncation,
-        batch_type=batch_type,
-        shuffle_buffer=shuffle_buffer,
-    )
 
     def mask(index, batch):  # (batch, length) -> the gathered masked batch
         batch_seed = tf.stack([tf.constant(mask_seed, tf.int64), index])
@@ -272,9 +248,17 @@ def length_batches(
     batch_type: str = "examples",
     shuffle_buffer: int = 100_000,
 ) -> tf.data.Dataset:
-    """The padded int32 ``(batch, length)`` id batches of ``documents`` that
-    :func:`masked_lm_batches` masks, the ``i``-th with the seed ``(epoch seed, i)``: encoded,
-    cut, shuffled (training) and batched by length as described there."""
+    """The padded int32 ``(batch, length)`` id batches of ``documents``, which
+    :func:`mask_batches` masks.
+
+    Each document is encoded in graph (``tokenizer.tf_encode``), cut to ``max_length`` tokens
+    (:func:`~transformer_tf.data.classification.truncate` with ``truncation``; documents with
+    no token are dropped), batched by length (the classification buckets; ``batch_type`` as
+    there) and padded with 0. Training (``training=True``) first shuffles the documents in a
+    buffer of ``shuffle_buffer`` with the seed of (``seed``, ``epoch``); evaluation keeps their
+    order."""
+    if batch_size < 1 or max_length < 1:
+        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
     example_seed, _ = epoch_seeds(seed, epoch if training else 0)
     if training:
         documents = documents.shuffle(shuffle_buffer, seed=example_seed)

@@ -98,21 +98,19 @@ class DenoisingTask(PretrainingTask):
     def positions_needed(self) -> int:
         return self.config.data.max_length + 1
 
-    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
-        if not self.has_split(split):
-            raise UserError(f"split `{split}` is not available; splits: train, validation")
+    def batches(self, documents: tf.data.Dataset, training: bool, epoch: int) -> tf.data.Dataset:
         data, training_config = self.config.data, self.config.training
+        infilling = self.data_options(
+            "max_length", "shuffle_buffer", "mask_ratio", "poisson_lambda"
+        )
         pairs = text.denoising_pairs(
-            self.documents(split),
+            documents,
             self.tokenizer,
             mask_id=self.mask_id,
-            max_length=data.max_length,
             seed=training_config.seed,
             epoch=epoch,
             training=training,
-            shuffle_buffer=data.shuffle_buffer,
-            mask_ratio=data.mask_ratio,
-            poisson_lambda=data.poisson_lambda,
+            **infilling,
         )
         return batch_translation_examples(
             pairs,

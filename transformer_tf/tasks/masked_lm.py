@@ -93,26 +93,25 @@ class MaskedLMTask(PretrainingTask):
     def positions_needed(self) -> int:
         return self.config.data.max_length
 
-    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
-        if not self.has_split(split):
-            raise UserError(f"split `{split}` is not available; splits: train, validation")
-        data, training_config = self.config.data, self.config.training
-        return text.masked_lm_batches(
-            self.documents(split),
+    def batches(self, documents: tf.data.Dataset, training: bool, epoch: int) -> tf.data.Dataset:
+        settings = self.config.training
+        options = dict(seed=settings.seed, epoch=epoch, training=training)
+        batches = text.length_batches(
+            documents,
             self.tokenizer,
+            batch_size=settings.batch_size,
+            batch_type=settings.batch_type,
+            **self.data_options("max_length", "truncation", "shuffle_buffer"),
+            **options,
+        )
+        masking = self.data_options("mask_probability", "mask_fraction", "random_fraction")
+        return text.mask_batches(
+            batches,
             mask_id=self.mask_id,
+            vocab_size=self.tokenizer.vocab_size,
             first_maskable_id=FIRST_MASKABLE_ID,
-            max_length=data.max_length,
-            batch_size=training_config.batch_size,
-            seed=training_config.seed,
-            epoch=epoch,
-            training=training,
-            truncation=data.truncation,
-            batch_type=training_config.batch_type,
-            shuffle_buffer=data.shuffle_buffer,
-            mask_probability=data.mask_probability,
-            mask_fraction=data.mask_fraction,
-            random_fraction=data.random_fraction,
+            **masking,
+            **options,
         )
 
     def probe_batch(self, tokens: int):

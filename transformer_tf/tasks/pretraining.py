@@ -63,6 +63,19 @@ class PretrainingTask(Task):
         if not self.has_split(split):
             raise UserError(f"split `{split}` is not available; splits: train, validation")
 
+    def dataset(self, split: str, training: bool, epoch: int = 0) -> tf.data.Dataset:
+        self.require_split(split)
+        return self.batches(self.documents(split), training, epoch)
+
+    def batches(self, documents: tf.data.Dataset, training: bool, epoch: int) -> tf.data.Dataset:
+        """The ``(inputs, labels)`` batches of ``documents`` (see :meth:`Task.dataset`)."""
+        raise NotImplementedError
+
+    def data_options(self, *keys: str) -> dict:
+        """``data.<key>`` for each of ``keys``, by name: the arguments of the
+        :mod:`~transformer_tf.data.text` functions share the config's names."""
+        return {key: getattr(self.config.data, key) for key in keys}
+
     def ensemble(self, models: list):
         raise UserError(
             f"{self.name} runs do not ensemble; fine-tune {self.fine_tuned_by} runs from them "
