@@ -757,7 +757,9 @@ def _remove_new_run(run: RunDir) -> None:
 
 
 def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None):
-    """The loaded source to start from, or None when the run resumes (or has no source).
+    """``(loaded source, partial)``: the source to start from, or None when the run resumes
+    (or has no source), and whether it gives only part of the weights (another task's run,
+    :func:`~transformer_tf.init_from.check_same_kind`).
 
     A run with checkpoints resumes: ``--init-from`` applied at its start. It must name the run
     it started from; a run trained from random weights is never re-initialised, and a run that
@@ -771,7 +773,7 @@ def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None
                 f"{run} started from the weights of {recorded['source']} and has no checkpoint "
                 f"yet; rerun with --init-from {recorded['source']}"
             )
-        return None
+        return None, False
     if has_checkpoints:
         if recorded is None:
             raise UserError(
@@ -784,10 +786,9 @@ def _initial_weights(run: RunDir, config: Config, source: init.InitSource | None
                 "with that source to resume it, or use another --run-dir"
             )
         log.info("resuming %s; its weights came from %s at the start", run, recorded["source"])
-        return None
+        return None, False
     loaded = init.load_source(source)
-    init.check_same_kind(config, loaded)
-    return loaded
+    return loaded, init.check_same_kind(config, loaded)
 
 
 def _build_locked(
@@ -795,7 +796,7 @@ def _build_locked(
 ) -> Trainer:
     if placement.is_chief:
         run.check_compatible(config)
-    loaded = _initial_weights(run, config, source)
+    loaded, partial = _initial_weights(run, config, source)
     training = config.training
     keras.utils.set_random_seed(training.seed)
     choice = training_precision(config, run, placement.kind)
@@ -823,7 +824,7 @@ def _build_locked(
                 assembly.task.vocabularies(),
                 loaded,
                 assembly.model_args,
-                partial=init.check_same_kind(config, loaded),
+                partial=partial,
             )
     initialized_from = run.read_init_from() if run.is_run() else None
     if loaded is not None:
