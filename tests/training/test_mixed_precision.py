@@ -32,8 +32,8 @@ def copy_task(tmp_path_factory):
     return files
 
 
-# 200 steps: every mode reached 100% at 160 and none at 120 (AMD EPYC, avx512_bf16), so the
-# steps keep a quarter in hand; 400 before only cost time.
+# 200 steps: every mode reached 100% at 160, and the three eager ones failed at 120 (AMD EPYC,
+# avx512_bf16), so the steps keep a quarter in hand; the 400 before only cost time.
 def _config(files, mixed_precision, jit_compile, steps=200, **model):
     return config_from_dict(
         {
