@@ -73,6 +73,10 @@ def translation_config(**sections) -> dict:
             "eval_every": 10,
             "log_every": 5,
             "seed": 3,
+            # Validation scores the loss only: decoding costs each run a beam search's tracing
+            # and its translations. The tests of validation decoding ask for it
+            # (``training={"validation": {...}}`` replaces this).
+            "validation": {"decode": False},
         },
         "decoding": {"beam_size": 2, "max_length": 40},
         "distribute": {"strategy": "cpu"},

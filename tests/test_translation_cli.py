@@ -163,7 +163,13 @@ def test_validation_decodes_and_selects_best_by_bleu(tmp_path):
 
     stopping = {"metric": "bleu", "patience": 10}
     raw = translation_config(
-        training={"steps": 30, "eval_every": 10, "early_stopping": stopping, "checkpoint_every": 10}
+        training={
+            "steps": 30,
+            "eval_every": 10,
+            "early_stopping": stopping,
+            "checkpoint_every": 10,
+            "validation": {"decode": True},
+        }
     )
     config = write_config(tmp_path / "bleu.yaml", raw)
     run_dir = tmp_path / "run"
