@@ -102,28 +102,22 @@ def _multi_worker_config(tmp_path, steps, checkpoint_every):
     return write_config(tmp_path / "mw.yaml", raw)
 
 
-def _launch_400_steps(tmp_path, checkpoint_every):
-    """Both workers started on a 400-step run in ``tmp_path/run`` (the test stops them first):
-    the run directory, their scratch directory and the two processes, chief first."""
-    config = _multi_worker_config(tmp_path, steps=400, checkpoint_every=checkpoint_every)
-    run_dir = tmp_path / "run"
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    return run_dir, scratch, _start_workers(config, run_dir, scratch)
+def _launch(tmp_path, run_dir, scratch, steps, checkpoint_every):
+    """Both workers started on a ``steps``-step run in ``run_dir`` (a new one, or one to
+    resume): the two processes, chief first."""
+    config = _multi_worker_config(tmp_path, steps=steps, checkpoint_every=checkpoint_every)
+    return _start_workers(config, run_dir, scratch)
 
 
-def _restart_and_expect_resume(tmp_path, run_dir, scratch, step, checkpoint_every):
-    """Start both workers again for 5 more steps; each must say it resumed from ckpt-``step``."""
-    config = _multi_worker_config(tmp_path, steps=step + 5, checkpoint_every=checkpoint_every)
-    processes = _start_workers(config, run_dir, scratch)
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=300)
-            assert process.returncode == 0, err[-3000:]
-            assert f"resumed from {run_dir}/checkpoints/ckpt-{step} at step {step}" in err
-    finally:
-        for process in processes:
-            process.kill()
+def _wait_for(condition, what):
+    deadline = time.time() + 240
+    while time.time() < deadline and not condition():
+        time.sleep(0.1)
+    assert condition(), f"{what} before the deadline"
+
+
+def _resumed(run_dir, step):
+    return f"resumed from {run_dir}/checkpoints/ckpt-{step} at step {step}"
 
 
 @pytest.fixture(scope="module")
@@ -199,41 +193,24 @@ def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(two_workers):
     assert hashes == [written, written]
 
 
-def test_a_dead_worker_stops_the_other_and_a_restart_resumes(tmp_path):
-    run_dir, scratch, (chief, worker) = _launch_400_steps(tmp_path, checkpoint_every=5)
-    state = run_dir / "checkpoints" / "checkpoint"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not state.exists():
-            time.sleep(0.1)
-        assert state.exists(), "no checkpoint before the deadline"
-        worker.kill()
-        started = time.time()
-        _, err = chief.communicate(timeout=120)  # bounded: never hangs
-        stopped_after = time.time() - started
-    finally:
-        chief.kill()
-        worker.kill()
-    assert chief.returncode == 1
-    assert "another worker stopped" in err and "Traceback" not in err
-    assert stopped_after < 120
-    saved = int(re.search(r"ckpt-(\d+)", state.read_text()).group(1))
-    assert saved >= 5
+def test_preemption_and_a_dead_worker_stop_every_worker_and_restarts_resume(tmp_path):
+    """One run, stopped twice, as a cluster's would be (one chain: each start of the two
+    workers costs two TensorFlow start-ups and traces):
 
-    # Restarting both workers continues from the chief's last checkpoint.
-    _restart_and_expect_resume(tmp_path, run_dir, scratch, saved, checkpoint_every=5)
-    assert f"ckpt-{saved + 5}" in state.read_text()
-
-
-def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
-    # checkpoint_every 1000: any checkpoint in the run is the preemption's, not a periodic one.
-    run_dir, scratch, (chief, worker) = _launch_400_steps(tmp_path, checkpoint_every=1000)
+    1. SIGTERM to the non-chief: both workers checkpoint the same step and exit 143;
+    2. both restarted resume from that step; then the non-chief is killed (-9): the chief
+       stops with a clear error (exit 1), bounded in time, never hanging;
+    3. both restarted resume from the chief's last periodic checkpoint and finish.
+    """
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
     log = run_dir / "train_log.jsonl"
+    state = run_dir / "checkpoints" / "checkpoint"
+
+    # 1. checkpoint_every 1000: any checkpoint so far is the preemption's, not a periodic one.
+    chief, worker = _launch(tmp_path, run_dir, scratch, steps=400, checkpoint_every=1000)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not (log.exists() and log.read_text().strip()):
-            time.sleep(0.1)
-        assert log.exists(), "no training step logged before the deadline"
+        _wait_for(lambda: log.exists() and log.read_text().strip(), "no training step logged")
         worker.send_signal(signal.SIGTERM)  # the non-chief: the chief must hear of it
         outputs = [p.communicate(timeout=120)[1] for p in (chief, worker)]
     finally:
@@ -245,9 +222,39 @@ def test_sigterm_to_one_worker_checkpoints_every_worker_at_one_step(tmp_path):
     steps = {int(re.search(r"at step (\d+)", err).group(1)) for err in outputs}
     assert len(steps) == 1  # both stopped at the same step
     (stopped,) = steps
-    state = (run_dir / "checkpoints" / "checkpoint").read_text()
-    assert f"ckpt-{stopped}" in state and 0 < stopped < 400
+    assert f"ckpt-{stopped}" in state.read_text() and 0 < stopped < 400
     assert "Traceback" not in outputs[0] + outputs[1]
 
-    # Both restarted: training continues from that step, losing none.
-    _restart_and_expect_resume(tmp_path, run_dir, scratch, stopped, checkpoint_every=1000)
+    # 2. Both restarted continue from that step, losing none; now checkpointing every 5 steps.
+    chief, worker = _launch(tmp_path, run_dir, scratch, steps=400, checkpoint_every=5)
+    try:
+        _wait_for(
+            lambda: int(re.search(r"ckpt-(\d+)", state.read_text()).group(1)) > stopped,
+            "no periodic checkpoint after the resume",
+        )
+        worker.kill()
+        started = time.time()
+        _, err = chief.communicate(timeout=120)  # bounded: never hangs
+        stopped_after = time.time() - started
+        _, worker_err = worker.communicate(timeout=120)
+    finally:
+        chief.kill()
+        worker.kill()
+    assert _resumed(run_dir, stopped) in err and _resumed(run_dir, stopped) in worker_err
+    assert chief.returncode == 1
+    assert "another worker stopped" in err and "Traceback" not in err
+    assert stopped_after < 120
+    saved = int(re.search(r"ckpt-(\d+)", state.read_text()).group(1))
+    assert saved > stopped
+
+    # 3. Restarting both workers continues from the chief's last checkpoint.
+    processes = _launch(tmp_path, run_dir, scratch, steps=saved + 5, checkpoint_every=5)
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            assert _resumed(run_dir, saved) in err
+    finally:
+        for process in processes:
+            process.kill()
+    assert f"ckpt-{saved + 5}" in state.read_text()
