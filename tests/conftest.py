@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -52,3 +53,48 @@ def classification_run(shared_imdb, tmp_path_factory):
     config = config_from_dict(classification_config(shared_imdb, keep_checkpoints=3))
     train(config, run_dir, show_progress=False)
     return run_dir
+
+
+# -- scheduling under pytest-xdist ---------------------------------------------------------------
+
+# `make test` hands whole files to the two workers (--dist loadfile), by default those with the
+# most tests first, which leaves the files of a few long tests (the distributed ones) to the end,
+# where one worker runs them while the other has finished. Longest first instead: the files that
+# took the longest (seconds of setup and calls in `make test`, Intel Xeon with AMX, 2 cores),
+# then every other file in collection order. A rough order is enough: it only has to put the
+# long files before the many short ones that fill the gaps.
+LONGEST_FILES = (
+    "training/test_multi_worker.py",  # 108
+    "training/test_distributed.py",  # 74
+    "training/test_mixed_precision.py",  # 71
+    "test_translation_cli.py",  # 60
+    "training/test_positions.py",  # 58
+    "training/test_engine.py",  # 50
+    "importing/test_import.py",  # 50
+    "test_run_integrity.py",  # 48
+    "inference/test_ensemble.py",  # 47
+    "test_backends.py",  # 45
+    "training/test_update.py",  # 44
+    "test_extending.py",  # 44
+    "training/test_ema.py",  # 36
+    "test_pretraining.py",  # 35
+    "test_cli_quiet.py",  # 34
+    "test_init_from.py",  # 33
+    "training/test_batch_size.py",  # 27
+    "data/test_streaming.py",  # 22
+    "test_cli.py",  # 21
+    "inference/test_export.py",  # 20
+)
+
+
+def pytest_configure(config):
+    # xdist's own reordering (by number of tests) would undo the order below.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    rank = {str(tests / name): index for index, name in enumerate(LONGEST_FILES)}
+    order = {id(item): index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(str(item.path), len(rank)), order[id(item)]))
