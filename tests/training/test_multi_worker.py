@@ -26,6 +26,7 @@ from tests.fixtures import (
     translation_config,
     write_config,
 )
+from transformer_tf.run import RunDir, step_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +115,12 @@ def _wait_for(condition, what):
     while time.time() < deadline and not condition():
         time.sleep(0.1)
     assert condition(), f"{what} before the deadline"
+
+
+def _latest_step(run_dir):
+    """The step of the newest checkpoint the run's state file names (0: none yet)."""
+    latest = RunDir(run_dir).latest_checkpoint()
+    return 0 if latest is None else step_of(latest)
 
 
 def _resumed(run_dir, step):
@@ -229,7 +236,7 @@ def test_preemption_and_a_dead_worker_stop_every_worker_and_restarts_resume(tmp_
     chief, worker = _launch(tmp_path, run_dir, scratch, steps=400, checkpoint_every=5)
     try:
         _wait_for(
-            lambda: int(re.search(r"ckpt-(\d+)", state.read_text()).group(1)) > stopped,
+            lambda: _latest_step(run_dir) > stopped,
             "no periodic checkpoint after the resume",
         )
         worker.kill()
@@ -244,7 +251,7 @@ def test_preemption_and_a_dead_worker_stop_every_worker_and_restarts_resume(tmp_
     assert chief.returncode == 1
     assert "another worker stopped" in err and "Traceback" not in err
     assert stopped_after < 120
-    saved = int(re.search(r"ckpt-(\d+)", state.read_text()).group(1))
+    saved = _latest_step(run_dir)
     assert saved > stopped
 
     # 3. Restarting both workers continues from the chief's last checkpoint.
