@@ -55,7 +55,8 @@ def _rest(batch, rows):
 
 def accumulation_vs_union(out_dir, distribute=None) -> dict:
     """Weights after one update of 2 accumulated micro-batches (3 and 9 sentences, so different
-    token counts) and after one update of their union, from the same initial weights."""
+    token counts) and after one update of their union, from the same initial weights; and the
+    reductions traced into the accumulating loop (:func:`record_reductions`)."""
     # epsilon 1: Adam's first update is then about linear in the gradient rather than its sign,
     # and a clip norm below the gradient's norm makes the clip act: both would show a
     # per-micro-batch normalisation or clip.
@@ -68,6 +69,7 @@ def accumulation_vs_union(out_dir, distribute=None) -> dict:
     tokens = [int(tf.reduce_sum(tf.cast(b[1] != 0, tf.int32))) for b in (first, second)]
     accumulated = _trainer(Path(out_dir) / "acc", gradient_accumulation=2, **settings)
     initial = _weights(accumulated)
+    reductions = record_reductions(accumulated)
     assert all(np.array_equal(a, b) for a, b in zip(initial, _weights(union), strict=True))
     out_acc = _run(accumulated, [first, second], 1)
     out_union = _run(union, [batch], 1)
@@ -86,42 +88,63 @@ def accumulation_vs_union(out_dir, distribute=None) -> dict:
             for a, b in zip(_weights(accumulated), _weights(union), strict=True)
         ),
         "iterations": [int(t.optimizer.iterations.numpy()) for t in (accumulated, union)],
+        "reductions": reductions,
     }
 
 
-def count_reductions(out_dir, accumulation: int, distribute=None) -> dict:
-    """The cross-device reductions traced into the loop: one record per call (values, bytes)."""
-    trainer = _trainer(
-        Path(out_dir) / f"count{accumulation}", distribute, gradient_accumulation=accumulation
-    )
+def record_reductions(trainer) -> dict:
+    """Record the cross-device reductions traced into ``trainer``'s loop: call it before the
+    loop is made (``trainer.train()`` or ``make_train_loop``); the returned dict then holds one
+    record per call, ``[name, values, bytes]``, in ``calls`` (only those of the loop's first
+    call, which traces it: not the evaluator's), and the model's ``gradient_bytes`` and
+    ``variables``."""
     extended = trainer.strategy.extended
-    calls = []
+    result = {
+        "calls": [],
+        "gradient_bytes": sum(
+            int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size
+            for v in trainer.model.trainable_variables
+        ),
+        "variables": len(trainer.model.trainable_variables),
+    }
+    tracing = [False]
 
     def recording(name):
         original = getattr(extended, name)
 
         def wrapper(reduce_op, pairs, *args, **kwargs):
-            values = [v for v, _ in pairs] if name == "batch_reduce_to" else [pairs]
-            shapes = [trainer.strategy.experimental_local_results(v)[0].shape for v in values]
-            dtypes = [trainer.strategy.experimental_local_results(v)[0].dtype for v in values]
-            if all(shape.is_fully_defined() for shape in shapes):
-                nbytes = sum(s.num_elements() * d.size for s, d in zip(shapes, dtypes, strict=True))
-            else:
-                nbytes = str([s.as_list() for s in shapes])
-            calls.append([name, len(values), nbytes])
+            if tracing[0]:
+                values = [v for v, _ in pairs] if name == "batch_reduce_to" else [pairs]
+                local = [trainer.strategy.experimental_local_results(v)[0] for v in values]
+                shapes, dtypes = [v.shape for v in local], [v.dtype for v in local]
+                if all(shape.is_fully_defined() for shape in shapes):
+                    pairs_ = zip(shapes, dtypes, strict=True)
+                    nbytes = sum(s.num_elements() * d.size for s, d in pairs_)
+                else:
+                    nbytes = str([s.as_list() for s in shapes])
+                result["calls"].append([name, len(values), nbytes])
             return original(reduce_op, pairs, *args, **kwargs)
 
         setattr(extended, name, wrapper)
 
     recording("batch_reduce_to")
     recording("reduce_to")
-    dataset = distribute_dataset(trainer.strategy, trainer.task.dataset("train", training=True))
-    trainer.make_train_loop().get_concrete_function(iter(dataset), tf.TensorSpec([], tf.int32))
-    gradient_bytes = sum(
-        int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in trainer.model.trainable_variables
-    )
-    return {"calls": calls, "gradient_bytes": gradient_bytes,
-            "variables": len(trainer.model.trainable_variables)}  # fmt: skip
+    make = trainer.make_train_loop
+
+    def make_recorded():
+        loop = make()
+
+        def first_call_recorded(*args):
+            tracing[0] = not result["calls"] and loop.experimental_get_tracing_count() == 0
+            try:
+                return loop(*args)
+            finally:
+                tracing[0] = False
+
+        return first_call_recorded
+
+    trainer.make_train_loop = make_recorded
+    return result
 
 
 def _assert_union(result):
