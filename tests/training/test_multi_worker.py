@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.fixtures import (
     translation_config,
@@ -41,33 +40,40 @@ def _free_ports(count):
     return ports
 
 
-# A worker that trains as `transformer-tf train` does and then prints a checksum of its final
-# weights and a hash of its SentencePiece model, which the tests compare across the two
-# processes; the non-chief's build_tokenizers raises, so it can only have read the chief's
-# vocabulary.
+# A worker is `transformer-tf -v train CONFIG --run-dir RUN_DIR --no-progress`, and then prints a
+# checksum of its final weights and a hash of its SentencePiece model, which the test compares
+# across the two processes; the non-chief's build_tokenizers raises, so it can only have read
+# the chief's vocabulary.
 WORKER_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, sys
     import numpy as np
-    from transformer_tf.config import load_config
+    from transformer_tf import cli
     from transformer_tf.tasks import translation
-    from transformer_tf.training.trainer import build_trainer
+    from transformer_tf.training.trainer import Trainer
 
     if json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
         def refuse(*args, **kwargs):
             raise AssertionError("a non-chief worker built a vocabulary")
         translation.tokenizers.build_tokenizers = refuse
-    trainer = build_trainer(load_config(sys.argv[1]), sys.argv[2], show_progress=False)
-    trainer.train()
-    total = sum(np.abs(w.numpy().astype("float64")).sum() for w in trainer.model.weights)
-    print(f"final weights checksum: {total:.12e}", file=sys.stderr)
-    proto = trainer.task.source_tokenizer.model_proto
-    print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
+    train = Trainer.train
+
+    def train_and_report(self):
+        result = train(self)
+        total = sum(np.abs(w.numpy().astype("float64")).sum() for w in self.model.weights)
+        print(f"final weights checksum: {total:.12e}", file=sys.stderr)
+        proto = self.task.source_tokenizer.model_proto
+        print(f"vocabulary sha256: {hashlib.sha256(proto).hexdigest()}", file=sys.stderr)
+        return result
+
+    Trainer.train = train_and_report
+    config, run_dir = sys.argv[1:]
+    sys.exit(cli.main(["-v", "train", config, "--run-dir", run_dir, "--no-progress"]))
     """
 )
 
 
-def _start_workers(config, run_dir, scratch, *, script=None):
+def _start_workers(config, run_dir, scratch):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -78,11 +84,7 @@ def _start_workers(config, run_dir, scratch, *, script=None):
             "TF_CONFIG": json.dumps(tf_config),
             "TMPDIR": str(scratch),
         }
-        if script:
-            command = [sys.executable, "-c", script, str(config), str(run_dir)]
-        else:
-            command = [sys.executable, "-m", "transformer_tf.cli", "-v", "train", str(config),
-                       "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+        command = [sys.executable, "-c", WORKER_SCRIPT, str(config), str(run_dir)]
         processes.append(
             subprocess.Popen(
                 command,
@@ -96,9 +98,29 @@ def _start_workers(config, run_dir, scratch, *, script=None):
 
 
 def _multi_worker_config(tmp_path, steps, checkpoint_every):
+    """Two workers on sharded parallel text (each reads one shard per side) with a SentencePiece
+    vocabulary, which the chief builds."""
+    data = tmp_path / "data"
+    if not data.is_dir():
+        data.mkdir()
+        rng = np.random.default_rng(0)
+        words = ["the", "a", "cat", "dog", "sees", "eats", "big", "small", "red", "blue",
+                 "house", "tree", "runs"]  # fmt: skip
+        lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
+        for k in range(2):
+            (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
+            (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
     raw = translation_config(
         training={"steps": steps, "eval_every": None, "checkpoint_every": checkpoint_every}
     )
+    raw["data"] = {
+        "source": "parallel_text",
+        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
+                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
+        "tokenizer": "sentencepiece",
+        "vocab_size": 64,
+        "max_length": 16,
+    }  # fmt: skip
     raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
     return write_config(tmp_path / "mw.yaml", raw)
 
@@ -127,90 +149,22 @@ def _resumed(run_dir, step):
     return f"resumed from {run_dir}/checkpoints/ckpt-{step} at step {step}"
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """One launch of two workers (WORKER_SCRIPT) training 12 steps, checkpointing every 6, on
-    sharded parallel text with a SentencePiece vocabulary: the run directory, the scratch
-    directory (their TMPDIR) and each worker's stderr."""
-    tmp_path = tmp_path_factory.mktemp("two_workers")
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "sees",
-        "eats",
-        "big",
-        "small",
-        "red",
-        "blue",
-        "house",
-        "tree",
-        "runs",
-    ]
-    lines = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(300)]
-    for k in range(2):  # two shards per side: each worker reads one file
-        (data / f"src.{k}").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
-        (data / f"tgt.{k}").write_text("\n".join(lines[k::2]).upper() + "\n", encoding="utf-8")
-    raw = translation_config(training={"steps": 12, "eval_every": None, "checkpoint_every": 6})
-    raw["data"] = {
-        "source": "parallel_text",
-        "splits": {"train": {"source": [str(data / "src.0"), str(data / "src.1")],
-                             "target": [str(data / "tgt.0"), str(data / "tgt.1")]}},
-        "tokenizer": "sentencepiece",
-        "vocab_size": 64,
-        "max_length": 16,
-    }  # fmt: skip
-    raw["distribute"] = {"strategy": "multi_worker", "communication": "ring"}
-    config = write_config(tmp_path / "mw.yaml", raw)
-    run_dir = tmp_path / "run"
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    processes = _start_workers(config, run_dir, scratch, script=WORKER_SCRIPT)
-    errors = []
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=400)
-            errors.append(err)
-            assert process.returncode == 0, err[-3000:]
-    finally:
-        for process in processes:
-            process.kill()
-    return run_dir, scratch, errors
-
-
-def test_two_workers_train_through_the_cli_with_identical_weights(two_workers):
-    run_dir, scratch, outputs = two_workers
-    checksums = [re.search(r"final weights checksum: (\S+)", err).group(1) for err in outputs]
-    assert checksums[0] == checksums[1]
-    # One set of checkpoints, written by the chief; the other worker cleaned up after itself.
-    names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
-    assert names == ["ckpt-12.index", "ckpt-6.index"]
-    assert not [p for p in scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
-    assert (run_dir / "config.yaml").is_file()
-
-
-def test_two_workers_share_the_chiefs_sentencepiece_vocabulary(two_workers):
-    run_dir, _, errors = two_workers
-    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
-    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
-    assert hashes == [written, written]
-
-
-def test_preemption_and_a_dead_worker_stop_every_worker_and_restarts_resume(tmp_path):
-    """One run, stopped twice, as a cluster's would be (one chain: each start of the two
+def test_two_workers_share_a_vocabulary_stop_together_and_resume_to_identical_weights(tmp_path):
+    """One run of two workers on sharded parallel text with the chief's SentencePiece
+    vocabulary, stopped twice, as a cluster's would be (one chain: each start of the two
     workers costs two TensorFlow start-ups and traces):
 
     1. SIGTERM to the non-chief: both workers checkpoint the same step and exit 143;
     2. both restarted resume from that step; then the non-chief is killed (-9): the chief
        stops with a clear error (exit 1), bounded in time, never hanging;
-    3. both restarted resume from the chief's last periodic checkpoint and finish.
+    3. both restarted resume from the chief's last periodic checkpoint and finish with
+       identical weights and the vocabulary the chief wrote; only the chief's checkpoints are
+       in the run directory, and the other worker cleaned up after itself.
     """
-    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    run_dir = tmp_path / "run"
+    scratch, last_scratch = tmp_path / "scratch", tmp_path / "last_scratch"
     scratch.mkdir()
+    last_scratch.mkdir()
     log = run_dir / "train_log.jsonl"
     state = run_dir / "checkpoints" / "checkpoint"
 
@@ -254,14 +208,27 @@ def test_preemption_and_a_dead_worker_stop_every_worker_and_restarts_resume(tmp_
     saved = _latest_step(run_dir)
     assert saved > stopped
 
-    # 3. Restarting both workers continues from the chief's last checkpoint.
-    processes = _launch(tmp_path, run_dir, scratch, steps=saved + 5, checkpoint_every=5)
+    # 3. Restarting both workers continues from the chief's last checkpoint. (A scratch
+    # directory of its own: the worker killed in 2 could not clean up after itself.)
+    processes = _launch(tmp_path, run_dir, last_scratch, steps=saved + 5, checkpoint_every=5)
+    errors = []
     try:
         for process in processes:
             _, err = process.communicate(timeout=300)
+            errors.append(err)
             assert process.returncode == 0, err[-3000:]
             assert _resumed(run_dir, saved) in err
     finally:
         for process in processes:
             process.kill()
     assert f"ckpt-{saved + 5}" in state.read_text()
+    checksums = [re.search(r"final weights checksum: (\S+)", err).group(1) for err in errors]
+    assert checksums[0] == checksums[1]
+    hashes = [re.search(r"vocabulary sha256: (\w+)", err).group(1) for err in errors]
+    written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
+    assert hashes == [written, written]
+    # One set of checkpoints, the chief's: the preemption's, then every 5 steps.
+    kept = {step_of(p.name[: -len(".index")]) for p in (run_dir / "checkpoints").glob("*.index")}
+    assert saved + 5 in kept and all(s == stopped or s % 5 == 0 for s in kept), kept
+    assert not [p for p in last_scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
+    assert (run_dir / "config.yaml").is_file()
