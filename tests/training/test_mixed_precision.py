@@ -41,41 +41,44 @@ def copy_task(tmp_path_factory):
 # 200 steps: every mode reached 100% at 160, and the three eager ones failed at 120 (AMD EPYC,
 # avx512_bf16), so the steps keep a quarter in hand; the 400 before only cost time.
 def _config(files, mixed_precision, jit_compile, steps=200, **model):
-    return config_from_dict(
-        {
-            "task": "translation",
-            "model": {
-                "num_layers": 1,
-                "d_model": 32,
-                "num_heads": 2,
-                "d_ff": 64,
-                "dropout": 0.0,
-                **model,
-            },
-            "data": {
-                "source": "parallel_text",
-                "tokenizer": "word",
-                "splits": files,
-                "bucket_width": 8,
-            },
-            "training": {
-                "batch_size": 32,
-                "steps": steps,
-                "learning_rate": 0.01,
-                "warmup_steps": 20,
-                "schedule": "cosine",  # settles by the end, whatever the rounding on the way
-                "label_smoothing": 0.0,
-                "eval_every": steps,
-                "log_every": steps,
-                "checkpoint_every": steps,
-                "seed": 3,
-                "mixed_precision": mixed_precision,
-                "jit_compile": jit_compile,
-            },
-            "decoding": {"beam_size": 1, "max_length": 12},
-            "distribute": {"strategy": "cpu"},
-        }
-    )
+    return config_from_dict(raw_config(files, mixed_precision, jit_compile, steps, **model))
+
+
+def raw_config(files, mixed_precision, jit_compile, steps=200, **model) -> dict:
+    """The config of :func:`_config` as a dict (a YAML file's contents)."""
+    return {
+        "task": "translation",
+        "model": {
+            "num_layers": 1,
+            "d_model": 32,
+            "num_heads": 2,
+            "d_ff": 64,
+            "dropout": 0.0,
+            **model,
+        },
+        "data": {
+            "source": "parallel_text",
+            "tokenizer": "word",
+            "splits": files,
+            "bucket_width": 8,
+        },
+        "training": {
+            "batch_size": 32,
+            "steps": steps,
+            "learning_rate": 0.01,
+            "warmup_steps": 20,
+            "schedule": "cosine",  # settles by the end, whatever the rounding on the way
+            "label_smoothing": 0.0,
+            "eval_every": steps,
+            "log_every": steps,
+            "checkpoint_every": steps,
+            "seed": 3,
+            "mixed_precision": mixed_precision,
+            "jit_compile": jit_compile,
+        },
+        "decoding": {"beam_size": 1, "max_length": 12},
+        "distribute": {"strategy": "cpu"},
+    }
 
 
 @pytest.mark.slow
