@@ -202,15 +202,14 @@ def test_a_pretraining_run_has_no_translate_or_export(pretrained, tmp_path, caps
     assert not (tmp_path / "export").exists()
 
 
-def test_runs_of_other_tasks_are_refused(imdb, pretrained, tmp_path):
+def test_runs_of_other_tasks_are_refused(imdb, pretrained, classification_run, tmp_path):
     with pytest.raises(UserError, match="is a masked_lm run; this config trains translation"):
         _build(translation_config(), tmp_path / "t", init_from=str(pretrained))
     assert not (tmp_path / "t").exists()
-    classifier = train_through_cli(
-        tmp_path, classification_config(imdb / "aclImdb", steps=2), name="classifier"
-    )
+    # classification_run: the suite's shared classifier (tests/conftest.py).
     with pytest.raises(UserError, match="is a classification run; this config trains masked_lm"):
-        _build(_pretrain_config(imdb), tmp_path / "m", init_from=str(classifier))
+        _build(_pretrain_config(imdb), tmp_path / "m", init_from=str(classification_run))
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_source_that_shares_no_word_is_refused(imdb, tmp_path):
