@@ -36,9 +36,16 @@ def _losses(run_dir):
     return [(entry["step"], entry["loss"]) for entry in map(json.loads, lines)]
 
 
-def test_train_checkpoints_learns_and_evaluates(imdb, tmp_path):
-    run_dir = tmp_path / "run"
-    result = train(_config(imdb, keep_checkpoints=2), run_dir, show_progress=False)
+@pytest.fixture(scope="module")
+def keep_two(imdb, tmp_path_factory):
+    """classification_run's config (tests/conftest.py) keeping two checkpoints instead of
+    three: the run directory and the result of ``train``."""
+    run_dir = tmp_path_factory.mktemp("keep_two") / "run"
+    return run_dir, train(_config(imdb, keep_checkpoints=2), run_dir, show_progress=False)
+
+
+def test_train_checkpoints_learns_and_evaluates(keep_two):
+    run_dir, result = keep_two
     assert result.step == 30 and result.stop_reason == "completed"
     assert RunDir(run_dir).checkpoint_steps() == [20, 30]  # keeps the last two
     assert (run_dir / "checkpoints" / "best").is_dir()
@@ -54,13 +61,19 @@ def test_train_checkpoints_learns_and_evaluates(imdb, tmp_path):
     assert evaluate_run(run_dir, split="test")["accuracy"] > 0.85
 
 
-def test_same_seed_same_loss_curve(imdb, tmp_path):
-    config = _config(imdb, steps=15, eval_every=None)
-    train(config, tmp_path / "a", show_progress=False)
-    train(config, tmp_path / "b", show_progress=False)
-    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
-    assert [s for s, _ in a] == [5, 10, 15]
+def test_same_seed_same_loss_curve(keep_two, classification_run):
+    # Two runs of the same config and seed (how many checkpoints each keeps changes nothing
+    # they compute): the same curve, and the same validations.
+    run_dir, result = keep_two
+    a, b = _losses(run_dir), _losses(classification_run)
+    assert [s for s, _ in a] == [5, 10, 15, 20, 25, 30]
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-6)
+    lines = (classification_run / "validation_log.jsonl").read_text().splitlines()
+    other = [json.loads(line) for line in lines]
+    assert [v["step"] for v in result.validation] == [v["step"] for v in other] == [10, 20, 30]
+    np.testing.assert_allclose(
+        [v["loss"] for v in result.validation], [v["loss"] for v in other], rtol=1e-6
+    )
 
 
 def test_resume_continues_at_the_right_step_and_matches(imdb, classification_run, tmp_path):
