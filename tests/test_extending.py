@@ -227,75 +227,6 @@ def test_model_keras_reloads_in_a_fresh_process_with_the_same_outputs(run, tmp_p
     np.testing.assert_allclose(reloaded(inputs, training=False), expected, rtol=1e-5, atol=1e-5)
 
 
-_FAILING_RELOAD_SCRIPT = """
-    import json
-    import sys
-    from transformer_tf.errors import UserError
-    from transformer_tf.saving import load_keras_model
-
-    moved_to, *paths = sys.argv[1:]
-    messages = {}
-    for path in paths:
-        try:
-            load_keras_model(path)
-            messages[path] = None
-        except UserError as error:
-            messages[path] = str(error)
-    # The recorded file is gone, but a module of the same name is importable: it is used.
-    sys.path.insert(0, moved_to)
-    model = load_keras_model(paths[0])
-    messages["fallback"] = type(model.encoder.blocks[0].feed_forward_layer).__module__
-    print(json.dumps(messages))
-"""
-
-
-def test_reload_without_the_plugin_names_the_missing_module(run, example, tmp_path):
-    # Without config.yaml: only the model.keras file, and a Keras model that serializes the
-    # plugin class itself (so Keras, not the registry, is the one that cannot find it).
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    shutil.copy(run["dir"] / "model.keras", alone / "model.keras")
-    my_layers = sys.modules["my_layers"]
-    direct = keras.Sequential([keras.Input((3, D_MODEL)), my_layers.GatedFeedForward(D_MODEL, 8)])
-    direct.save(alone / "direct.keras")
-
-    plugin = example / "my_layers.py"
-    moved = example.parent / "elsewhere" / "my_layers.py"
-    moved.parent.mkdir()
-    plugin.rename(moved)
-    try:
-        result = _fresh_python(
-            _FAILING_RELOAD_SCRIPT,
-            moved.parent,
-            run["dir"],
-            alone / "model.keras",
-            alone / "direct.keras",
-            cwd=tmp_path,
-        )
-    finally:
-        moved.rename(plugin)
-    assert result.returncode == 0, result.stderr
-    messages = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "Traceback" not in result.stderr
-
-    gone = messages[str(run["dir"])]
-    assert "needs the plugin module `my_layers`" in gone
-    assert f"recorded in {run['dir'] / 'config.yaml'} as plugins[0] = '{plugin}'" in gone
-    assert "not found" in gone
-
-    unregistered = messages[str(alone / "model.keras")]
-    assert "feed_forward `my_layers.GatedFeedForward`" in unregistered
-    assert "normalization `my_layers.RMSNorm`" in unregistered
-    assert "`my_layers`" in unregistered and "No config.yaml" in unregistered
-
-    unlocated = messages[str(alone / "direct.keras")]
-    assert "could not locate class `GatedFeedForward`" in unlocated
-    assert "registered as `my_layers>GatedFeedForward`" in unlocated
-    assert "`import my_layers`" in unlocated
-
-    assert messages["fallback"] == "my_layers"
-
-
 # --------------------------------------------------------------------------------------------
 # Name errors through the CLI.
 
@@ -347,29 +278,104 @@ def test_two_classes_under_one_name_is_an_error(example, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Export.
+# Without the plugin: the export serves, the reloads say what is missing.
 
-_SERVE_SCRIPT = """
+# One fresh interpreter for both checks without the plugin (its file moved away): first the
+# SavedModel serves with TensorFlow alone, then transformer_tf's loaders say what is missing.
+_WITHOUT_PLUGIN_SCRIPT = """
     import json
     import sys
     import tensorflow as tf
 
-    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-    texts = json.loads(sys.argv[2])
-    outputs = serve(text=tf.constant(texts, tf.string))["translation"].numpy().tolist()
-    assert "transformer_tf" not in sys.modules and "my_layers" not in sys.modules
-    print(json.dumps([text.decode("utf-8") for text in outputs]))
+    export_dir, texts, moved_to, *paths = sys.argv[1:]
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    outputs = serve(text=tf.constant(json.loads(texts), tf.string))["translation"].numpy()
+    served = {
+        "translations": [text.decode("utf-8") for text in outputs.tolist()],
+        "imported": sorted({"transformer_tf", "my_layers"} & set(sys.modules)),
+    }
+
+    from transformer_tf.errors import UserError
+    from transformer_tf.saving import load_keras_model
+
+    messages = {}
+    for path in paths:
+        try:
+            load_keras_model(path)
+            messages[path] = None
+        except UserError as error:
+            messages[path] = str(error)
+    # The recorded file is gone, but a module of the same name is importable: it is used.
+    sys.path.insert(0, moved_to)
+    model = load_keras_model(paths[0])
+    messages["fallback"] = type(model.encoder.blocks[0].feed_forward_layer).__module__
+    print(json.dumps({"served": served, "messages": messages}))
 """
 
 
-def test_export_serves_without_the_plugin(run, example, tmp_path):
-    pytest.importorskip("transformer_tf.inference.export")
+@pytest.fixture(scope="module")
+def without_the_plugin(run, example, tmp_path_factory):
+    """The run's SavedModel export (``transformer-tf export``), and a folder ``alone`` with
+    only its model.keras and a Keras model that serializes the plugin class itself (so Keras,
+    not the registry, is the one that cannot find it); then, with the plugin file moved away,
+    :data:`_WITHOUT_PLUGIN_SCRIPT`'s report on them in a fresh interpreter."""
+    tmp_path = tmp_path_factory.mktemp("without_the_plugin")
+    code, _, err = _cli("export", run["dir"], tmp_path / "export")
+    assert code == 0, err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run["dir"] / "model.keras", alone / "model.keras")
+    my_layers = sys.modules["my_layers"]
+    direct = keras.Sequential([keras.Input((3, D_MODEL)), my_layers.GatedFeedForward(D_MODEL, 8)])
+    direct.save(alone / "direct.keras")
+
+    plugin = example / "my_layers.py"
+    moved = example.parent / "elsewhere" / "my_layers.py"
+    moved.parent.mkdir()
+    plugin.rename(moved)
+    try:
+        result = _fresh_python(
+            _WITHOUT_PLUGIN_SCRIPT,
+            tmp_path / "export",
+            json.dumps(TEXTS),
+            moved.parent,
+            run["dir"],
+            alone / "model.keras",
+            alone / "direct.keras",
+            cwd=tmp_path,
+        )
+    finally:
+        moved.rename(plugin)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return {"alone": alone, "plugin": plugin, **json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def test_reload_without_the_plugin_names_the_missing_module(run, without_the_plugin):
+    messages, alone, plugin = (without_the_plugin[k] for k in ("messages", "alone", "plugin"))
+    gone = messages[str(run["dir"])]
+    assert "needs the plugin module `my_layers`" in gone
+    assert f"recorded in {run['dir'] / 'config.yaml'} as plugins[0] = '{plugin}'" in gone
+    assert "not found" in gone
+
+    unregistered = messages[str(alone / "model.keras")]
+    assert "feed_forward `my_layers.GatedFeedForward`" in unregistered
+    assert "normalization `my_layers.RMSNorm`" in unregistered
+    assert "`my_layers`" in unregistered and "No config.yaml" in unregistered
+
+    unlocated = messages[str(alone / "direct.keras")]
+    assert "could not locate class `GatedFeedForward`" in unlocated
+    assert "registered as `my_layers>GatedFeedForward`" in unlocated
+    assert "`import my_layers`" in unlocated
+
+    assert messages["fallback"] == "my_layers"
+
+
+def test_export_serves_without_the_plugin(run, without_the_plugin):
     from transformer_tf.assembly import load_run
     from transformer_tf.inference.options import DecodingOptions
     from transformer_tf.inference.translate import translate
 
-    code, out, err = _cli("export", run["dir"], tmp_path / "export")
-    assert code == 0, err
     loaded = load_run(run["dir"])
     config = loaded.config
     options = DecodingOptions(
@@ -382,13 +388,6 @@ def test_export_serves_without_the_plugin(run, example, tmp_path):
         loaded.model, loaded.task.source_tokenizer, loaded.task.target_tokenizer, TEXTS, options
     ).texts
     # The SavedModel is a graph: it serves with TensorFlow alone, the plugin file gone.
-    plugin = example / "my_layers.py"
-    moved = tmp_path / "moved" / "my_layers.py"
-    moved.parent.mkdir()
-    plugin.rename(moved)
-    try:
-        result = _fresh_python(_SERVE_SCRIPT, tmp_path / "export", json.dumps(TEXTS), cwd=tmp_path)
-    finally:
-        moved.rename(plugin)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    served = without_the_plugin["served"]
+    assert served["imported"] == []
+    assert served["translations"] == expected
