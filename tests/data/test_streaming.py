@@ -165,11 +165,20 @@ def test_a_pipeline_with_an_input_context_makes_per_replica_batches_of_its_part(
     assert parts == _expected(task, pairs)
 
 
-def test_training_streams_with_text_lines_and_reads_no_corpus_into_python(tmp_path, monkeypatch):
+def _streamed_config(sources, targets, steps):
+    return _config(sources, targets, steps=steps, eval_every=None, checkpoint_every=7, log_every=1)
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """A 16-step run streamed from 2 shards of 40 pairs, trained while reading a corpus into
+    Python raises: its data (sources, targets), root directory, trainer and the arguments of
+    every ``tf.data.TextLineDataset`` it opened."""
     from transformer_tf.tasks import translation
     from transformer_tf.training.trainer import build_trainer
 
-    sources, targets, _ = _write_shards(tmp_path / "data", shards=2, per_shard=30)
+    root = tmp_path_factory.mktemp("streamed")
+    sources, targets, _ = _write_shards(root / "data", shards=2, per_shard=40)
     opened = []
     text_lines = tf.data.TextLineDataset
 
@@ -180,12 +189,19 @@ def test_training_streams_with_text_lines_and_reads_no_corpus_into_python(tmp_pa
     def refuse(*args, **kwargs):
         raise AssertionError("training read a corpus into Python")
 
-    monkeypatch.setattr(translation, "read_parallel", refuse)
-    monkeypatch.setattr(translation, "encode_pairs", refuse)
-    monkeypatch.setattr(tf.data, "TextLineDataset", recording)
-    config = _config(sources, targets, steps=3, eval_every=None, checkpoint_every=3)
-    result = build_trainer(config, tmp_path / "run", show_progress=False).train()
-    assert result.step == 3 and opened
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(translation, "read_parallel", refuse)
+        patch.setattr(translation, "encode_pairs", refuse)
+        patch.setattr(tf.data, "TextLineDataset", recording)
+        trainer = build_trainer(
+            _streamed_config(sources, targets, 16), root / "straight", show_progress=False
+        )
+        trainer.train()
+    return {"data": (sources, targets), "root": root, "trainer": trainer, "opened": opened}
+
+
+def test_training_streams_with_text_lines_and_reads_no_corpus_into_python(streamed):
+    assert int(streamed["trainer"].state.step.numpy()) == 16 and streamed["opened"]
 
 
 def test_the_vocabulary_sample_is_the_first_pairs_spread_over_the_shards(tmp_path):
@@ -288,31 +304,30 @@ def test_a_prebuilt_vocabulary_is_used_and_copied_into_the_run(tmp_path):
     assert (tmp_path / "run" / "vocab" / "tokenizer.json").is_file()
 
 
-def test_a_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
+def test_a_resumed_streamed_run_equals_an_uninterrupted_one(streamed, tmp_path):
     from transformer_tf.training.trainer import build_trainer
 
-    sources, targets, _ = _write_shards(tmp_path / "data", shards=2, per_shard=40)
+    sources, targets = streamed["data"]
 
-    def run(name, steps):
-        config = _config(sources, targets, steps=steps, eval_every=None, checkpoint_every=7,
-                         log_every=1)  # fmt: skip
-        trainer = build_trainer(config, tmp_path / name, show_progress=False)
+    def run(steps):
+        config = _streamed_config(sources, targets, steps)
+        trainer = build_trainer(config, tmp_path / "resumed", show_progress=False)
         trainer.train()
         return trainer
 
     # 80 pairs in batches of 8: about 10 batches an epoch, so step 7 is mid-epoch and the
     # resumed part crosses an epoch boundary.
-    straight = run("straight", 16)
-    run("resumed", 7)
-    resumed = run("resumed", 16)
-    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+    run(7)
+    resumed = run(16)
+    for a, b in zip(streamed["trainer"].model.weights, resumed.model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
-    def losses(name):
-        records = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").open()]
+    def losses(run_dir):
+        records = [json.loads(x) for x in (run_dir / "train_log.jsonl").open()]
         return {r["step"]: r["loss"] for r in records}
 
-    assert losses("resumed") == losses("straight") and len(losses("straight")) == 16
+    straight = losses(streamed["root"] / "straight")
+    assert losses(tmp_path / "resumed") == straight and len(straight) == 16
 
 
 # --- Subword regularization ------------------------------------------------------------------
