@@ -1,4 +1,5 @@
-"""Decoding scores of a translation split: what each scorer compares."""
+"""Evaluation: the decoding scores of a translation split (what each scorer compares), and an
+evaluator scoring a split again."""
 
 from __future__ import annotations
 
@@ -78,3 +79,23 @@ def test_lowercased_runs_compare_lowercased_references(decoded):
     scores = translation.decoding_scores(task, model=None, split="test")
     assert scores["exact_match"] == 1.0
     assert scores["bleu"] == pytest.approx(100.0)
+
+
+def test_an_evaluator_builds_a_split_once_and_scores_it_alike_each_time(classification_run):
+    # Validation during training calls the same evaluator every eval_every steps: the split's
+    # pipeline is built at the first call and read again, whole, at each later one.
+    from transformer_tf.assembly import load_run
+    from transformer_tf.evaluation.evaluator import Evaluator
+
+    run = load_run(classification_run)
+    built = []
+    dataset = run.task.dataset
+    run.task.dataset = lambda split, training: built.append(split) or dataset(split, training)
+    evaluator = Evaluator(run.strategy, run.model, run.task)
+    first = evaluator.run("validation")
+    assert evaluator.run("validation") == first
+    assert built == ["validation"]
+    assert evaluator.run("test") != first and built == ["validation", "test"]
+    # A new evaluator, which builds the split anew, gives the same numbers.
+    assert Evaluator(run.strategy, run.model, run.task).run("validation") == first
+    assert set(first) == {"loss", "accuracy"}

@@ -35,6 +35,7 @@ class Evaluator:
         self.model = model
         self.task = task
         self._step = None
+        self._datasets: dict[str, tf.distribute.DistributedDataset] = {}
 
     def _build_step(self, element_spec):
         model, task, strategy = self.model, self.task, self.strategy
@@ -55,9 +56,18 @@ class Evaluator:
 
         return tf.function(step, input_signature=[element_spec])
 
+    def _dataset(self, split: str):
+        """The split's distributed batches, built once: building a pipeline traces its
+        functions (tens of milliseconds each validation), and evaluation data is read in the
+        same order every time (no shuffling), so each ``run`` iterates the same dataset again."""
+        if split not in self._datasets:
+            batches = self.task.dataset(split, training=False)
+            self._datasets[split] = distribute_dataset(self.strategy, batches)
+        return self._datasets[split]
+
     def run(self, split: str) -> dict:
         """``{"loss": ..., <metric>: ...}`` over the whole split."""
-        dataset = distribute_dataset(self.strategy, self.task.dataset(split, training=False))
+        dataset = self._dataset(split)
         if self._step is None:
             self._step = self._build_step(dataset.element_spec)
         totals: dict[str, list[float]] = {}
