@@ -1,5 +1,5 @@
 """tf.distribute for real on CPUs: 2 worker processes (MultiWorkerMirroredStrategy over local
-ports), trained through the CLI or the trainer, killed, preempted and restarted.
+ports), trained through the CLI, preempted, killed and restarted: one chain on one run.
 
 A file of its own (tests/training/test_distributed.py has the mirrored replicas): `make test`
 gives each file to one pytest worker, and these two are the suite's longest.
