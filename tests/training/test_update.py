@@ -116,12 +116,10 @@ def record_reductions(trainer) -> dict:
             if tracing[0]:
                 values = [v for v, _ in pairs] if name == "batch_reduce_to" else [pairs]
                 local = [trainer.strategy.experimental_local_results(v)[0] for v in values]
-                shapes, dtypes = [v.shape for v in local], [v.dtype for v in local]
-                if all(shape.is_fully_defined() for shape in shapes):
-                    pairs_ = zip(shapes, dtypes, strict=True)
-                    nbytes = sum(s.num_elements() * d.size for s, d in pairs_)
+                if all(v.shape.is_fully_defined() for v in local):
+                    nbytes = sum(v.shape.num_elements() * v.dtype.size for v in local)
                 else:
-                    nbytes = str([s.as_list() for s in shapes])
+                    nbytes = str([v.shape.as_list() for v in local])
                 result["calls"].append([name, len(values), nbytes])
             return original(reduce_op, pairs, *args, **kwargs)
 
@@ -135,6 +133,7 @@ def record_reductions(trainer) -> dict:
         loop = make()
 
         def first_call_recorded(*args):
+            # The first call traces the loop (only the first loop made is recorded).
             tracing[0] = not result["calls"] and loop.experimental_get_tracing_count() == 0
             try:
                 return loop(*args)
