@@ -7,6 +7,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # float32 so that the suite's numbers do not depend on the machine it runs on. Subprocesses
 # inherit it. tests/test_precision.py tests the hardware decision itself.
 os.environ.setdefault("TRANSFORMER_TF_AUTO_PRECISION", "none")
+# TensorFlow's own kernels rather than oneDNN's (its default on x86): oneDNN prepares a primitive
+# for each new shape, which the suite's tiny models and many bucket shapes pay again and again.
+# Side by side on an Intel Xeon with AMX (2 cores), the whole suite took 484.8 s of pytest and
+# 862 s of user CPU without oneDNN, 521.8 s and 928 s with it. No test asserts anything a kernel
+# library decides; `make demo` and the benchmarks run with oneDNN, and
+# `TF_ENABLE_ONEDNN_OPTS=1 make test` runs the suite with it. Subprocesses inherit it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Under pytest-xdist (`make test`: one worker per core) each worker's TensorFlow would start one
 # intra-op thread per core of the machine: share the cores out instead. 193 s against 200-213 s
 # for a slice of the suite on 2 cores. Subprocesses inherit it.

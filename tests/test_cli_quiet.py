@@ -24,7 +24,10 @@ STARTUP_LINES = (
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    # As a user's shell has it: TensorFlow's log level unset and oneDNN on (tests/conftest.py
+    # turns it off), so that its start-up line is there to be silenced.
+    unset = ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = str(ROOT)
     return env
 
