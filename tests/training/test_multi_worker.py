@@ -228,7 +228,7 @@ def test_two_workers_share_a_vocabulary_stop_together_and_resume_to_identical_we
     written = hashlib.sha256((run_dir / "vocab" / "shared.model").read_bytes()).hexdigest()
     assert hashes == [written, written]
     # One set of checkpoints, the chief's: the preemption's, then every 5 steps.
-    kept = {step_of(p.name[: -len(".index")]) for p in (run_dir / "checkpoints").glob("*.index")}
+    kept = {step_of(p.stem) for p in (run_dir / "checkpoints").glob("*.index")}
     assert saved + 5 in kept and all(s == stopped or s % 5 == 0 for s in kept), kept
     assert not [p for p in last_scratch.iterdir() if p.name.startswith("transformer_tf_worker")]
     assert (run_dir / "config.yaml").is_file()
